@@ -1,0 +1,191 @@
+"""Index a dataset folder into ``meta.json`` in the released format (SPEC §8).
+
+    python -m datasets.prepare {mvtec,visa,folder} ROOT
+
+``meta.json`` = ``{"train"|"test": {cat: [{"img_path", "mask_path", "cls_name", "specie_name",
+"anomaly"}]}}`` with paths relative to ROOT. MVTec-layout folders: ``<cat>/{train/good,
+test/<type>, ground_truth/<type>/<stem>_mask.png}``; masks pair with images by sorted order within
+a defect type, as released. VisA: rows of ``split_csv/1cls.csv`` in file order. Categories are
+the ones present, so a partial download works.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import sys
+from pathlib import Path
+
+from PIL import Image
+
+from .errors import DatasetError, one_line
+from utils.io import atomic_write_text
+
+MVTEC_CATEGORIES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather",
+                    "metal_nut", "pill", "screw", "tile", "toothbrush", "transistor", "wood",
+                    "zipper")
+VISA_CATEGORIES = ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1",
+                   "macaroni2", "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+def _entry(img: str, mask: str, cls: str, specie: str, anomaly: int) -> dict:
+    return {"img_path": img, "mask_path": mask, "cls_name": cls, "specie_name": specie,
+            "anomaly": anomaly}
+
+
+def _images(folder: Path) -> list[str]:
+    return sorted(f for f in os.listdir(folder)
+                  if f.lower().endswith(IMAGE_EXTENSIONS) and not f.startswith("."))
+
+
+def _check_sizes(root: Path, entry: dict) -> None:
+    """Raise if an anomalous image's mask has another pixel size than the image."""
+    if not entry["mask_path"]:
+        return
+    try:
+        with Image.open(root / entry["img_path"]) as im, Image.open(root / entry["mask_path"]) as m:
+            isz, msz = im.size, m.size
+    except OSError as e:
+        raise DatasetError(f"cannot read {root / entry['img_path']} or its mask: {e}") from e
+    if isz != msz:
+        raise DatasetError(
+            f"mask {root / entry['mask_path']} is {msz[0]}x{msz[1]} but its image "
+            f"{root / entry['img_path']} is {isz[0]}x{isz[1]}: masks must match their image")
+
+
+def _ordered(found: list[str], standard: tuple[str, ...], kind: str) -> list[str]:
+    missing = [c for c in standard if c not in found]
+    if missing and any(c in standard for c in found):
+        print(f"notice: {kind}: standard categories not found (skipped): {', '.join(missing)}",
+              file=sys.stderr)
+    return [c for c in standard if c in found] + sorted(c for c in found if c not in standard)
+
+
+def mvtec_layout_meta(root: Path, standard: tuple[str, ...] = MVTEC_CATEGORIES,
+                      check_sizes: bool = True) -> dict:
+    """meta dict for a folder in the MVTec AD layout (any categories)."""
+    cats = [d.name for d in root.iterdir() if (d / "train").is_dir() and (d / "test").is_dir()]
+    if not cats:
+        raise DatasetError(
+            f"no category folders with train/ and test/ under {root}: expected the MVTec layout "
+            "<root>/<category>/{train/good, test/<type>, ground_truth/<type>}")
+    info = {"train": {}, "test": {}}
+    for cls in _ordered(cats, standard, "mvtec"):
+        for phase in ("train", "test"):
+            entries = []
+            for specie in sorted(os.listdir(root / cls / phase)):
+                if not (root / cls / phase / specie).is_dir():
+                    continue
+                imgs = _images(root / cls / phase / specie)
+                if specie == "good":
+                    entries += [_entry(f"{cls}/{phase}/{specie}/{n}", "", cls, specie, 0) for n in imgs]
+                    continue
+                gt_dir = root / cls / "ground_truth" / specie
+                masks = _images(gt_dir) if gt_dir.is_dir() else []
+                by_stem = {Path(m).stem[:-5]: m for m in masks if Path(m).stem.endswith("_mask")}
+                for i, n in enumerate(imgs):
+                    if len(by_stem) == len(masks) and masks:
+                        mask = by_stem.get(Path(n).stem)  # <stem>_mask.png, as MVTec names them
+                    else:
+                        mask = masks[i] if i < len(masks) else None  # sorted order, as released
+                    if mask is None:
+                        raise DatasetError(
+                            f"anomalous image {root / cls / phase / specie / n} has no mask in "
+                            f"{gt_dir} (expected {Path(n).stem}_mask.png)")
+                    entries.append(_entry(f"{cls}/{phase}/{specie}/{n}",
+                                          f"{cls}/ground_truth/{specie}/{mask}", cls, specie, 1))
+            info[phase][cls] = entries
+        if not info["test"][cls]:
+            raise DatasetError(f"category {cls} has no test images under {root / cls / 'test'}")
+    if check_sizes:
+        for phase in info.values():
+            for entries in phase.values():
+                for e in entries:
+                    _check_sizes(root, e)
+    return info
+
+
+def visa_meta(root: Path, check_sizes: bool = True) -> dict:
+    """meta dict for the VisA layout from ``split_csv/1cls.csv`` (rows in file order)."""
+    csv_path = root / "split_csv" / "1cls.csv"
+    if not csv_path.is_file():
+        raise DatasetError(f"VisA split file not found: {csv_path} (it ships with VisA)")
+    with open(csv_path, newline="") as f:
+        rows = list(csv.reader(f))
+    header, rows = rows[0], [r for r in rows[1:] if r]
+    if [h.strip() for h in header[:5]] != ["object", "split", "label", "image", "mask"]:
+        raise DatasetError(f"{csv_path}: expected columns object,split,label,image,mask; got {header}")
+    found = list(dict.fromkeys(r[0] for r in rows))
+    info = {"train": {}, "test": {}}
+    for cls in _ordered(found, VISA_CATEGORIES, "visa"):
+        for phase in ("train", "test"):
+            entries = []
+            for r in rows:
+                if r[0] != cls or r[1] != phase:
+                    continue
+                anomaly = 1 if r[2] == "anomaly" else 0
+                mask = r[4] if anomaly else ""
+                if anomaly and not mask:
+                    raise DatasetError(f"{csv_path}: anomalous image {r[3]} has no mask")
+                for p in (r[3], mask):
+                    if p and not (root / p).is_file():
+                        raise DatasetError(f"{csv_path} lists {p}, which is not under {root}")
+                entries.append(_entry(r[3], mask, cls, "", anomaly))
+            info[phase][cls] = entries
+        if not info["test"][cls]:
+            raise DatasetError(f"category {cls} has no test rows in {csv_path}")
+    if check_sizes:
+        for phase in info.values():
+            for entries in phase.values():
+                for e in entries:
+                    _check_sizes(root, e)
+    return info
+
+
+BUILDERS = {
+    "mvtec": lambda root: mvtec_layout_meta(root),
+    "folder": lambda root: mvtec_layout_meta(root, standard=()),
+    "visa": visa_meta,
+}
+
+
+def prepare(kind: str, root: str | Path) -> Path:
+    """Write ``ROOT/meta.json`` for a dataset of layout ``kind``; returns its path."""
+    if kind not in BUILDERS:
+        raise DatasetError(f"unknown dataset {kind!r}: choose one of {', '.join(BUILDERS)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(f"dataset root not found: {root}")
+    info = BUILDERS[kind](root)
+    path = root / "meta.json"
+    atomic_write_text(path, json.dumps(info, indent=4) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        prog="python -m datasets.prepare",
+        description="Write ROOT/meta.json (the released index format) for a dataset folder.")
+    p.add_argument("kind", choices=sorted(BUILDERS),
+                   help="mvtec: MVTec AD; visa: VisA (uses split_csv/1cls.csv); "
+                        "folder: any dataset in the MVTec layout")
+    p.add_argument("root", help="dataset root folder")
+    args = p.parse_args(argv)
+    try:
+        path = prepare(args.kind, args.root)
+    except DatasetError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    meta = json.loads(path.read_text())
+    for phase in ("train", "test"):
+        n = sum(len(v) for v in meta[phase].values())
+        a = sum(e["anomaly"] for v in meta[phase].values() for e in v)
+        print(f"{phase}: {len(meta[phase])} categories, {n} images ({a} anomalous)")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

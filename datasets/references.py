@@ -1,0 +1,73 @@
+"""Few-shot reference images: seeded draws, explicit lists, and the ``references.json`` format.
+
+``references.json`` (and ``--reference_list``) = ``{category: [image path relative to the data
+root, ...]}``. The released code draws ``torch.randint(0, n_train, (k,))`` per category (with
+replacement, so duplicates are possible); we draw the same way from a generator seeded with
+(seed, category), so a run is reproducible whatever else the program did before.
+"""
+from __future__ import annotations
+
+import json
+import zlib
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from .anomaly_dataset import Sample
+from .errors import DatasetError
+
+
+def draw_references(train: dict[str, list[Sample]], k: int, seed: int) -> dict[str, list[str]]:
+    """k train images per category, drawn with replacement under ``seed``."""
+    if k < 1:
+        raise DatasetError(f"--k_shot must be >= 1, got {k}")
+    out = {}
+    for cls, samples in train.items():
+        samples = [s for s in samples if not s.anomaly]
+        g = torch.Generator().manual_seed(int(seed) * 1_000_003 + zlib.crc32(cls.encode()))
+        idx = torch.randint(0, len(samples), (k,), generator=g).tolist()
+        out[cls] = [samples[i].img_path for i in idx]
+    return out
+
+
+def read_reference_list(path: str | Path, categories: Sequence[str], root: Path,
+                        test: dict[str, list[Sample]]) -> dict[str, list[str]]:
+    """Load and check a ``--reference_list`` JSON.
+
+    Raises DatasetError when the file is missing or malformed, a category has no entry, a
+    listed image does not exist, or a listed image is one of the category's test images.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"reference list not found: {path}")
+    try:
+        refs = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path} is not valid JSON: {e}") from e
+    if not isinstance(refs, dict):
+        raise DatasetError(f"{path} must map category -> list of image paths")
+    out = {}
+    for cls in categories:
+        paths = refs.get(cls)
+        if not paths or not isinstance(paths, list):
+            raise DatasetError(f"{path} lists no reference images for category {cls!r}")
+        test_paths = {s.img_path for s in test.get(cls, [])}
+        for p in paths:
+            if not (root / p).is_file():
+                raise DatasetError(f"reference image in {path} not found: {root / p}")
+            if p in test_paths:
+                raise DatasetError(f"reference image {p} in {path} is a test image of {cls!r}: "
+                                   "references must come from the train split")
+        out[cls] = [str(p) for p in paths]
+    return out
+
+
+def check_train_split(meta: dict, categories: Sequence[str], root: Path) -> None:
+    """Few-shot needs normal train images for every evaluated category (raises DatasetError)."""
+    table = meta.get("train", {})
+    for cls in categories:
+        if not any(not e.get("anomaly") for e in table.get(cls, [])):
+            raise DatasetError(
+                f"category {cls!r} has no normal train images in {root / 'meta.json'}: few-shot "
+                "needs reference images (add <category>/train/good, or pass --reference_list)")

@@ -1,0 +1,91 @@
+"""Image and mask preprocessing exactly as released (SPEC §2).
+
+Image: Resize((S, S), bicubic) -- a squash that ignores the aspect ratio -- then CenterCrop(S)
+(a no-op), convert to RGB (after the resize, so grayscale categories are resized as "L"),
+ToTensor, Normalize(OpenAI mean/std). This equals open_clip's eval transform with
+``image_resize_mode='squash'``; its default ('shortest' + crop) differs on non-square images.
+
+Mask: pixels > 0 of the mask read as 8-bit gray -> 0/255 "L" image -> Resize((S, S)) bilinear
+(PIL, antialiased) -> ToTensor -> > 0.5. Image and mask are both squashed, so they stay aligned.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from torchvision import transforms as T
+
+from .errors import DatasetError
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def image_transform(image_size: int) -> T.Compose:
+    """PIL image -> [3, S, S] float tensor, as released (squash, bicubic, RGB, OpenAI norm)."""
+    return T.Compose([
+        T.Resize((image_size, image_size), interpolation=T.InterpolationMode.BICUBIC),
+        T.CenterCrop(image_size),
+        T.Lambda(lambda im: im.convert("RGB")),
+        T.ToTensor(),
+        T.Normalize(OPENAI_MEAN, OPENAI_STD),
+    ])
+
+
+def mask_transform(image_size: int) -> T.Compose:
+    """0/255 "L" PIL mask -> [1, S, S] float tensor of 0/1 (bilinear squash, then > 0.5)."""
+    return T.Compose([
+        T.Resize((image_size, image_size)),  # PIL bilinear, antialiased
+        T.CenterCrop(image_size),
+        T.ToTensor(),
+        T.Lambda(lambda m: (m > 0.5).float()),
+    ])
+
+
+def to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit / 32-bit gray images ("I;16", "I", "F") -> 8-bit "L" by their bit depth.
+
+    PIL's own convert clips such values at 255 instead of scaling them.
+    """
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return Image.fromarray((np.asarray(img, dtype=np.float64) / 257.0).round().astype(np.uint8))
+    if img.mode in ("I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        scale = 65535.0 if a.max(initial=0) > 255 else 255.0
+        return Image.fromarray((np.clip(a, 0, scale) / scale * 255).round().astype(np.uint8))
+    return img
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Read an image fully (8-bit modes as stored; 16-bit gray scaled to 8-bit).
+
+    Raises DatasetError (one line naming the file) when it is missing or unreadable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f"image not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            img = im.copy()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise DatasetError(f"cannot read image {path}: {e}. Replace or remove the file") from e
+    return to_8bit(img)
+
+
+def binary_mask_image(path: str | Path) -> Image.Image:
+    """Mask file -> 0/255 "L" image of its pixels > 0 (VisA masks hold small class ids)."""
+    m = np.asarray(to_8bit(open_image(path)).convert("L")) > 0
+    return Image.fromarray(m.astype(np.uint8) * 255, mode="L")
+
+
+def empty_mask_image(size: tuple[int, int]) -> Image.Image:
+    """All-zero "L" mask of PIL size (width, height) for a normal image."""
+    return Image.fromarray(np.zeros((size[1], size[0]), dtype=np.uint8), mode="L")
+
+
+def load_mask(image_size: int, mask: Image.Image) -> torch.Tensor:
+    """Convenience: a 0/255 PIL mask -> [S, S] float 0/1 tensor."""
+    return mask_transform(image_size)(mask)[0]

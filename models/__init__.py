@@ -1,0 +1,1 @@
+"""CLIP backbone, per-stage projections and the anomaly-map heads."""

@@ -1,0 +1,161 @@
+"""Frozen OpenCLIP backbone that yields per-stage tokens and the image embedding in one pass.
+
+APRIL-GAN (Chen et al., "A Zero-/Few-Shot Anomaly Classification and Segmentation Method for
+CVPR 2023 VAND Workshop Challenge Tracks 1&2", 2023), §2.1: the segmentation head reads the raw
+residual-stream output of a few intermediate stages of the CLIP image encoder.
+
+* ViT encoders: stage n (1-based) is the output of transformer block n, before any LayerNorm or
+  projection, shape [B, 1 + H*W, width] with the class token first.
+* ModifiedResNet encoders: stage n (1..4) is the output of ``layer{n}``, [B, C, H, W] read row-major
+  as tokens [B, H*W, C] (no class token); C = width * 2**(n+1).
+
+The image embedding is ``ln_post(cls) @ proj`` (ViT) or the attention-pool output (ResNet),
+L2-normalised. The backbone is frozen: no gradients and always eval mode (so a ResNet's BatchNorm
+uses its running statistics and a score never depends on what else is in the batch).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from open_clip.modified_resnet import ModifiedResNet
+from open_clip.transformer import VisionTransformer
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """Geometry of one selected stage: 1-based index, token width, square grid side."""
+
+    stage: int
+    dim: int
+    grid: int
+
+
+def encoder_kind(visual: nn.Module) -> str:
+    """Return ``"vit"`` or ``"resnet"`` from the module's structure (never from the model name)."""
+    if isinstance(visual, VisionTransformer):
+        return "vit"
+    if isinstance(visual, ModifiedResNet):
+        return "resnet"
+    raise ValueError(
+        f"unsupported image encoder {type(visual).__name__}: only open_clip VisionTransformer "
+        "and ModifiedResNet towers expose the stages this method needs")
+
+
+def num_stages(visual: nn.Module) -> int:
+    """Number of selectable stages: transformer blocks (ViT) or residual layers (ResNet, 4)."""
+    return len(visual.transformer.resblocks) if encoder_kind(visual) == "vit" else 4
+
+
+def resolve_stages(stages: Sequence[int] | int, total: int) -> list[int]:
+    """Validate 1-based stage numbers (negative counts from the end; an int n = the last n).
+
+    Example: ``resolve_stages([6, 12, 18, 24], 24) -> [6, 12, 18, 24]``,
+    ``resolve_stages(2, 24) -> [23, 24]``, ``resolve_stages([-1], 8) -> [8]``.
+    """
+    if isinstance(stages, int):
+        if not 1 <= stages <= total:
+            raise ValueError(f"cannot take the last {stages} stages of an encoder with {total}")
+        return list(range(total - stages + 1, total + 1))
+    out = []
+    for s in stages:
+        s = int(s)
+        n = s + total + 1 if s < 0 else s
+        if not 1 <= n <= total:
+            raise ValueError(
+                f"stage {s} is out of range: this encoder has stages 1..{total} (1-based)")
+        out.append(n)
+    if not out:
+        raise ValueError("at least one stage is required")
+    return out
+
+
+class ClipBackbone(nn.Module):
+    """Frozen CLIP image/text encoder exposing stage tokens for a fixed set of stages.
+
+    Args:
+        clip: an open_clip ``CLIP``/``CustomTextCLIP`` model (weights already loaded).
+        stages: 1-based stage numbers to expose; the union of the segmentation stages and
+            the few-shot memory-bank stages, so one pass serves both.
+        image_size: input side S in pixels.
+    """
+
+    def __init__(self, clip: nn.Module, stages: Sequence[int], image_size: int):
+        super().__init__()
+        self.clip = clip
+        self.kind = encoder_kind(clip.visual)
+        self.stages = sorted(set(resolve_stages(stages, num_stages(clip.visual))))
+        self.image_size = int(image_size)
+        self.embed_dim = int(clip.text_projection.shape[-1]) if isinstance(
+            clip.text_projection, torch.Tensor) else int(clip.text_projection.out_features)
+        self.num_prefix_tokens = 1 if self.kind == "vit" else 0
+        self.clip.requires_grad_(False)
+        self.clip.eval()
+        self.info = {s: self._stage_info(s) for s in self.stages}
+
+    def train(self, mode: bool = True) -> "ClipBackbone":
+        """The backbone stays in eval mode whatever the caller asks (frozen BatchNorm/dropout)."""
+        return super().train(False)
+
+    def _stage_info(self, stage: int) -> StageInfo:
+        v = self.clip.visual
+        if self.kind == "vit":
+            patch = v.patch_size[0] if isinstance(v.patch_size, tuple) else v.patch_size
+            return StageInfo(stage, int(v.transformer.width), self.image_size // int(patch))
+        layer = getattr(v, f"layer{stage}")
+        dim = int(layer[-1].bn3.num_features)
+        # stem downsamples by 4, layer n>1 by a further 2 each
+        return StageInfo(stage, dim, self.image_size // (4 * 2 ** (stage - 1)))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.clip.parameters()).device
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> dict[str, object]:
+        """One backbone pass.
+
+        Args:
+            images: [B, 3, S, S] normalised images.
+
+        Returns:
+            dict with
+            ``stage_tokens``: {stage: [B, P + H*W, C]} raw stage outputs (P = 1 class token for
+            ViT, 0 for ResNet);
+            ``patch_tokens``: {stage: [B, H*W, C]} the same without the class token;
+            ``image_embed``: [B, D] L2-normalised image embedding.
+        """
+        v = self.clip.visual
+        with torch.autocast("cuda", dtype=torch.float16, enabled=images.is_cuda):
+            return self._forward(v, images)
+
+    def _forward(self, v: nn.Module, images: torch.Tensor) -> dict[str, object]:
+        if self.kind == "vit":
+            out = v.forward_intermediates(
+                images, indices=[s - 1 for s in self.stages], output_fmt="NLC",
+                output_extra_tokens=True)
+            # intermediates [B, HW, C] and class tokens [B, 1, C] -> [B, 1 + HW, C]
+            stage_tokens = {
+                s: torch.cat([cls, tok], dim=1) for s, cls, tok in zip(
+                    self.stages, out["image_intermediates_prefix"], out["image_intermediates"])}
+            pooled = out["image_features"]
+        else:
+            # layer4 is always taken so the attention pool sees the full network
+            # (open_clip truncates the blocks at the last requested index).
+            out = v.forward_intermediates(images, indices=sorted(set(self.stages) | {4}))
+            feats = dict(zip(sorted(set(self.stages) | {4}), out["image_intermediates"]))
+            # [B, C, H, W] -> [B, H*W, C], row-major over H then W
+            stage_tokens = {s: feats[s].flatten(2).transpose(1, 2) for s in self.stages}
+            pooled = out["image_features"]
+        patch_tokens = {s: t[:, self.num_prefix_tokens:] for s, t in stage_tokens.items()}
+        image_embed = F.normalize(pooled.float(), dim=-1)
+        return {"stage_tokens": stage_tokens, "patch_tokens": patch_tokens,
+                "image_embed": image_embed}
+
+    @torch.no_grad()
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[P, context_length] token ids -> [P, D] text embeddings (not normalised)."""
+        return self.clip.encode_text(tokens)

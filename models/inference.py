@@ -1,0 +1,104 @@
+"""Batched inference: one backbone pass per image, patch-resolution results kept until needed.
+
+For a category of N test images, ``run_category`` keeps per stage the [N, 2, h, h] logits and,
+for every few-shot run, the [N, 1, h, h] memory distances -- a few MB even at 518 px -- and
+``full_maps`` turns them into [n, S, S] float32 maps a chunk at a time.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from datasets.anomaly_dataset import AnomalyDataset, Sample, collate
+from .anomaly_maps import few_shot_map, zero_shot_map
+from .april_gan import AprilGAN
+from .memory_bank import MemoryBank
+
+
+def loader(root: Path, samples: Sequence[Sample], image_size: int, batch_size: int,
+           workers: int) -> DataLoader:
+    """Ordered, non-augmented loader over ``samples``."""
+    ds = AnomalyDataset(root, samples, image_size)
+    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
+                      collate_fn=collate, pin_memory=False)
+
+
+@torch.no_grad()
+def reference_tokens(model: AprilGAN, root: Path, paths: Sequence[str], batch_size: int,
+                     workers: int, device: torch.device) -> dict[str, dict[int, torch.Tensor]]:
+    """Raw few-shot-stage patch tokens of each distinct reference image, one pass each.
+
+    Returns ``{path: {stage: [L, C]}}`` (float32, on ``device``).
+    """
+    distinct = list(dict.fromkeys(paths))
+    samples = [Sample(p, "", "", "good", 0) for p in distinct]
+    out: dict[str, dict[int, torch.Tensor]] = {}
+    for batch in loader(root, samples, model.image_size, batch_size, workers):
+        enc = model.encode(batch["image"].to(device))
+        for i, p in enumerate(batch["path"]):
+            out[p] = {s: enc["patch_tokens"][s][i].float() for s in model.few_shot_features}
+    return out
+
+
+def build_bank(model: AprilGAN, cls_name: str, refs: Sequence[str],
+               tokens: dict[str, dict[int, torch.Tensor]]) -> MemoryBank:
+    """A category's memory bank from cached reference tokens (duplicates kept, as released)."""
+    stacked = {s: torch.stack([tokens[p][s] for p in refs]) for s in model.few_shot_features}
+    return MemoryBank(model.few_shot_features).setup(cls_name, stacked, refs)
+
+
+@torch.no_grad()
+def run_category(model: AprilGAN, batches, text: torch.Tensor, banks: Sequence[MemoryBank],
+                 device: torch.device, on_batch: Callable[[int], None] | None = None) -> dict:
+    """Infer one category.
+
+    Args:
+        batches: iterable of collated batches (images of one category).
+        text: [D, 2] text features of the category.
+        banks: memory banks, one per few-shot run (empty for zero-shot).
+
+    Returns:
+        ``logits``: list over stages of [N, 2, h, h]; ``distances``: per bank, list over stages
+        of [N, 1, h, h]; ``text_score`` [N] float64; ``gt_px`` [N, S, S] uint8; ``gt_sp`` [N]
+        int64; ``paths`` list[str]. All on the CPU.
+    """
+    logits, dists, scores, gts, labels, paths = [], [[] for _ in banks], [], [], [], []
+    for batch in batches:
+        enc = model.encode(batch["image"].to(device))
+        head = model.head(enc["patch_tokens"], enc["image_embed"], text.to(device))
+        logits.append([l.float().cpu() for l in head["stage_logits"]])
+        for d, bank in zip(dists, banks):
+            d.append([x.cpu() for x in bank.distances(enc["patch_tokens"])])
+        scores.append(head["image_score"].double().cpu())
+        gts.append(batch["mask"].to(torch.uint8))
+        labels.append(batch["label"])
+        paths += batch["path"]
+        if on_batch:
+            on_batch(len(batch["path"]))
+    cat = lambda per_batch: [torch.cat(x) for x in zip(*per_batch)]  # noqa: E731
+    return {"logits": cat(logits), "distances": [cat(d) for d in dists],
+            "text_score": torch.cat(scores).numpy(), "gt_px": torch.cat(gts).numpy(),
+            "gt_sp": torch.cat(labels).numpy().astype(np.int64), "paths": paths}
+
+
+def full_maps(logits: Sequence[torch.Tensor], distances: Sequence[torch.Tensor] | None,
+              size: int, chunk: int = 16) -> Iterator[np.ndarray]:
+    """Yield [n, S, S] float32 final maps, ``chunk`` images at a time.
+
+    map = sum_stages softmax(upsample(logits))[:, 1] (+ sum_stages upsample(distance)).
+    """
+    n = logits[0].shape[0]
+    for a in range(0, n, chunk):
+        m = zero_shot_map([l[a:a + chunk] for l in logits], size)
+        if distances:
+            m = m + few_shot_map([d[a:a + chunk] for d in distances], size)
+        yield m.numpy().astype(np.float32, copy=False)
+
+
+def progress(total: int, desc: str) -> tqdm:
+    return tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True)

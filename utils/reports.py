@@ -1,0 +1,83 @@
+"""Result files of an evaluation: metrics.json, the paper-style table (Markdown, CSV), thresholds.
+
+``metrics.json`` = ``{"per_category": {cat: {metric: float}}, "mean": {metric: float},
+"vand": {...}, ...run info}``, unrounded fractions in [0, 1]. Tables are in percent with one
+decimal, columns auroc_px, f1_px, ap_px, pro, auroc_sp, f1_sp, ap_sp (SPEC §7).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from metrics import METRIC_KEYS, format_table, mean_metrics, vand_summary
+from utils.io import atomic_write_json, atomic_write_text
+
+THRESHOLD_KEYS = ("threshold_px", "threshold_sp")
+
+
+def _csv(rows: list[list]) -> str:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def write_metrics(out: Path, per_category: dict[str, dict[str, float]], extra: dict,
+                  title: str = "", echo: bool = True, log: logging.Logger | None = None) -> dict:
+    """Write metrics.json, metrics.md, metrics.csv and thresholds.json into ``out``."""
+    thresholds = {c: {"pixel": m.get("threshold_px"), "image": m.get("threshold_sp")}
+                  for c, m in per_category.items()}
+    scores = {c: {k: v for k, v in m.items() if k not in THRESHOLD_KEYS}
+              for c, m in per_category.items()}
+    mean = mean_metrics(scores)
+    result = {"per_category": scores, "mean": mean, "vand": vand_summary(scores), **extra}
+    atomic_write_json(out / "metrics.json", result)
+    atomic_write_json(out / "thresholds.json", {
+        "note": "F1-max thresholds on the final image score and on the anomaly map, per category",
+        **extra, "per_category": thresholds})
+    table = format_table(scores, mean)
+    atomic_write_text(out / "metrics.md", (f"# {title}\n\n" if title else "") + table + "\n")
+    rows = [["objects", *METRIC_KEYS]] + [
+        [c, *(f"{100 * m[k]:.1f}" for k in METRIC_KEYS)] for c, m in {**scores, "mean": mean}.items()]
+    atomic_write_text(out / "metrics.csv", _csv(rows))
+    if echo:
+        (log.info if log else print)("\n" + (f"{title}\n" if title else "") + table)
+    return result
+
+
+def summarize_runs(results: list[dict]) -> dict:
+    """Mean and std (over runs, ddof=0) of every metric, per category and for the mean row."""
+    cats = list(results[0]["per_category"]) + ["mean"]
+    out = {}
+    for c in cats:
+        rows = [r["mean"] if c == "mean" else r["per_category"][c] for r in results]
+        out[c] = {k: {"mean": float(np.mean([x[k] for x in rows])),
+                      "std": float(np.std([x[k] for x in rows]))} for k in METRIC_KEYS}
+    return out
+
+
+def write_summary(save: Path, results: dict, log: logging.Logger | None = None) -> dict:
+    """Per k: mean ± std over seeds in the paper's layout (Tables 6-8), as MD/CSV/JSON."""
+    by_k: dict[int, list[dict]] = {}
+    for (k, _seed), res in results.items():
+        by_k.setdefault(k, []).append(res)
+    summary = {}
+    for k, runs in sorted(by_k.items()):
+        s = summary[f"k{k}"] = {"n_runs": len(runs), "seeds": [r.get("seed") for r in runs],
+                                "metrics": summarize_runs(runs)}
+        header = ["objects", *METRIC_KEYS]
+        md = [f"# {runs[0].get('dataset', '')} {k}-shot, mean ± std over {len(runs)} seeds", "",
+              "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        rows = [["objects", *(x for m in METRIC_KEYS for x in (m, m + "_std"))]]
+        for c, m in s["metrics"].items():
+            md.append("| " + " | ".join(
+                [c] + [f"{100 * m[x]['mean']:.1f}±{100 * m[x]['std']:.1f}" for x in METRIC_KEYS]) + " |")
+            rows.append([c] + [f"{100 * m[x][y]:.1f}" for x in METRIC_KEYS for y in ("mean", "std")])
+        atomic_write_text(save / f"summary_k{k}.md", "\n".join(md) + "\n")
+        atomic_write_text(save / f"summary_k{k}.csv", _csv(rows))
+        (log.info if log else print)("\n" + "\n".join(md))
+    atomic_write_json(save / "summary.json", summary)
+    return summary
