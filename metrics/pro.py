@@ -141,7 +141,7 @@ def pro(masks: np.ndarray, maps: np.ndarray, max_step: int = 200, expect_fpr: fl
     maps' dtype), is computed once; per-region and normal-pixel histograms of ``k``
     followed by suffix sums give every threshold's counts. Region order and the
     summation order of the mean follow the loop, so the value matches it bit for bit.
-    Time O(P log T), extra memory O(H W + R T) (one image at a time).
+    Time O(P) (see ``_count_below``), extra memory O(H W + R T) (one image at a time).
 
     Args:
         masks: (N, H, W) binary ground truth (0/1 or bool).

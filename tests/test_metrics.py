@@ -257,7 +257,9 @@ def test_golden_metrics_cases():
         assert sum(labels[len(gt_px) :]) == ref["n_regions_4conn"]
 
 
-@pytest.mark.parametrize("run", ["mvtec_zero_shot", "visa_zero_shot", "mvtec_few_shot_k2", "visa_few_shot_k2"])
+@pytest.mark.parametrize(
+    "run", ["mvtec_zero_shot", "visa_zero_shot", "mvtec_few_shot_k2", "visa_few_shot_k2"]
+)
 def test_golden_category_tables(run):
     data = np.load(_golden(f"{run}.npz"))
     ref = json.loads(_golden(f"{run}_metrics.json").read_text())["metrics"]
