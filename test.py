@@ -133,6 +133,13 @@ def evaluate(cfg: EvalConfig) -> dict:
         train = make_samples(root, "train", cats, cfg.dataset, meta)
         refs = {r: draw_references(train, r[0], r[1]) for r in runs}
 
+    try:  # check the prompt files (and every category's overrides) before any work
+        prompts = PromptSet.load(cfg.prompt_dir)
+        for cls in cats:
+            prompts.build_prompts(cls)
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"bad prompt files: {e}") from e
+
     save = Path(cfg.save_path)
     log = setup_logging(save)
     device = resolve_device(cfg.device)
@@ -142,9 +149,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         cfg.few_shot_features if cfg.mode == "few_shot" else (), cfg.config_path, device)
     load_projections(model.projections, cfg.checkpoint_path)
     model.eval()
-    text_bank = TextFeatureBank(model.backbone.encode_text, tokenizer,
-                                PromptSet.load(cfg.prompt_dir), device)
-    atomic_write_text(save / "config.json", config_json(cfg))
+    text_bank = TextFeatureBank(model.backbone.encode_text, tokenizer, prompts, device)
     log.info(f"{cfg.mode} on {cfg.dataset} ({len(cats)} categories, "
              f"{sum(map(len, test.values()))} test images), stages {model.features_list}"
              + (f", memory stages {model.few_shot_features}, runs {runs}" if refs else ""))
@@ -169,9 +174,11 @@ def evaluate(cfg: EvalConfig) -> dict:
                 backbone_images += len(tokens)
                 banks = [build_bank(model, cls, refs[r][cls], tokens) for r in runs]
             bar = progress(len(test[cls]), cls)
-            res = run_category(model, loader(root, test[cls], size, cfg.batch_size, workers),
-                               text_bank(cls), banks, device, bar.update)
-            bar.close()
+            try:
+                res = run_category(model, loader(root, test[cls], size, cfg.batch_size, workers),
+                                   text_bank(cls), banks, device, bar.update)
+            finally:  # also on error: clear the bar so an error message starts its own line
+                bar.close()
             backbone_images += len(res["paths"])
             for i, r in enumerate(runs):
                 dist = res["distances"][i] if banks else None
@@ -218,6 +225,7 @@ def evaluate(cfg: EvalConfig) -> dict:
         title = f"{cfg.dataset} {cfg.mode}" + (f" k={r[0]} seed={r[1]}" if r and n_runs > 1 else "")
         results[r] = write_metrics(out, per_cat[r], extra, title=title,
                                    echo=n_runs == 1, log=log)
+    atomic_write_text(save / "config.json", config_json(cfg))
     if n_runs > 1:
         write_summary(save, {r: results[r] for r in runs}, log=log)
     log.info(f"{backbone_images} images through the backbone in {time.time() - t0:.1f} s; "

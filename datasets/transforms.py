@@ -63,6 +63,14 @@ def open_image(path: str | Path) -> Image.Image:
 
     Raises DatasetError (one line naming the file) when it is missing or unreadable.
     """
+    return to_8bit(read_image(path))
+
+
+def read_image(path: str | Path) -> Image.Image:
+    """Read an image fully, in the mode it is stored in (16-bit gray stays "I;16").
+
+    Raises DatasetError (one line naming the file) when it is missing or unreadable.
+    """
     path = Path(path)
     if not path.is_file():
         raise DatasetError(f"image not found: {path}")
@@ -72,12 +80,20 @@ def open_image(path: str | Path) -> Image.Image:
             img = im.copy()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DatasetError(f"cannot read image {path}: {e}. Replace or remove the file") from e
-    return to_8bit(img)
+    return img
 
 
 def binary_mask_image(path: str | Path) -> Image.Image:
-    """Mask file -> 0/255 "L" image of its pixels > 0 (VisA masks hold small class ids)."""
-    m = np.asarray(to_8bit(open_image(path)).convert("L")) > 0
+    """Mask file -> 0/255 "L" image of its pixels > 0 (VisA masks hold small class ids).
+
+    16-/32-bit gray masks are thresholded on their stored values (scaling them to 8 bits first
+    would turn small ids such as 1 into 0).
+    """
+    img = read_image(path)
+    if img.mode.startswith("I") or img.mode == "F":
+        m = np.asarray(img) > 0
+    else:
+        m = np.asarray(img.convert("L")) > 0
     return Image.fromarray(m.astype(np.uint8) * 255, mode="L")
 
 

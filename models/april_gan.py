@@ -12,7 +12,7 @@ import torch.nn as nn
 
 from .anomaly_maps import image_scores, stage_logits
 from .backbone import ClipBackbone, num_stages, resolve_stages
-from .clip_loader import load_clip, tokenizer_for
+from .clip_loader import ModelLoadError, load_clip, tokenizer_for
 from .projection import StageProjections
 
 
@@ -86,8 +86,14 @@ def build_model(model_name: str, pretrained: str | None, image_size: int,
         from pathlib import Path
         model_name = Path(config_path).stem
     total = num_stages(clip.visual)
-    feats = resolve_stages(features_list, total)
-    fs = resolve_stages(few_shot_features, total) if few_shot_features else []
+    try:
+        feats = resolve_stages(features_list, total)
+    except ValueError as e:  # a user error: report it as one line, not a traceback
+        raise ModelLoadError(f"--features_list {list(features_list)}: {e}") from e
+    try:
+        fs = resolve_stages(few_shot_features, total) if few_shot_features else []
+    except ValueError as e:
+        raise ModelLoadError(f"--few_shot_features {list(few_shot_features)}: {e}") from e
     backbone = ClipBackbone(clip, feats + fs, image_size)
     model = AprilGAN(backbone, feats, fs).to(device)
     return model, tokenizer_for(model_name)

@@ -89,8 +89,7 @@ class ClipBackbone(nn.Module):
         self.kind = encoder_kind(clip.visual)
         self.stages = sorted(set(resolve_stages(stages, num_stages(clip.visual))))
         self.image_size = int(image_size)
-        self.embed_dim = int(clip.text_projection.shape[-1]) if isinstance(
-            clip.text_projection, torch.Tensor) else int(clip.text_projection.out_features)
+        self.embed_dim = int(clip.visual.output_dim)
         self.num_prefix_tokens = 1 if self.kind == "vit" else 0
         self.clip.requires_grad_(False)
         self.clip.eval()

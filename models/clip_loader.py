@@ -96,6 +96,10 @@ def load_clip(model_name: str, pretrained: str | None, image_size: int,
             raise ModelLoadError(
                 f"weights {tag!r} do not fit model {model_name!r} at image size {image_size}."
                 f"{hint} ({msg.splitlines()[0][:300]})") from e
+        if "download" in msg.lower():
+            raise ModelLoadError(
+                f"cannot download the {tag!r} weights of {model_name!r} (offline?). Download them "
+                "once on a connected machine and pass the file with --pretrained /path/file") from e
         raise ModelLoadError(f"cannot load {model_name!r} with weights {tag!r}: {msg[:300]}") from e
     except (OSError, ValueError) as e:
         raise ModelLoadError(

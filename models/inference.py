@@ -38,11 +38,26 @@ def reference_tokens(model: AprilGAN, root: Path, paths: Sequence[str], batch_si
     distinct = list(dict.fromkeys(paths))
     samples = [Sample(p, "", "", "good", 0) for p in distinct]
     out: dict[str, dict[int, torch.Tensor]] = {}
-    for batch in loader(root, samples, model.image_size, batch_size, workers):
-        enc = model.encode(batch["image"].to(device))
-        for i, p in enumerate(batch["path"]):
-            out[p] = {s: enc["patch_tokens"][s][i].float() for s in model.few_shot_features}
+    it = iter(loader(root, samples, model.image_size, batch_size, workers))
+    try:
+        for batch in it:
+            enc = model.encode(batch["image"].to(device))
+            for i, p in enumerate(batch["path"]):
+                out[p] = {s: enc["patch_tokens"][s][i].float() for s in model.few_shot_features}
+    finally:
+        stop_workers(it)
     return out
+
+
+def stop_workers(it) -> None:
+    """Stop a DataLoader iterator's worker processes now.
+
+    After an error the iterator sits in a reference cycle with the traceback; left to the
+    garbage collector, its shutdown can stall for 5 s waiting on a worker.
+    """
+    stop = getattr(it, "_shutdown_workers", None)
+    if stop is not None:
+        stop()
 
 
 def build_bank(model: AprilGAN, cls_name: str, refs: Sequence[str],
@@ -68,18 +83,22 @@ def run_category(model: AprilGAN, batches, text: torch.Tensor, banks: Sequence[M
         int64; ``paths`` list[str]. All on the CPU.
     """
     logits, dists, scores, gts, labels, paths = [], [[] for _ in banks], [], [], [], []
-    for batch in batches:
-        enc = model.encode(batch["image"].to(device))
-        head = model.head(enc["patch_tokens"], enc["image_embed"], text.to(device))
-        logits.append([l.float().cpu() for l in head["stage_logits"]])
-        for d, bank in zip(dists, banks):
-            d.append([x.cpu() for x in bank.distances(enc["patch_tokens"])])
-        scores.append(head["image_score"].double().cpu())
-        gts.append(batch["mask"].to(torch.uint8))
-        labels.append(batch["label"])
-        paths += batch["path"]
-        if on_batch:
-            on_batch(len(batch["path"]))
+    it = iter(batches)
+    try:
+        for batch in it:
+            enc = model.encode(batch["image"].to(device))
+            head = model.head(enc["patch_tokens"], enc["image_embed"], text.to(device))
+            logits.append([l.float().cpu() for l in head["stage_logits"]])
+            for d, bank in zip(dists, banks):
+                d.append([x.cpu() for x in bank.distances(enc["patch_tokens"])])
+            scores.append(head["image_score"].double().cpu())
+            gts.append(batch["mask"].to(torch.uint8))
+            labels.append(batch["label"])
+            paths += batch["path"]
+            if on_batch:
+                on_batch(len(batch["path"]))
+    finally:
+        stop_workers(it)
     cat = lambda per_batch: [torch.cat(x) for x in zip(*per_batch)]  # noqa: E731
     return {"logits": cat(logits), "distances": [cat(d) for d in dists],
             "text_score": torch.cat(scores).numpy(), "gt_px": torch.cat(gts).numpy(),

@@ -99,6 +99,8 @@ def setup_logging(save_path: Path | None = None) -> logging.Logger:
     """Console logging, plus ``<save_path>/log.txt`` when given."""
     log = logging.getLogger("aprilgan")
     log.setLevel(logging.INFO)
+    for h in log.handlers:  # close the log.txt of an earlier run in this process
+        h.close()
     log.handlers.clear()
     fmt = logging.Formatter("%(asctime)s %(message)s", "%y-%m-%d %H:%M:%S")
     h = logging.StreamHandler(sys.stdout)

@@ -1,0 +1,163 @@
+"""Few-shot evaluation (SPEC §5, §9): golden replay with --reference_list on both ViT fixtures,
+and the paper protocol (several k and seeds in one pass) on the MVTec fixture.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import (DATASET_NAMES, VIT, aligned, compare_metrics, load_predictions, require,
+                      run_test_main)
+from datasets import load_meta, make_samples
+from datasets.references import draw_references
+from models.backbone import ClipBackbone
+
+MAP_TOL = 1e-4
+SCORE_TOL = 1e-5
+METRIC_TOL = 1e-4
+PRO_TOL = 5e-4
+METRIC_KEYS = ("auroc_px", "f1_px", "ap_px", "pro", "auroc_sp", "f1_sp", "ap_sp")
+K_SHOTS = (1, 2, 4)
+SEEDS = (1, 2, 3, 4, 5)
+
+
+# --- golden replay -----------------------------------------------------------------------------
+
+@pytest.fixture(scope="module", params=DATASET_NAMES)
+def few_shot_run(request, tmp_path_factory):
+    ds = request.param
+    require(VIT.expected_npz(ds, "few_shot"), VIT.refs(ds), VIT.expected_metrics(ds, "few_shot"))
+    save = tmp_path_factory.mktemp(f"fs_{ds}")
+    code = run_test_main(VIT.args(ds, save, "few_shot", "--save_predictions",
+                                  "--reference_list", str(VIT.refs(ds))))
+    assert code == 0
+    return ds, save
+
+
+def test_predictions_match_golden(few_shot_run):
+    ds, save = few_shot_run
+    ours = load_predictions(save / "predictions.npz")
+    exp = load_predictions(VIT.expected_npz(ds, "few_shot"))
+    maps, emaps = aligned(ours, exp, "anomaly_maps")
+    np.testing.assert_allclose(maps, emaps, rtol=0, atol=MAP_TOL)
+    # pr_sp is the score the metrics use: in few-shot the combined score of SPEC §5
+    score, escore = aligned(ours, exp, "pr_sp", "pr_sp_fewshot_combined")
+    np.testing.assert_allclose(score, escore, rtol=0, atol=SCORE_TOL)
+    gt, egt = aligned(ours, exp, "gt_sp")
+    np.testing.assert_array_equal(gt, egt)
+
+
+def test_metrics_match_golden(few_shot_run):
+    ds, save = few_shot_run
+    compare_metrics(save / "metrics.json", VIT.expected_metrics(ds, "few_shot"), METRIC_TOL, PRO_TOL)
+
+
+def test_references_written(few_shot_run):
+    ds, save = few_shot_run
+    assert json.loads((save / "references.json").read_text()) == json.loads(VIT.refs(ds).read_text())
+    metrics = json.loads((save / "metrics.json").read_text())
+    assert metrics["mode"] == "few_shot"
+    assert metrics["k_shot"] == max(map(len, json.loads(VIT.refs(ds).read_text()).values()))
+    for name in ("metrics.md", "metrics.csv", "thresholds.json", "config.json"):
+        assert (save / name).is_file()
+
+
+# --- protocol: k in {1, 2, 4} x 5 seeds in one pass --------------------------------------------
+
+@pytest.fixture(scope="module")
+def protocol_run(tmp_path_factory):
+    ds = "mvtec"
+    require(VIT.data(ds) / "meta.json")
+    save = tmp_path_factory.mktemp("protocol")
+    seen = []
+    original = ClipBackbone.forward
+
+    def counting_forward(self, images):
+        seen.append(int(images.shape[0]))
+        return original(self, images)
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(ClipBackbone, "forward", counting_forward)
+    try:
+        code = run_test_main(VIT.args(ds, save, "few_shot", "--no_mvtec_aupro",
+                                      "--k_shot", *map(str, K_SHOTS), "--seed", *map(str, SEEDS)))
+    finally:
+        mp.undo()
+    assert code == 0
+    return ds, save, sum(seen)
+
+
+def _runs():
+    return [(k, s) for k in K_SHOTS for s in SEEDS]
+
+
+def test_protocol_run_folders(protocol_run):
+    ds, save, _ = protocol_run
+    test = make_samples(VIT.data(ds), "test")
+    train = make_samples(VIT.data(ds), "train")
+    folders = sorted(p.name for p in save.iterdir() if p.is_dir())
+    assert folders == sorted(f"k{k}_seed{s}" for k, s in _runs())
+    for k, s in _runs():
+        run = save / f"k{k}_seed{s}"
+        assert (run / "metrics.json").is_file() and (run / "metrics.md").is_file()
+        refs = json.loads((run / "references.json").read_text())
+        assert list(refs) == list(test)
+        for cls, paths in refs.items():
+            assert len(paths) == k
+            assert set(paths) <= {x.img_path for x in train[cls] if not x.anomaly}
+        m = json.loads((run / "metrics.json").read_text())
+        assert m["k_shot"] == k and m["seed"] == s
+    assert not (save / "metrics.json").exists()  # the per-run results live in the sub-folders
+
+
+def test_each_image_through_backbone_once(protocol_run):
+    ds, save, n_backbone = protocol_run
+    n_test = sum(map(len, make_samples(VIT.data(ds), "test").values()))
+    distinct = set()
+    for k, s in _runs():
+        refs = json.loads((save / f"k{k}_seed{s}" / "references.json").read_text())
+        distinct |= {p for paths in refs.values() for p in paths}
+    assert n_backbone == n_test + len(distinct)
+
+
+def test_protocol_summary(protocol_run):
+    ds, save, _ = protocol_run
+    summary = json.loads((save / "summary.json").read_text())
+    assert set(summary) == {f"k{k}" for k in K_SHOTS}
+    runs = {r: json.loads((save / f"k{r[0]}_seed{r[1]}" / "metrics.json").read_text())
+            for r in _runs()}
+    for k in K_SHOTS:
+        assert (save / f"summary_k{k}.md").is_file() and (save / f"summary_k{k}.csv").is_file()
+        entry = summary[f"k{k}"]
+        assert entry["n_runs"] == len(SEEDS)
+        for key in METRIC_KEYS:
+            values = [runs[(k, s)]["mean"][key] for s in SEEDS]
+            assert entry["metrics"]["mean"][key]["mean"] == pytest.approx(np.mean(values), abs=1e-12)
+            assert entry["metrics"]["mean"][key]["std"] == pytest.approx(np.std(values), abs=1e-12)
+        md = (save / f"summary_k{k}.md").read_text()
+        assert "±" in md and any(l.startswith("| mean") for l in md.splitlines())
+
+
+def test_same_seed_same_references(protocol_run, tmp_path):
+    ds, save, _ = protocol_run
+    k, s = 2, SEEDS[2]
+    again = tmp_path / "again"
+    assert run_test_main(VIT.args(ds, again, "few_shot", "--no_mvtec_aupro",
+                                  "--k_shot", str(k), "--seed", str(s))) == 0
+    first = json.loads((save / f"k{k}_seed{s}" / "references.json").read_text())
+    assert json.loads((again / "references.json").read_text()) == first
+    # the per-run metrics do not depend on what else ran in the same pass
+    a = json.loads((save / f"k{k}_seed{s}" / "metrics.json").read_text())["mean"]
+    b = json.loads((again / "metrics.json").read_text())["mean"]
+    for key in METRIC_KEYS:
+        assert a[key] == pytest.approx(b[key], abs=1e-6)
+
+
+def test_draw_is_reproducible_and_seed_dependent():
+    train = make_samples(VIT.data("mvtec"), "train", meta=load_meta(VIT.data("mvtec")))
+    a = draw_references(train, 4, 7)
+    assert a == draw_references(train, 4, 7)
+    assert any(draw_references(train, 4, s) != a for s in range(8, 20))
+    assert all(len(v) == 4 for v in a.values())

@@ -1,0 +1,123 @@
+"""ResNet (ModifiedResNet) CLIP path against the golden/resnet fixture (SPEC §1, §4, §5).
+
+Stages are layer1..layer4 read row-major as tokens (no class token), the backbone runs in eval mode
+so BatchNorm uses its stored statistics (batching does not change results), and the attention
+pool's grid is not resized, so an image size that does not fit the checkpoint must fail clearly.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import (DATASET_NAMES, RN, aligned, assert_no_results, assert_user_error,
+                      compare_metrics, load_predictions, require, run_test_main)
+from models.april_gan import build_model
+
+MAP_TOL = 1e-4
+SCORE_TOL = 1e-5
+COMBINED_TOL = 5e-5
+METRIC_TOL = 1e-4
+PRO_TOL = 1e-3
+BATCH_TOL = 1e-5
+
+
+@pytest.fixture(scope="module", params=DATASET_NAMES)
+def rn_zero_shot(request, tmp_path_factory):
+    ds = request.param
+    require(RN.expected_npz(ds), RN.expected_metrics(ds), RN.weights, RN.checkpoint)
+    save = tmp_path_factory.mktemp(f"rn_zs_{ds}")
+    assert run_test_main(RN.args(ds, save, "zero_shot", "--save_predictions")) == 0
+    return ds, save
+
+
+def test_zero_shot_predictions(rn_zero_shot):
+    ds, save = rn_zero_shot
+    ours = load_predictions(save / "predictions.npz")
+    exp = load_predictions(RN.expected_npz(ds))
+    maps, emaps = aligned(ours, exp, "anomaly_maps")
+    np.testing.assert_allclose(maps, emaps, rtol=0, atol=MAP_TOL)
+    score, escore = aligned(ours, exp, "pr_sp")
+    np.testing.assert_allclose(score, escore, rtol=0, atol=SCORE_TOL)
+    np.testing.assert_array_equal(*aligned(ours, exp, "gt_sp"))
+
+
+def test_zero_shot_metrics(rn_zero_shot):
+    ds, save = rn_zero_shot
+    compare_metrics(save / "metrics.json", RN.expected_metrics(ds), METRIC_TOL, PRO_TOL)
+
+
+def test_batch_of_one_equals_batch_of_eight(rn_zero_shot, tmp_path):
+    ds, save = rn_zero_shot
+    single = tmp_path / "b1"
+    assert run_test_main(RN.args(ds, single, "zero_shot", "--save_predictions",
+                                 "--batch_size", "1", "--no_mvtec_aupro")) == 0
+    a = load_predictions(save / "predictions.npz")  # default batch size 8
+    b = load_predictions(single / "predictions.npz")
+    maps_a, maps_b = aligned(a, b, "anomaly_maps")
+    np.testing.assert_allclose(maps_a, maps_b, rtol=0, atol=BATCH_TOL)
+    np.testing.assert_allclose(*aligned(a, b, "pr_sp"), rtol=0, atol=BATCH_TOL)
+
+
+def test_few_shot_replay(tmp_path):
+    ds = "mvtec"
+    require(RN.expected_npz(ds, "few_shot"), RN.refs(ds), RN.expected_metrics(ds, "few_shot"))
+    save = tmp_path / "rn_fs"
+    assert run_test_main(RN.args(ds, save, "few_shot", "--save_predictions",
+                                 "--reference_list", str(RN.refs(ds)))) == 0
+    ours = load_predictions(save / "predictions.npz")
+    exp = load_predictions(RN.expected_npz(ds, "few_shot"))
+    np.testing.assert_allclose(*aligned(ours, exp, "anomaly_maps"), rtol=0, atol=MAP_TOL)
+    np.testing.assert_allclose(*aligned(ours, exp, "pr_sp", "pr_sp_fewshot_combined"),
+                               rtol=0, atol=COMBINED_TOL)
+    compare_metrics(save / "metrics.json", RN.expected_metrics(ds, "few_shot"), METRIC_TOL, PRO_TOL)
+    assert json.loads((save / "references.json").read_text()) == json.loads(RN.refs(ds).read_text())
+
+
+def test_image_size_that_does_not_fit_the_attention_pool(tmp_path, capsys):
+    """The attention-pool positional grid is not resized: S // 32 must match the checkpoint."""
+    require(RN.weights)
+    native = RN.image_size()
+    bad = (native // 32 + 1) * 32  # 96 for the 64-px fixture
+    save = tmp_path / "out"
+    argv = RN.args("mvtec", save) + ["--image_size", str(bad)]
+    code = run_test_main(argv)
+    line = assert_user_error(code, capsys.readouterr().err, str(bad))
+    assert "image size" in line
+    assert_no_results(save)
+
+
+def test_stage_subset_builds_projections_from_the_model():
+    """features_list 2 3 4 -> Linear(width*2**(n+1) -> embed) per stage, derived from the model."""
+    require(RN.weights)
+    cfg = json.loads(RN.config.read_text())
+    width, embed = cfg["vision_cfg"]["width"], cfg["embed_dim"]
+    stages = [2, 3, 4]
+    model, _ = build_model(RN.model_name, str(RN.weights), RN.image_size(), stages,
+                           config_path=str(RN.config))
+    dims = [(fc.in_features, fc.out_features) for fc in model.projections.fc]
+    assert dims == [(width * 2 ** (n + 1), embed) for n in stages]  # (32,32),(64,32),(128,32)
+    s = RN.image_size()
+    out = model(torch.randn(2, 3, s, s), torch.nn.functional.normalize(torch.randn(embed, 2), dim=0))
+    for n, logits in zip(stages, out["stage_logits"]):
+        h = s // (4 * 2 ** (n - 1))
+        assert logits.shape == (2, 2, h, h)
+    assert out["image_score"].shape == (2,)
+
+
+def test_stage_subset_runs_end_to_end(tmp_path):
+    """test.py with ResNet stages 2 3 4 and a checkpoint of matching shapes."""
+    require(RN.weights)
+    stages = [2, 3, 4]
+    model, _ = build_model(RN.model_name, str(RN.weights), RN.image_size(), stages,
+                           config_path=str(RN.config))
+    ckpt = tmp_path / "rn234.pth"
+    torch.save({"trainable_linearlayer": model.projections.state_dict()}, ckpt)
+    save = tmp_path / "out"
+    argv = RN.args("mvtec", save, "zero_shot", "--no_mvtec_aupro")
+    argv += ["--features_list", "2", "3", "4", "--checkpoint_path", str(ckpt)]
+    assert run_test_main(argv) == 0
+    assert json.loads((save / "config.json").read_text())["features_list"] == stages
+    assert (save / "metrics.json").is_file()
