@@ -33,20 +33,20 @@ def add_model_args(p: argparse.ArgumentParser, features: bool = True) -> None:
     """The backbone flags of the released scripts (SPEC §9)."""
     g = p.add_argument_group("model")
     flag(g, "model", default="ViT-L-14-336",
-         help="open_clip model name, or the stem of --config_path (default: ViT-L-14-336)")
+         help="open_clip model name, or the stem of --config_path")
     flag(g, "pretrained", default="openai",
          help="pretrained tag (needs the hub or its cache), a local weights file, or 'none' for "
-              "random weights (default: openai)")
+              "random weights")
     flag(g, "config_path", default=None,
          help="open_clip model-config JSON; its file stem is the model name")
-    flag(g, "image_size", type=int, default=518, help="input size S (default: 518)")
+    flag(g, "image_size", type=int, default=518, help="input size S")
     if features:
         flag(g, "features_list", type=int, nargs="+", default=[6, 12, 18, 24],
-             help="1-based stages whose tokens are projected (default: 6 12 18 24)")
-    flag(g, "device", default=None, help="cuda, cpu, ... (default: cuda when available)")
-    flag(g, "batch_size", type=int, default=8, help="images per backbone pass (default: 8)")
+             help="1-based stages whose tokens are projected")
+    flag(g, "device", default=None, help="cuda, cpu, ...")
+    flag(g, "batch_size", type=int, default=8, help="images per backbone pass")
     flag(g, "num_workers", type=int, default=None,
-         help="data-loading workers (default: 4 on GPU, 0 on CPU)")
+         help="data-loading workers")
 
 
 def resolve_device(name: str | None) -> torch.device:

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
-import torch
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
@@ -25,6 +24,9 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
             write(f)
             f.flush()
             os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the usual mode
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -45,6 +47,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> Path:
 
 def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     """``torch.save`` atomically."""
+    import torch
+
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write(path, lambda f: f.write(buf.getbuffer()))

@@ -65,6 +65,9 @@ class NpzStreamWriter:
         """Finish the archive and move it to ``path``."""
         self._check_idle()
         self.zf.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(self.tmp, 0o666 & ~umask)
         os.replace(self.tmp, self.path)
         return self.path
 

@@ -1,0 +1,190 @@
+"""predict.py on fixture folders with the tiny random CLIP: output files and formats, agreement
+with the golden zero-shot run, few-shot scoring, thresholds, and bad input (skipped files,
+one-line errors with exit status 2)."""
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import predict  # noqa: E402
+
+GOLDEN = REPO / "tests" / "fixtures" / "golden"
+MODELS = GOLDEN / "models"
+MODEL = ["--model", "tiny-vit", "--config_path", str(MODELS / "tiny-vit.json"),
+         "--pretrained", str(MODELS / "tiny-vit-random.pt"), "--image_size", "84",
+         "--features_list", "2", "4", "6", "8", "--few_shot_features", "2", "4", "6", "8",
+         "--device", "cpu", "--checkpoint_path", str(MODELS / "linear-random.pth")]
+BOTTLE = GOLDEN / "data" / "mvtec" / "bottle"
+
+
+def run(capsys, image_dir: Path, save: Path, *extra: str, obj: str = "bottle"):
+    code = predict.main(["--image_dir", str(image_dir), "--object_name", obj,
+                         "--save_path", str(save), *MODEL, *extra])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture()
+def folder(tmp_path) -> Path:
+    """bottle test images (flat, renamed), one JPEG copy, one broken file, one text file."""
+    d = tmp_path / "images"
+    d.mkdir()
+    for p in sorted((BOTTLE / "test").glob("*/*.png")):
+        shutil.copy(p, d / f"{p.parent.name}_{p.name}")
+    Image.open(BOTTLE / "train" / "good" / "000.png").convert("RGB").save(d / "extra.jpg")
+    (d / "broken.png").write_bytes(b"not an image at all")
+    (d / "notes.txt").write_text("ignored: not an image extension")
+    return d
+
+
+def test_zero_shot_matches_golden_run(capsys, tmp_path):
+    """Same scores and maps as the released code's zero-shot run on the same images."""
+    code, _, err = run(capsys, BOTTLE / "test", tmp_path / "out", "--recursive", "--save_maps")
+    assert code == 0, err
+    exp = np.load(GOLDEN / "expected" / "mvtec_zero_shot.npz")
+    want = {p[len("bottle/test/"):]: i for i, p in enumerate(exp["img_paths"])
+            if p.startswith("bottle/")}
+    rows = read_csv(tmp_path / "out" / "scores.csv")
+    assert [r["path"] for r in rows] == sorted(want)
+    for r in rows:
+        assert float(r["score"]) == pytest.approx(exp["pr_sp"][want[r["path"]]], abs=5e-6)
+    maps = np.load(tmp_path / "out" / "maps.npz")
+    idx = [want[p] for p in maps["paths"]]
+    np.testing.assert_allclose(maps["anomaly_maps"].astype(np.float32), exp["anomaly_maps"][idx],
+                               atol=4e-3)  # float16 storage
+
+
+def test_outputs_with_thresholds_and_unreadable_file(capsys, tmp_path, folder):
+    thr = tmp_path / "thresholds.json"
+    thr.write_text(json.dumps({"mode": "zero_shot",
+                               "per_category": {"bottle": {"pixel": 2.0, "image": 0.9992}}}))
+    save = tmp_path / "out"
+    code, _, err = run(capsys, folder, save, "--thresholds", str(thr))
+    assert code == 0, err
+    assert "warning" in err and "broken.png" in err  # reported, not fatal
+    assert "notes.txt" not in err  # not an image extension: silently ignored
+
+    names = sorted(p.name for p in folder.iterdir() if p.suffix in (".png", ".jpg"))
+    scored = [n for n in names if n != "broken.png"]
+    with open(save / "scores.csv", newline="") as f:
+        assert f.readline().strip() == "path,score,anomalous"
+    rows = read_csv(save / "scores.csv")
+    assert [r["path"] for r in rows] == scored
+    assert all(r["anomalous"] in ("0", "1") for r in rows)
+    assert all((float(r["score"]) >= 0.9992) == (r["anomalous"] == "1") for r in rows)
+
+    data = json.loads((save / "scores.json").read_text())
+    assert data["mode"] == "zero_shot" and data["n_scored"] == len(scored)
+    assert data["thresholds"]["image"] == 0.9992 and data["thresholds"]["pixel"] == 2.0
+    assert [s["path"] for s in data["skipped"]] == ["broken.png"]
+    for rec in data["images"]:
+        assert set(rec) >= {"path", "score", "map_max", "text_score", "anomalous", "mask"}
+        assert rec["score"] == pytest.approx(rec["text_score"])  # zero-shot: the text score
+        mask = Image.open(save / rec["mask"])
+        with Image.open(folder / rec["path"]) as src:
+            assert mask.size == src.size  # masks at the original image size
+        m = np.asarray(mask)
+        assert set(np.unique(m)) <= {0, 255}
+        assert (m.max() == 255) == (rec["map_max"] >= 2.0)
+    heat = sorted(p.name for p in (save / "heatmaps").iterdir())
+    assert heat == sorted(Path(n).with_suffix(".png").name for n in scored)
+    assert Image.open(save / "heatmaps" / heat[0]).size == (3 * 84, 84)  # image|overlay|mask
+
+
+def test_no_threshold_no_labels(capsys, tmp_path, folder):
+    save = tmp_path / "out"
+    code, _, err = run(capsys, folder, save, "--no_heatmaps")
+    assert code == 0, err
+    with open(save / "scores.csv", newline="") as f:
+        assert f.readline().strip() == "path,score"
+    assert not (save / "masks").exists() and not (save / "heatmaps").exists()
+    assert "anomalous" not in json.loads((save / "scores.json").read_text())["images"][0]
+
+
+def test_few_shot_combined_score(capsys, tmp_path, folder):
+    save = tmp_path / "out"
+    code, _, err = run(capsys, folder, save, "--reference_dir", str(BOTTLE / "train" / "good"),
+                       "--image_threshold", "0.5", "--no_heatmaps")
+    assert code == 0, err
+    data = json.loads((save / "scores.json").read_text())
+    assert data["mode"] == "few_shot"
+    assert data["references"] == sorted(p.name for p in (BOTTLE / "train" / "good").iterdir())
+    mx = np.array([r["map_max"] for r in data["images"]])
+    norm = (mx - mx.min()) / (mx.max() - mx.min())  # min-max over the scored folder
+    for r, n in zip(data["images"], norm):
+        assert r["score"] == pytest.approx(0.5 * (r["text_score"] + n), abs=1e-9)
+        assert r["anomalous"] == (r["score"] >= 0.5)
+
+
+def test_recursive_skips_own_output(capsys, tmp_path, folder):
+    (folder / "sub").mkdir()
+    shutil.copy(folder / "extra.jpg", folder / "sub" / "extra.jpg")
+    shutil.copy(folder / "extra.jpg", folder / "extra.png")  # same stem, other extension
+    save = folder / "results"  # inside the scanned folder
+    for _ in range(2):  # the second run must not score the first run's heatmaps
+        code, _, err = run(capsys, folder, save, "--recursive")
+        assert code == 0, err
+        paths = [r["path"] for r in read_csv(save / "scores.csv")]
+        assert "sub/extra.jpg" in paths and not any(p.startswith("results/") for p in paths)
+    assert (save / "heatmaps" / "sub" / "extra.png").is_file()
+    assert {p.name for p in (save / "heatmaps").glob("extra*")} == {"extra.png", "extra.jpg.png"}
+    data = json.loads((save / "scores.json").read_text())
+    assert {r["path"] for r in data["images"]} >= {"extra.png", "extra.jpg", "sub/extra.jpg"}
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "only_broken", "bad_category"])
+def test_user_errors_exit_2(capsys, tmp_path, case):
+    d = tmp_path / "imgs"
+    extra = []
+    if case != "missing":
+        d.mkdir()
+    if case == "only_broken":
+        (d / "a.png").write_bytes(b"junk")
+    if case == "bad_category":
+        shutil.copy(BOTTLE / "test" / "good" / "000.png", d / "a.png")
+        thr = tmp_path / "t.json"
+        thr.write_text(json.dumps({"per_category": {"grid": {"pixel": 1, "image": 0.5}}}))
+        extra = ["--thresholds", str(thr)]
+    code, _, err = run(capsys, d, tmp_path / "out", *extra)
+    assert code == 2
+    lines = [l for l in err.splitlines() if l.startswith("error:")]
+    assert len(lines) == 1 and "Traceback" not in err
+    expect = {"missing": "not found", "empty": "no images", "only_broken": "could be read",
+              "bad_category": "'bottle'"}[case]
+    assert expect in lines[0]
+
+
+def test_thresholds_from_test_py(capsys, tmp_path):
+    """The thresholds.json test.py writes is read as is."""
+    spec = importlib.util.spec_from_file_location("aprilgan_testpy", REPO / "test.py")
+    testpy = sys.modules.setdefault("aprilgan_testpy", importlib.util.module_from_spec(spec))
+    spec.loader.exec_module(testpy)
+    ev = tmp_path / "eval"
+    assert testpy.main(["--mode", "zero_shot", "--dataset", "mvtec", "--data_path",
+                        str(GOLDEN / "data" / "mvtec"), "--save_path", str(ev), "--categories",
+                        "bottle", "--no_mvtec_aupro", *MODEL]) == 0
+    thr = json.loads((ev / "thresholds.json").read_text())["per_category"]["bottle"]
+    code, _, err = run(capsys, BOTTLE / "test", tmp_path / "out", "--recursive",
+                       "--thresholds", str(ev / "thresholds.json"), "--no_heatmaps")
+    assert code == 0, err
+    data = json.loads((tmp_path / "out" / "scores.json").read_text())
+    assert data["thresholds"]["image"] == pytest.approx(thr["image"])
+    assert data["thresholds"]["pixel"] == pytest.approx(thr["pixel"])
+    assert len(list((tmp_path / "out" / "masks").rglob("*.png"))) == data["n_scored"] == 6
