@@ -23,6 +23,8 @@ Writes RESULTS/mvtec_${MODE}/ and RESULTS/visa_${MODE}/.
   --results DIR           output root [results]${extra}
   --save_predictions      also write predictions.npz (maps of every test image; large)
   --visualize             also write heatmap overlays
+  --metric_workers N      processes computing metrics while the GPU runs on (about 2 GB RAM
+                          each) [\$METRIC_WORKERS, else min(4, CPU cores - 1)]
 $MODEL_FLAGS_HELP
 
 Relative paths are taken from the folder you run the script in; defaults are in the repository.
@@ -38,6 +40,8 @@ DATASETS="mvtec visa"
 K_SHOT="1 2 4"
 SEEDS="1 2 3 4 5"
 OPTS=()
+NPROC="$(nproc 2>/dev/null || echo 2)"
+METRIC_WORKERS="${METRIC_WORKERS:-$(( NPROC > 5 ? 4 : NPROC - 1 ))}"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -54,6 +58,7 @@ while [[ $# -gt 0 ]]; do
         --seeds|--seed) [[ "$MODE" == few_shot ]] || die "$1 is for test_few_shot.sh"
                   take_list "$@"; SEEDS="$LIST"; shift "$CONSUMED" ;;
         --save_predictions|--visualize) OPTS+=("$1"); shift ;;
+        --metric_workers) need_value "$@"; METRIC_WORKERS="$2"; shift 2 ;;
         *) parse_common "$@"; [[ $CONSUMED -gt 0 ]] || die "unknown option $1 (see --help)"
            shift "$CONSUMED" ;;
     esac
@@ -76,6 +81,6 @@ for ds in $DATASETS; do
     fi
     run "$PYTHON" test.py --mode "$MODE" --dataset "$ds" --data_path "$data" \
         --save_path "$RESULTS/${ds}_${MODE}" --checkpoint_path "$ckpt" "${MODEL_ARGS[@]}" \
-        "${FEW[@]}" "${OPTS[@]}" "${EXTRA_ARGS[@]}"
+        --metric_workers "$METRIC_WORKERS" "${FEW[@]}" "${OPTS[@]}" "${EXTRA_ARGS[@]}"
     echo "results: $RESULTS/${ds}_${MODE}"
 done

@@ -37,6 +37,8 @@ while [[ $# -gt 0 ]]; do
         *) REST+=("$1"); shift ;;
     esac
 done
+# tiny maps: metrics are instant, so worker processes would only add start-up time
+export METRIC_WORKERS="${METRIC_WORKERS:-0}"
 M="$REPO_ROOT/tests/fixtures/golden/models"
 echo "!!! tiny RANDOM model on synthetic data: the numbers below are meaningless !!!"
 run "$PYTHON" scripts/make_synthetic_data.py "$OUT/data"
