@@ -15,14 +15,12 @@ run writes into ``k{K}_seed{S}/`` and summary_k{K}.{md,csv} / summary.json hold 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from datasets import DATASETS, DatasetError, load_meta, make_samples
 from datasets.references import check_train_split, draw_references, read_reference_list

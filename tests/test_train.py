@@ -21,6 +21,7 @@ from models.april_gan import build_model
 from models.backbone import ClipBackbone
 from models.projection import load_projections
 from prompts import TextFeatureBank
+from utils.rng import rng_state, set_rng_state
 
 GOLDEN = Path(os.environ.get("APRILGAN_GOLDEN", Path(__file__).parent / "fixtures" / "golden"))
 VIT = GOLDEN / "models"
@@ -200,9 +201,9 @@ def test_help_and_checkpoint_format(tmp_path, capsys):
 
 
 def test_rng_state_round_trip():
-    state = train.rng_state()
+    state = rng_state()
     assert all(isinstance(v, torch.Tensor) for v in state.values())
     first = (torch.rand(3), np.random.rand(3), random.random())
-    train.set_rng_state(state)
+    set_rng_state(state)
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(first[0], again[0]) and (first[1] == again[1]).all() and first[2] == again[2]
