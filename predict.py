@@ -67,7 +67,7 @@ class PredictConfig:
     config_path: str | None = None
     image_size: int = 518
     features_list: list = field(default_factory=lambda: [6, 12, 18, 24])
-    few_shot_features: list = field(default_factory=lambda: [6, 12, 18, 24])
+    few_shot_features: list | None = None
     reference_dir: str | None = None
     thresholds: str | None = None
     threshold_category: str | None = None
@@ -94,8 +94,8 @@ def parse_args(argv: list[str] | None = None) -> PredictConfig:
     flag(p, "checkpoint_path", required=True,
          help="projection weights (released format, e.g. visa_pretrained.pth)")
     add_model_args(p)
-    flag(p, "few_shot_features", type=int, nargs="+", default=[6, 12, 18, 24],
-         help="1-based stages of the few-shot memory banks (with --reference_dir)")
+    flag(p, "few_shot_features", type=int, nargs="+", default=None,
+         help="1-based stages of the few-shot memory banks; None: the --features_list stages")
     flag(p, "reference_dir", default=None,
          help="folder of normal images of the same object: all of them form the few-shot "
               "memory bank (few-shot mode)")
@@ -113,7 +113,10 @@ def parse_args(argv: list[str] | None = None) -> PredictConfig:
     flag(p, "no_heatmaps", action="store_true", help="skip the heatmap overlays (faster)")
     flag(p, "save_maps", action="store_true",
          help="also write maps.npz (paths, anomaly_maps [N,S,S] float16)")
-    return config_from_namespace(PredictConfig, p.parse_args(argv))
+    cfg = config_from_namespace(PredictConfig, p.parse_args(argv))
+    if cfg.few_shot_features is None:
+        cfg.few_shot_features = list(cfg.features_list)
+    return cfg
 
 
 # --------------------------------------------------------------------------- inputs

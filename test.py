@@ -53,7 +53,7 @@ class EvalConfig:
     config_path: str | None = None
     image_size: int = 518
     features_list: list = field(default_factory=lambda: [6, 12, 18, 24])
-    few_shot_features: list = field(default_factory=lambda: [6, 12, 18, 24])
+    few_shot_features: list | None = None
     k_shot: list = field(default_factory=lambda: [10])
     seed: list = field(default_factory=lambda: [10])
     reference_list: str | None = None
@@ -79,8 +79,8 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
     flag(p, "checkpoint_path", default=None,
          help="projection weights (released format, e.g. mvtec_pretrained.pth); required")
     add_model_args(p)
-    flag(p, "few_shot_features", type=int, nargs="+", default=[6, 12, 18, 24],
-         help="1-based stages of the few-shot memory banks")
+    flag(p, "few_shot_features", type=int, nargs="+", default=None,
+         help="1-based stages of the few-shot memory banks; None: the --features_list stages")
     flag(p, "k_shot", type=int, nargs="+", default=[10],
          help="reference images per category; several values run them all in one pass")
     flag(p, "seed", type=int, nargs="+", default=[10],
@@ -99,6 +99,8 @@ def parse_args(argv: list[str] | None = None) -> EvalConfig:
          help="processes computing metrics while the backbone runs on (0: inline); each needs "
               "about 2 GB for a 200-image category at 518 px")
     cfg = config_from_namespace(EvalConfig, p.parse_args(argv))
+    if cfg.few_shot_features is None:
+        cfg.few_shot_features = list(cfg.features_list)
     if cfg.dataset not in DATASETS:
         p.error(f"unknown --dataset {cfg.dataset!r}: choose one of {', '.join(DATASETS)}")
     if not cfg.checkpoint_path:

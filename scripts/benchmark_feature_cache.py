@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="MVTec-layout root with meta.json (default: a synthetic set)")
     p.add_argument("--n_test", type=int, default=40,
                    help="synthetic: test images per category (half defective), 4 categories")
-    p.add_argument("--synthetic_size", type=int, default=256, help="synthetic image side in px")
+    p.add_argument("--synthetic_size", type=int, default=1024,
+                   help="synthetic image side in px (MVTec AD images are 700-1024 px)")
     p.add_argument("--aug_rate", type=float, nargs="+", default=[0.0, 0.2])
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--image_size", type=int, default=84)

@@ -121,3 +121,47 @@ def test_stage_subset_runs_end_to_end(tmp_path):
     assert run_test_main(argv) == 0
     assert json.loads((save / "config.json").read_text())["features_list"] == stages
     assert (save / "metrics.json").is_file()
+
+
+def _flags_without_few_shot_features(args: list[str]) -> list[str]:
+    i = args.index("--few_shot_features")
+    return args[:i] + args[i + 1 + len(RN.stages):]
+
+
+def test_same_flags_as_vit_for_all_entry_points(tmp_path):
+    """A ResNet takes the flags a ViT takes: test.py few-shot (memory stages default to
+    --features_list), predict.py with references, and train.py, all without ResNet-only flags."""
+    import subprocess
+    import sys
+
+    from conftest import REPO
+    ds = DATASET_NAMES[0]
+    require(RN.refs(ds), RN.weights, RN.checkpoint)
+    out = tmp_path / "fs"
+    argv = _flags_without_few_shot_features(RN.args(ds, out, "few_shot"))
+    assert run_test_main(argv + ["--reference_list", str(RN.refs(ds))]) == 0
+    assert json.loads((out / "config.json").read_text())["few_shot_features"] == RN.stages
+
+    model = _flags_without_few_shot_features(RN.model_args(RN.image_size(ds)))
+    data = RN.data(ds)
+    cat = json.loads(RN.refs(ds).read_text())
+    name = next(iter(cat))
+    images = data / name / "test" / "good"
+    refs = data / name / "train" / "good"
+    if not images.is_dir() or not refs.is_dir():
+        pytest.skip("fixture is not in the MVTec layout")
+    run = lambda *a: subprocess.run([sys.executable, *a], cwd=REPO, capture_output=True, text=True)  # noqa: E731
+    r = run("predict.py", "--image_dir", str(images), "--object_name", name, "--save_path",
+            str(tmp_path / "pred"), "--reference_dir", str(refs), *model)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "pred" / "scores.csv").read_text().startswith("path,score")
+    i = model.index("--checkpoint_path")
+    train_model = model[:i] + model[i + 2:]
+    r = run("train.py", "--dataset", ds, "--train_data_path", str(data), "--save_path",
+            str(tmp_path / "train"), "--epoch", "1", "--batch_size", "4", "--aug_rate", "0.5",
+            *train_model)
+    assert r.returncode == 0, r.stderr
+    ckpt = torch.load(tmp_path / "train" / "epoch_1.pth", weights_only=True)
+    ref = torch.load(RN.checkpoint, weights_only=True)["trainable_linearlayer"]
+    assert {k: v.shape for k, v in ckpt["trainable_linearlayer"].items()} == \
+        {k: v.shape for k, v in ref.items()}
