@@ -28,8 +28,8 @@ class ModelLoadError(RuntimeError):
 def register_model_config(config_path: str | os.PathLike, model_name: str | None) -> str:
     """Register an open_clip model-config JSON; its file stem is the model name.
 
-    Returns the model name. Raises ModelLoadError if the file is missing, not a model config,
-    or its stem differs from ``model_name``.
+    Returns the model name (the stem; a different ``model_name`` only gets a warning). Raises
+    ModelLoadError if the file is missing or not a model config.
     """
     path = Path(config_path)
     if not path.is_file():
@@ -42,9 +42,8 @@ def register_model_config(config_path: str | os.PathLike, model_name: str | None
         raise ModelLoadError(
             f"{path} is not an open_clip model config (needs 'embed_dim', 'vision_cfg', 'text_cfg')")
     if model_name and model_name != path.stem:
-        raise ModelLoadError(
-            f"--model {model_name!r} does not match --config_path {path.name}: the config's file "
-            f"stem is the model name, so pass --model {path.stem}")
+        log.warning(f"warning: --model {model_name!r} differs from the stem of --config_path "
+                    f"{path.name}; the config wins and the model is built as {path.stem!r}")
     open_clip.add_model_config(path)
     return path.stem
 
