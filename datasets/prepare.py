@@ -55,6 +55,13 @@ def _check_sizes(root: Path, entry: dict) -> None:
             f"{root / entry['img_path']} is {isz[0]}x{isz[1]}: masks must match their image")
 
 
+def _check_all_sizes(root: Path, info: dict) -> None:
+    for phase in info.values():
+        for entries in phase.values():
+            for e in entries:
+                _check_sizes(root, e)
+
+
 def _ordered(found: list[str], standard: tuple[str, ...], kind: str) -> list[str]:
     missing = [c for c in standard if c not in found]
     if missing and any(c in standard for c in found):
@@ -100,10 +107,7 @@ def mvtec_layout_meta(root: Path, standard: tuple[str, ...] = MVTEC_CATEGORIES,
         if not info["test"][cls]:
             raise DatasetError(f"category {cls} has no test images under {root / cls / 'test'}")
     if check_sizes:
-        for phase in info.values():
-            for entries in phase.values():
-                for e in entries:
-                    _check_sizes(root, e)
+        _check_all_sizes(root, info)
     return info
 
 
@@ -137,10 +141,7 @@ def visa_meta(root: Path, check_sizes: bool = True) -> dict:
         if not info["test"][cls]:
             raise DatasetError(f"category {cls} has no test rows in {csv_path}")
     if check_sizes:
-        for phase in info.values():
-            for entries in phase.values():
-                for e in entries:
-                    _check_sizes(root, e)
+        _check_all_sizes(root, info)
     return info
 
 
