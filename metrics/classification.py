@@ -3,8 +3,11 @@
 APRIL-GAN (Chen et al., "APRIL-GAN: A Zero-/Few-Shot Anomaly Classification and
 Segmentation Method for CVPR 2023 VAND Workshop Challenge", arXiv:2305.17382)
 reports AUROC, average precision and F1-max, all with scikit-learn's definitions.
-These wrappers call scikit-learn and add input validation; pixel metrics are
-simply the same functions applied to the flattened masks and maps.
+Pixel metrics are the same functions applied to the flattened masks and maps. For
+speed on tens of millions of pixels, the ROC and precision-recall curves are built
+from one sort (``_curve``), following scikit-learn's ``roc_curve`` (with
+``drop_intermediate``), ``precision_recall_curve`` and ``auc`` step by step; the tests
+check the values against scikit-learn itself.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from sklearn.metrics import precision_recall_curve, roc_auc_score
 
 __all__ = ["auroc", "average_precision", "f1_max", "f1_max_threshold", "validate_binary"]
 
@@ -60,6 +62,43 @@ def _validate(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
     return y, s
 
 
+def _curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """False and true positive counts at each distinct score, highest score first.
+
+    Scikit-learn's ``confusion_matrix_at_thresholds``: sort by descending score, and at the
+    last position of each run of equal scores take tps = cumulative positives and
+    fps = position + 1 - tps. The order inside a run of ties does not matter.
+
+    Returns:
+        (fps, tps, thresholds), each (K,) for the K distinct scores; counts in float64.
+    """
+    order = np.argsort(s)[::-1]  # (P,) descending
+    s_sorted = s[order]
+    idx = np.append(np.flatnonzero(np.diff(s_sorted)), s.size - 1)  # (K,) end of each run
+    tps = np.cumsum(y[order], dtype=np.float64)[idx]
+    fps = 1.0 + idx - tps
+    return fps, tps, s_sorted[idx]
+
+
+def _roc_auc(fps: np.ndarray, tps: np.ndarray) -> float:
+    """``roc_auc_score`` from the curve: drop collinear points, prepend (0, 0), trapezoid."""
+    if fps.size > 2:
+        keep = np.flatnonzero(np.r_[True, np.logical_or(np.diff(fps, 2), np.diff(tps, 2)), True])
+        fps, tps = fps[keep], tps[keep]
+    fpr = np.r_[0.0, fps] / fps[-1]
+    tpr = np.r_[0.0, tps] / tps[-1]
+    return float(np.trapezoid(tpr, fpr))
+
+
+def _pr_curve(fps: np.ndarray, tps: np.ndarray,
+              thresholds: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``precision_recall_curve``: (P (K+1,), R (K+1,), T (K,)), recall decreasing."""
+    ps = tps + fps  # >= 1 everywhere
+    precision = tps / ps
+    recall = tps / tps[-1]
+    return np.r_[precision[::-1], 1.0], np.r_[recall[::-1], 0.0], thresholds[::-1]
+
+
 def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """Area under the ROC curve, ``sklearn.metrics.roc_auc_score``.
 
@@ -79,12 +118,13 @@ def auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     checked = _validate(labels, scores)
     if checked is None:
         return float("nan")
-    return float(roc_auc_score(*checked))
+    return _roc_auc(*_curve(*checked)[:2])
 
 
-def _pr_metrics(y: np.ndarray, s: np.ndarray) -> tuple[float, float, float]:
-    """(AP, F1-max, F1-max threshold) from one ``precision_recall_curve`` call."""
-    precision, recall, thresholds = precision_recall_curve(y, s)  # (K+1,), (K+1,), (K,)
+def _pr_metrics(fps: np.ndarray, tps: np.ndarray,
+                thresholds: np.ndarray) -> tuple[float, float, float]:
+    """(AP, F1-max, F1-max threshold) from the curve of ``_curve``."""
+    precision, recall, thresholds = _pr_curve(fps, tps, thresholds)  # (K+1,), (K+1,), (K,)
     # Exactly sklearn's average_precision_score for binary input: step-function integral.
     ap = float(max(0.0, -np.sum(np.diff(recall) * precision[:-1])))
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -113,7 +153,7 @@ def average_precision(labels: np.ndarray, scores: np.ndarray) -> float:
         ValueError: on empty input, shape mismatch, non-binary labels or non-finite scores.
     """
     checked = _validate(labels, scores)
-    return float("nan") if checked is None else _pr_metrics(*checked)[0]
+    return float("nan") if checked is None else _pr_metrics(*_curve(*checked))[0]
 
 
 def f1_max_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
@@ -139,7 +179,7 @@ def f1_max_threshold(labels: np.ndarray, scores: np.ndarray) -> tuple[float, flo
     checked = _validate(labels, scores)
     if checked is None:
         return float("nan"), float("nan")
-    _, f1, thr = _pr_metrics(*checked)
+    _, f1, thr = _pr_metrics(*_curve(*checked))
     return f1, thr
 
 
@@ -157,5 +197,6 @@ def classification_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, 
     checked = _validate(labels, scores)
     if checked is None:
         return dict.fromkeys(("auroc", "ap", "f1", "threshold"), float("nan"))
-    ap, f1, thr = _pr_metrics(*checked)
-    return {"auroc": float(roc_auc_score(*checked)), "ap": ap, "f1": f1, "threshold": thr}
+    curve = _curve(*checked)  # one sort serves all four numbers
+    ap, f1, thr = _pr_metrics(*curve)
+    return {"auroc": _roc_auc(*curve[:2]), "ap": ap, "f1": f1, "threshold": thr}

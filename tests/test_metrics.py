@@ -321,3 +321,31 @@ def test_category_metrics_keys_and_errors():
     assert out["threshold_sp"] == 0.9 and out["f1_sp"] == 1.0
     with pytest.raises(ValueError, match="image labels"):
         category_metrics(masks, maps, np.array([1]), np.array([0.9]))
+
+
+def test_single_sort_curves_equal_sklearn():
+    """AUROC, AP and F1-max come from one sort; they must equal scikit-learn's own functions,
+    with many ties (quantised scores) and without."""
+    from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
+
+    from metrics.classification import classification_metrics
+
+    rng = np.random.default_rng(7)
+    checked = 0
+    for t in range(200):
+        n = int(rng.integers(2, 300))
+        y = rng.random(n) < rng.random()
+        if y.all() or not y.any():
+            continue
+        s = (rng.integers(0, int(rng.integers(1, 12)), n) if t % 2 else rng.random(n)).astype(np.float32)
+        m = classification_metrics(y, s)
+        p, r, th = precision_recall_curve(y, s)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = 2 * p * r / (p + r)
+        best = int(np.argmax(np.where(np.isfinite(f), f, -np.inf)))
+        assert m["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+        assert m["ap"] == pytest.approx(average_precision_score(y, s), abs=1e-12)
+        assert m["f1"] == pytest.approx(f[best], abs=1e-12)
+        assert m["threshold"] == th[best]
+        checked += 1
+    assert checked > 100
