@@ -163,17 +163,19 @@ def test_draw_is_reproducible_and_seed_dependent():
     assert all(len(v) == 4 for v in a.values())
 
 
-def test_metric_workers_give_the_same_results(few_shot_run, tmp_path):
+def test_metric_workers_give_the_same_results(tmp_path):
     """--metric_workers computes metrics in other processes: same numbers, same predictions."""
-    ds, save = few_shot_run
-    if ds != DATASET_NAMES[0]:
-        pytest.skip("one dataset is enough")
-    out = tmp_path / "workers"
-    assert run_test_main(VIT.args(ds, out, "few_shot", "--save_predictions", "--reference_list",
-                                  str(VIT.refs(ds)), "--metric_workers", "2")) == 0
-    a = json.loads((save / "metrics.json").read_text())
-    b = json.loads((out / "metrics.json").read_text())
+    ds = DATASET_NAMES[0]
+    require(VIT.refs(ds))
+    out = {}
+    for w in ("0", "2"):
+        out[w] = tmp_path / f"workers{w}"
+        assert run_test_main(VIT.args(ds, out[w], "few_shot", "--save_predictions",
+                                      "--reference_list", str(VIT.refs(ds)),
+                                      "--metric_workers", w)) == 0
+    a = json.loads((out["0"] / "metrics.json").read_text())
+    b = json.loads((out["2"] / "metrics.json").read_text())
     assert a["per_category"] == b["per_category"] and a["mean"] == b["mean"]
-    pa, pb = load_predictions(save / "predictions.npz"), load_predictions(out / "predictions.npz")
+    pa, pb = load_predictions(out["0"] / "predictions.npz"), load_predictions(out["2"] / "predictions.npz")
     np.testing.assert_array_equal(pa["pr_sp"], pb["pr_sp"])
     np.testing.assert_array_equal(pa["anomaly_maps"], pb["anomaly_maps"])
