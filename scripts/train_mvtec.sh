@@ -12,41 +12,5 @@
 # weights take 1.7 GB; activations are small because only the projections get gradients.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-
-usage() {
-    cat <<EOF
-usage: bash scripts/train_mvtec.sh [--data DIR] [--save DIR] [--epochs N] [model flags] [-- ARGS]
-
-Train the projections on MVTec AD (test split, all categories) for evaluating on VisA.
-Writes DIR/epoch_1.pth ... epoch_N.pth, config.json and log.txt.
-
-  --data DIR      MVTec AD root holding meta.json [data/mvtec]
-                  (prepare it with: bash scripts/prepare_data.sh --archives DOWNLOADS)
-  --save DIR      checkpoint folder [exps/train_on_mvtec]
-  --epochs N      epochs [3, as released]
-$MODEL_FLAGS_HELP
-
-Relative paths are taken from the folder you run the script in; defaults are in the repository.
-Expected time on one 24 GB GPU: about 5-10 min (an estimate, not a measurement).
-EOF
-}
-
-DATA="$REPO_ROOT/data/mvtec"
-SAVE="$REPO_ROOT/exps/train_on_mvtec"
-EPOCHS=3
-while [[ $# -gt 0 ]]; do
-    case "$1" in
-        -h|--help) usage; exit 0 ;;
-        --data) need_value "$@"; DATA="$(abspath "$2")"; shift 2 ;;
-        --save) need_value "$@"; SAVE="$(abspath "$2")"; shift 2 ;;
-        --epochs) need_value "$@"; EPOCHS="$2"; shift 2 ;;
-        *) parse_common "$@"; [[ $CONSUMED -gt 0 ]] || die "unknown option $1 (see --help)"
-           shift "$CONSUMED" ;;
-    esac
-done
-[[ "$DRY_RUN" == 1 || -f "$DATA/meta.json" ]] || die "$DATA/meta.json not found: prepare MVTec AD first (bash scripts/prepare_data.sh --archives DIR)"
-model_args
-run "$PYTHON" train.py --dataset mvtec --train_data_path "$DATA" --save_path "$SAVE" \
-    "${MODEL_ARGS[@]}" --aug_rate 0.2 --epoch "$EPOCHS" --learning_rate 1e-3 \
-    --print_freq 1 --save_freq 1 "${EXTRA_ARGS[@]}"
-echo "trained on MVTec AD: $SAVE/epoch_$EPOCHS.pth (use it with --visa_checkpoint)"
+DS=mvtec NAME="MVTec AD" OTHER="VisA" EPOCHS=3 AUG=0.2 TIME="5-10 min" FOR_FLAG=--visa_checkpoint
+source "$REPO_ROOT/scripts/_train.sh"
