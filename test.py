@@ -187,15 +187,18 @@ def evaluate(cfg: EvalConfig) -> dict:
             backbone_images += len(res["paths"])
             for i, r in enumerate(runs):
                 dist = res["distances"][i] if banks else None
+                maps = None  # made here only when written; a worker process makes its own
+                if r in writers or cfg.visualize:
+                    maps = np.concatenate(list(full_maps(res["logits"], dist, size)))
                 pending[r, cls] = pool.submit(res["logits"], dist, res["text_score"], res["gt_px"],
-                                              res["gt_sp"], size, not cfg.no_mvtec_aupro)
+                                              res["gt_sp"], size, not cfg.no_mvtec_aupro,
+                                              maps if pool.inline else None)
                 c = columns[r]
                 c["img_paths"] += res["paths"]
                 c["cls_names"] += [cls] * len(res["paths"])
                 c["gt_sp"].append(res["gt_sp"])
-                if r not in writers and not cfg.visualize:
+                if maps is None:
                     continue
-                maps = np.concatenate(list(full_maps(res["logits"], dist, size)))
                 if r in writers:
                     writers[r].write(maps)
                 if cfg.visualize:

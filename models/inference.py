@@ -125,8 +125,11 @@ def progress(total: int, desc: str) -> tqdm:
 
 def score_run(logits: Sequence[torch.Tensor], distances: Sequence[torch.Tensor] | None,
               text_score: np.ndarray, gt_px: np.ndarray, gt_sp: np.ndarray, size: int,
-              with_mvtec_aupro: bool = True) -> tuple[dict, np.ndarray]:
+              with_mvtec_aupro: bool = True,
+              maps: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
     """Final maps, image scores and metrics of one category in one run.
+
+    ``maps`` [N, S, S]: the final maps when the caller already made them (else built here).
 
     Returns:
         (metrics dict of ``metrics.category_metrics``, [N] final image scores: the text score in
@@ -134,7 +137,8 @@ def score_run(logits: Sequence[torch.Tensor], distances: Sequence[torch.Tensor] 
     """
     from metrics import category_metrics  # imported here: this runs in metric worker processes
 
-    maps = np.concatenate(list(full_maps(logits, distances, size)))
+    if maps is None:
+        maps = np.concatenate(list(full_maps(logits, distances, size)))
     score = text_score
     if distances:
         score = combined_image_scores(text_score, maps.max(axis=(1, 2)))
@@ -156,6 +160,10 @@ class MetricPool:
             self.executor = ProcessPoolExecutor(
                 workers, mp_context=mp.get_context("spawn"), initializer=torch.set_num_threads,
                 initargs=(1,))
+
+    @property
+    def inline(self) -> bool:
+        return self.executor is None
 
     def submit(self, *args, **kwargs):
         from concurrent.futures import Future
