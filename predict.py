@@ -29,7 +29,7 @@ import math
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -46,8 +46,8 @@ from models.inference import (build_bank, full_maps, progress, reference_tokens,
                               stop_workers)
 from models.projection import load_projections
 from prompts import PromptSet, TextFeatureBank
-from utils.cli import (add_model_args, config_from_namespace, config_json, default_workers, flag,
-                       resolve_device, run_main, setup_logging)
+from utils.cli import (ModelConfig, add_model_args, config_from_namespace, config_json,
+                       default_workers, flag, resolve_device, run_main, setup_logging)
 from utils.io import atomic_savez, atomic_write_json, atomic_write_text
 from utils.visualize import save_mask, save_overlay
 
@@ -55,18 +55,13 @@ CHUNK = 256  # images per inference call: bounds host memory on large folders
 
 
 @dataclass
-class PredictConfig:
+class PredictConfig(ModelConfig):
     """Resolved settings of one predict.py run (saved as config.json)."""
 
     image_dir: str = ""
     object_name: str = ""
     save_path: str = "results/predict"
     checkpoint_path: str | None = None
-    model: str = "ViT-L-14-336"
-    pretrained: str = "openai"
-    config_path: str | None = None
-    image_size: int = 518
-    features_list: list = field(default_factory=lambda: [6, 12, 18, 24])
     few_shot_features: list | None = None
     reference_dir: str | None = None
     thresholds: str | None = None
@@ -77,9 +72,6 @@ class PredictConfig:
     recursive: bool = False
     no_heatmaps: bool = False
     save_maps: bool = False
-    device: str | None = None
-    batch_size: int = 8
-    num_workers: int | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> PredictConfig:

@@ -31,8 +31,8 @@ from models.inference import (MetricPool, build_bank, full_maps, loader, progres
                               reference_tokens, run_category)
 from models.projection import load_projections
 from prompts import PromptSet, TextFeatureBank
-from utils.cli import (add_model_args, config_from_namespace, config_json, default_workers, flag,
-                       resolve_device, run_main, setup_logging)
+from utils.cli import (ModelConfig, add_model_args, config_from_namespace, config_json,
+                       default_workers, flag, resolve_device, run_main, setup_logging)
 from utils.io import atomic_write_json, atomic_write_text
 from utils.npz_stream import NpzStreamWriter
 from utils.reports import write_metrics, write_summary
@@ -40,7 +40,7 @@ from utils.visualize import save_overlay
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(ModelConfig):
     """Resolved settings of one test.py run (saved as config.json)."""
 
     mode: str = "zero_shot"
@@ -48,11 +48,6 @@ class EvalConfig:
     data_path: str = "data/mvtec"
     save_path: str = "results/test"
     checkpoint_path: str | None = None
-    model: str = "ViT-L-14-336"
-    pretrained: str = "openai"
-    config_path: str | None = None
-    image_size: int = 518
-    features_list: list = field(default_factory=lambda: [6, 12, 18, 24])
     few_shot_features: list | None = None
     k_shot: list = field(default_factory=lambda: [10])
     seed: list = field(default_factory=lambda: [10])
@@ -63,9 +58,6 @@ class EvalConfig:
     visualize: bool = False
     no_mvtec_aupro: bool = False
     metric_workers: int = 0
-    device: str | None = None
-    batch_size: int = 8
-    num_workers: int | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> EvalConfig:

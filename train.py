@@ -24,7 +24,7 @@ import json
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +39,8 @@ from models.anomaly_maps import stage_probabilities
 from models.april_gan import AprilGAN, build_model
 from models.projection import CHECKPOINT_KEY, CheckpointError, projection_state, read_checkpoint
 from prompts import PromptSet, TextFeatureBank
-from utils.cli import (add_model_args, config_from_namespace, config_json, default_workers, flag,
-                       resolve_device, run_main, setup_logging, setup_seed)
+from utils.cli import (ModelConfig, add_model_args, config_from_namespace, config_json,
+                       default_workers, flag, resolve_device, run_main, setup_logging, setup_seed)
 from utils.io import atomic_torch_save, atomic_write_text
 from utils.rng import rng_state, set_rng_state
 
@@ -51,18 +51,12 @@ RESUME_KEYS = ("dataset", "train_data_path", "model", "pretrained", "image_size"
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(ModelConfig):
     """Resolved settings of one train.py run (saved as config.json and in every checkpoint)."""
 
     dataset: str = "mvtec"
     train_data_path: str = "data/mvtec"
     save_path: str = "exps/train"
-    model: str = "ViT-L-14-336"
-    pretrained: str = "openai"
-    config_path: str | None = None
-    image_size: int = 518
-    features_list: list = field(default_factory=lambda: [6, 12, 18, 24])
-    batch_size: int = 8
     aug_rate: float = 0.2
     epoch: int | None = None
     learning_rate: float = 1e-3
@@ -74,8 +68,6 @@ class TrainConfig:
     cache_features: str | None = None
     categories: list | None = None
     prompt_dir: str | None = None
-    device: str | None = None
-    num_workers: int | None = None
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from dataclasses import dataclass, field
 import json
 import logging
 import random
@@ -27,6 +28,20 @@ def flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, *
     """Add ``--name`` plus its dashed alias ``--na-me`` when the name has underscores."""
     names = [f"--{name}"] + ([f"--{name.replace('_', '-')}"] if "_" in name else [])
     parser.add_argument(*names, dest=name, **kw)
+
+
+@dataclass
+class ModelConfig:
+    """Settings of the flags added by ``add_model_args``; each script's config extends it."""
+
+    model: str = "ViT-L-14-336"
+    pretrained: str = "openai"
+    config_path: str | None = None
+    image_size: int = 518
+    features_list: list = field(default_factory=lambda: [6, 12, 18, 24])
+    device: str | None = None
+    batch_size: int = 8
+    num_workers: int | None = None
 
 
 def add_model_args(p: argparse.ArgumentParser, features: bool = True) -> None:
