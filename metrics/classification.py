@@ -3,11 +3,13 @@
 APRIL-GAN (Chen et al., "APRIL-GAN: A Zero-/Few-Shot Anomaly Classification and
 Segmentation Method for CVPR 2023 VAND Workshop Challenge", arXiv:2305.17382)
 reports AUROC, average precision and F1-max, all with scikit-learn's definitions.
-Pixel metrics are the same functions applied to the flattened masks and maps. For
-speed on tens of millions of pixels, the ROC and precision-recall curves are built
-from one sort (``_curve``), following scikit-learn's ``roc_curve`` (with
-``drop_intermediate``), ``precision_recall_curve`` and ``auc`` step by step; the tests
-check the values against scikit-learn itself.
+The functions here build the full ROC and precision-recall curves from one ``argsort``
+(``_curve``), following scikit-learn's ``roc_curve`` (with ``drop_intermediate``),
+``precision_recall_curve`` and ``auc`` step by step, so their values are scikit-learn's
+bit for bit; they suit small inputs such as image scores. A category's pixels go through
+:func:`metrics.category_metrics` instead: one value sort and integer counts at the
+positive scores only (:mod:`metrics.counting`, :mod:`metrics.curves`; numpy or torch),
+equal to these to rounding and many times faster.
 """
 
 from __future__ import annotations
@@ -16,7 +18,15 @@ import warnings
 
 import numpy as np
 
-__all__ = ["auroc", "average_precision", "f1_max", "f1_max_threshold", "validate_binary"]
+__all__ = [
+    "auroc",
+    "average_precision",
+    "classification_metrics",
+    "f1_max",
+    "f1_max_threshold",
+    "validate_binary",
+    "warn_one_class",
+]
 
 
 def validate_binary(labels: np.ndarray, name: str = "labels") -> np.ndarray:
@@ -52,14 +62,19 @@ def _validate(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.nd
         raise ValueError("scores contain NaN or infinite values")
     n_pos = int(np.count_nonzero(y))
     if n_pos == 0 or n_pos == y.size:
-        warnings.warn(
-            f"labels contain only one class ({'all positive' if n_pos else 'all negative'}, "
-            f"{y.size} samples): the metric is undefined, returning NaN",
-            RuntimeWarning,
-            stacklevel=3,
-        )
+        warn_one_class(n_pos, y.size)
         return None
     return y, s
+
+
+def warn_one_class(n_pos: int, size: int, stacklevel: int = 4) -> None:
+    """The ``RuntimeWarning`` for labels of a single class (the metric is NaN)."""
+    warnings.warn(
+        f"labels contain only one class ({'all positive' if n_pos else 'all negative'}, "
+        f"{size} samples): the metric is undefined, returning NaN",
+        RuntimeWarning,
+        stacklevel=stacklevel,
+    )
 
 
 def _curve(y: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

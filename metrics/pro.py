@@ -11,143 +11,58 @@ positive rate (FPR) are provided and must never be mixed up (SPEC §7):
 * :func:`mvtec_aupro` -- the MVTec AD benchmark's AU-PRO: every distinct score a
   threshold, exact trapezoid up to FPR 0.3 with linear interpolation there, / 0.3.
 
-:func:`pro_reference` is the released loop kept verbatim (slow) for testing.
+Both come from one value sort of the maps and integer counts (:mod:`metrics.counting`,
+numpy or torch); :func:`metrics.category_metrics` shares that sort with the other pixel
+metrics. :func:`pro_reference` is the released loop kept verbatim (slow) for testing
+(:mod:`metrics.reference`).
 """
 
 from __future__ import annotations
 
-import warnings
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-from skimage import measure
-from sklearn.metrics import auc
+from .category import pixel_metrics
+from .reference import _count_below, _thresholds, pro_reference
+from .regions import MaskRegions
 
-from .classification import validate_binary
+if TYPE_CHECKING:
+    import torch
 
-__all__ = ["pro", "pro_reference", "mvtec_aupro"]
-
-
-def _check(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Validates ``masks`` (N,H,W) 0/1 and ``maps`` (N,H,W) finite reals; returns (bool, float)."""
-    masks, maps = np.asarray(masks), np.asarray(maps)
-    if masks.shape != maps.shape:
-        raise ValueError(f"shape mismatch: masks {masks.shape} vs maps {maps.shape}")
-    if masks.ndim != 3:
-        raise ValueError(f"masks and maps must be [N, H, W], got shape {masks.shape}")
-    masks = validate_binary(masks, "masks")  # (N,H,W) bool
-    if not np.issubdtype(maps.dtype, np.floating):
-        if not np.issubdtype(maps.dtype, np.number) or np.issubdtype(maps.dtype, np.complexfloating):
-            raise ValueError(f"maps must be real numbers, got dtype {maps.dtype}")
-        maps = maps.astype(np.float64)
-    if not np.all(np.isfinite(maps)):
-        raise ValueError("maps contain NaN or infinite values")
-    return masks, maps
+__all__ = ["pro", "pro_reference", "mvtec_aupro", "_count_below", "_thresholds"]
 
 
-def _undefined(reason: str) -> float:
-    warnings.warn(f"PRO is undefined: {reason}; returning NaN", RuntimeWarning, stacklevel=3)
-    return float("nan")
-
-
-def _thresholds(maps: np.ndarray, max_step: int) -> np.ndarray:
-    """The released grid: ``np.arange(min, max, (max - min) / max_step)`` in the maps' dtype."""
-    min_th, max_th = maps.min(), maps.max()
-    delta = (max_th - min_th) / max_step
-    return np.arange(min_th, max_th, delta)
-
-
-def _auc_kept(pros: np.ndarray, fprs: np.ndarray, expect_fpr: float) -> float:
-    """The released tail: keep fpr < expect_fpr, min-max rescale those FPRs, sklearn ``auc``."""
-    keep = fprs < expect_fpr
-    if np.count_nonzero(keep) < 2:
-        return _undefined(f"{np.count_nonzero(keep)} threshold(s) with FPR < {expect_fpr} (need 2)")
-    kept = fprs[keep]
-    span = kept.max() - kept.min()
-    if span == 0:
-        return _undefined(f"all kept thresholds have the same FPR {kept[0]:.6g}")
-    return float(auc((kept - kept.min()) / span, pros[keep]))
-
-
-def pro_reference(
-    masks: np.ndarray, maps: np.ndarray, max_step: int = 200, expect_fpr: float = 0.3
+def pro(
+    masks: Any,
+    maps: Any,
+    max_step: int = 200,
+    expect_fpr: float = 0.3,
+    *,
+    device: str | torch.device | None = None,
+    regions: MaskRegions | None = None,
+    backend: str | None = None,
 ) -> float:
-    """The released ``cal_pro_score`` loop (slow: relabels every mask at every threshold).
-
-    Same arguments, result and edge cases as :func:`pro`; used to test it.
-    """
-    masks, amaps = _check(masks, maps)
-    masks = masks.astype(np.uint8)
-    if not masks.any():
-        return _undefined("no anomalous ground-truth region")
-    if masks.all():
-        return _undefined("no normal pixel")
-    if amaps.min() == amaps.max():
-        return _undefined("constant maps give an empty threshold grid")
-    binary_amaps = np.zeros_like(amaps, dtype=bool)
-    pros, fprs = [], []
-    for th in _thresholds(amaps, max_step):
-        binary_amaps[amaps <= th], binary_amaps[amaps > th] = 0, 1
-        pro_th = []
-        for binary_amap, mask in zip(binary_amaps, masks):
-            for region in measure.regionprops(measure.label(mask)):
-                tp_pixels = binary_amap[region.coords[:, 0], region.coords[:, 1]].sum()
-                pro_th.append(tp_pixels / region.area)
-        inverse_masks = 1 - masks
-        fp_pixels = np.logical_and(inverse_masks, binary_amaps).sum()
-        fprs.append(fp_pixels / inverse_masks.sum())
-        pros.append(np.array(pro_th).mean())
-    return _auc_kept(np.array(pros), np.array(fprs), expect_fpr)
-
-
-def _count_below(th: np.ndarray, values: np.ndarray) -> np.ndarray:
-    """``k = #{j : th_j < v}`` per value, i.e. ``np.searchsorted(th, values, side="left")``.
-
-    ``th`` is the arange grid ``th_j ~ th_0 + j * step``, so ``ceil((v - th_0) / step)`` is
-    almost always right; every guess is verified exactly against ``th`` (in ``th``'s dtype)
-    and the few wrong ones are redone with ``np.searchsorted``. Several times faster.
-    """
-    n = th.size
-    step = (th[-1] - th[0]) / (n - 1) if n > 1 else 0
-    inv = 1 / step if step > 0 else np.inf
-    if not np.isfinite(inv):
-        return np.searchsorted(th, values, side="left")
-    guess = (values - th[0]) * values.dtype.type(inv)  # (P,) approx. index in the maps' dtype
-    np.ceil(guess, out=guess)
-    np.clip(guess, 0, n, out=guess)
-    k = guess.astype(np.intp)  # (P,)
-    ext = np.concatenate(([-np.inf], th, [np.inf])).astype(th.dtype)  # (T+2,) ext[k] = th[k-1]
-    wrong = ~((ext[k] < values) & (ext[k + 1] >= values))  # (P,) th[k-1] < v <= th[k] fails
-    if wrong.any():
-        k[wrong] = np.searchsorted(th, values[wrong], side="left")
-    return k
-
-
-def pro(masks: np.ndarray, maps: np.ndarray, max_step: int = 200, expect_fpr: float = 0.3) -> float:
-    """APRIL-GAN's PRO score (released ``cal_pro_score``), computed in one pass.
+    """APRIL-GAN's PRO score (released ``cal_pro_score``), bit-equal to the released loop.
 
     Thresholds ``th_j = np.arange(min, max, (max - min) / max_step)`` (j < T, T = 200 or 201
     after rounding; same dtype as ``maps``); a pixel is positive at ``th_j`` iff
-    ``map > th_j``. With regions ``r`` = 8-connected components of each image's mask
-    (``skimage.measure.label``), pooled over all images:
+    ``map > th_j``. With regions ``r`` = 8-connected components of each image's mask,
+    pooled over all images in the released order:
 
         PRO(th) = mean_r |{p in r : map_p > th}| / |r|,
         FPR(th) = |{p normal : map_p > th}| / |{p normal}|.
 
     Points with FPR < ``expect_fpr`` are kept, their FPRs min-max rescaled to [0, 1], and
-    the result is ``sklearn.metrics.auc(FPR_rescaled, PRO)``.
-
-    Instead of thresholding T times, each pixel's count of thresholds below it,
-    ``k_p = #{j : th_j < map_p}`` (``np.searchsorted(th, map, side="left")``, exact in the
-    maps' dtype), is computed once; per-region and normal-pixel histograms of ``k``
-    followed by suffix sums give every threshold's counts. Region order and the
-    summation order of the mean follow the loop, so the value matches it bit for bit.
-    Time O(P) (see ``_count_below``), extra memory O(H W + R T) (one image at a time).
+    the result is ``sklearn.metrics.auc(FPR_rescaled, PRO)``. Counts: ``#normal > th_j`` by
+    ``searchsorted`` in the sorted maps; per region, a histogram of ``#{j : th_j < map_p}``
+    over its pixels (:mod:`metrics.counting`); the float64 arithmetic follows the loop's
+    order (:func:`metrics.curves.pro_from_grid`).
 
     Args:
-        masks: (N, H, W) binary ground truth (0/1 or bool).
-        maps: (N, H, W) anomaly maps (float32 as released; other floats are used as-is).
+        masks: (N, H, W) binary ground truth (0/1 or bool), numpy or torch.
+        maps: (N, H, W) anomaly maps (float32 as released; float16/64 used as-is).
         max_step: number of grid steps (200 as released).
         expect_fpr: FPR limit (0.3 as released), strict.
+        device, regions, backend: as :func:`metrics.category_metrics`.
 
     Returns:
         The PRO score in [0, 1]. NaN with a ``RuntimeWarning`` where the released code
@@ -158,74 +73,36 @@ def pro(masks: np.ndarray, maps: np.ndarray, max_step: int = 200, expect_fpr: fl
         ValueError: on shape mismatch, non-[N,H,W] input, empty input, a non-binary mask,
             or non-finite maps.
     """
-    masks, maps = _check(masks, maps)
-    if not masks.any():
-        return _undefined("no anomalous ground-truth region")
-    if masks.all():
-        return _undefined("no normal pixel")
-    if maps.min() == maps.max():
-        return _undefined("constant maps give an empty threshold grid")
-    th = _thresholds(maps, max_step)  # (T,) non-decreasing
-    n_bins = th.size + 1  # k in [0, T]
-    normal_hist = np.zeros(n_bins, dtype=np.int64)
-    region_hists = []
-    for mask, amap in zip(masks, maps):
-        k = _count_below(th, amap.ravel())  # (H*W,) #thresholds strictly below each value
-        lab = measure.label(mask.astype(np.uint8)).astype(np.intp, copy=False).ravel()  # (H*W,)
-        n_reg = int(lab.max())
-        lab *= n_bins
-        lab += k
-        hist = np.bincount(lab, minlength=(n_reg + 1) * n_bins).reshape(n_reg + 1, n_bins)
-        normal_hist += hist[0]  # background row: normal pixels (masks are binary)
-        if n_reg:
-            region_hists.append(hist[1:])  # (R_i, T+1)
-    hist = np.concatenate(region_hists)  # (R, T+1)
-    area = hist.sum(axis=1).astype(np.float64)  # (R,) region sizes
-    # above[:, j] = #pixels with k > j  <=>  map > th_j ; suffix sums excluding bin j.
-    tp = np.cumsum(hist[:, ::-1], axis=1)[:, ::-1][:, 1:]  # (R, T)
-    fp = np.cumsum(normal_hist[::-1])[::-1][1:]  # (T,)
-    fracs = np.ascontiguousarray((tp / area[:, None]).T)  # (T, R): rows reduce like the 1-D mean
-    pros = fracs.mean(axis=1)  # (T,)
-    fprs = fp / normal_hist.sum()  # (T,)
-    return _auc_kept(pros, fprs, expect_fpr)
+    out, _ = pixel_metrics(
+        masks, maps, rank=False, pro_steps=max_step, expect_fpr=expect_fpr, aupro_limit=None,
+        device=device, regions=regions, backend=backend,
+    )
+    return out["pro"]
 
 
-def _trapezoid_to(x: np.ndarray, y: np.ndarray, x_max: float) -> float:
-    """Area under y(x) for x <= x_max, linear interpolation at x_max (MVTec ``trapezoid``)."""
-    correction = 0.0
-    if not np.any(x == x_max):
-        ins = int(np.searchsorted(x, x_max, side="right"))  # bisect.bisect
-        assert 0 < ins < x.size
-        y_interp = y[ins - 1] + (y[ins] - y[ins - 1]) * (x_max - x[ins - 1]) / (x[ins] - x[ins - 1])
-        correction = 0.5 * (y_interp + y[ins - 1]) * (x_max - x[ins - 1])
-    keep = x <= x_max
-    x, y = x[keep], y[keep]
-    return float(np.sum(0.5 * (y[1:] + y[:-1]) * (x[1:] - x[:-1])) + correction)
-
-
-def mvtec_aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> float:
+def mvtec_aupro(
+    masks: Any,
+    maps: Any,
+    fpr_limit: float = 0.3,
+    *,
+    device: str | torch.device | None = None,
+    regions: MaskRegions | None = None,
+    backend: str | None = None,
+) -> float:
     """The MVTec AD benchmark's AU-PRO (not APRIL-GAN's ``pro``).
 
     Every distinct score ``t`` is a threshold (positive iff ``map >= t``); regions are
     8-connected; ``PRO(t)`` and ``FPR(t)`` are as in :func:`pro`. The curve
     ``(0, 0), (FPR(t), PRO(t)) for t descending, (1, 1)`` is integrated with the exact
     trapezoid rule up to ``FPR = fpr_limit`` (interpolated linearly there) and divided
-    by ``fpr_limit``.
-
-    Implementation: the ``m``-th largest normal score ``t*`` with ``m / n_normal >
-    fpr_limit`` first (``np.partition``, O(P)); only pixels ``>= t*`` can matter, and they
-    include the first point past the limit. Those candidates are sorted by score
-    (O(C log C)), then cumulative normal-pixel counts and cumulative ``1 / |region|``
-    weights, taken at the last pixel of each run of equal scores, give the curve in
-    float64. Memory beyond the inputs: ~6 bytes per pixel (bool masks, int32 region ids,
-    a bool selection) plus ~30 bytes per candidate (C is about ``fpr_limit`` of the normal
-    pixels plus the anomalous ones above ``t*``). Measured on 200 maps of 518 x 518
-    (54 M pixels, float32): ~0.3 GB peak beyond the inputs, ~5 s on one CPU core.
+    by ``fpr_limit``. PRO only changes at anomalous pixels' scores, so two points per
+    distinct anomalous score trace the same curve (:func:`metrics.curves.mvtec_aupro_from_counts`).
 
     Args:
         masks: (N, H, W) binary ground truth.
         maps: (N, H, W) anomaly maps.
         fpr_limit: upper FPR integration limit in (0, 1].
+        device, regions, backend: as :func:`metrics.category_metrics`.
 
     Returns:
         Normalised AU-PRO in [0, 1]; NaN with a ``RuntimeWarning`` when there is no
@@ -235,42 +112,8 @@ def mvtec_aupro(masks: np.ndarray, maps: np.ndarray, fpr_limit: float = 0.3) -> 
         ValueError: on shape mismatch, non-[N,H,W] or empty input, a non-binary mask,
             non-finite maps, or ``fpr_limit`` outside (0, 1].
     """
-    if not 0 < fpr_limit <= 1:
-        raise ValueError(f"fpr_limit must be in (0, 1], got {fpr_limit}")
-    masks, maps = _check(masks, maps)
-    if not masks.any():
-        return _undefined("no anomalous ground-truth region")
-    if masks.all():
-        return _undefined("no normal pixel")
-    labels = np.zeros(masks.shape, dtype=np.int32)  # (N,H,W) global region ids, 0 = normal
-    n_regions = 0
-    for i, mask in enumerate(masks):
-        lab = measure.label(mask.astype(np.uint8)).astype(np.int32)  # (H,W) 8-connectivity
-        labels[i] = np.where(lab > 0, lab + n_regions, 0)
-        n_regions += int(lab.max())
-    weight = 1.0 / np.bincount(labels.ravel())  # (R+1,) 1/|r|; entry 0 unused
-    scores, labels = maps.ravel(), labels.ravel()  # (P,)
-    normal = labels == 0
-    n_ok = int(np.count_nonzero(normal))
-    m = int(np.floor(fpr_limit * n_ok)) + 1  # smallest count with m / n_ok > fpr_limit
-    while m > 1 and (m - 1) / n_ok > fpr_limit:
-        m -= 1
-    while m <= n_ok and m / n_ok <= fpr_limit:
-        m += 1
-    if m <= n_ok:
-        normal_scores = scores[normal]
-        t_star = np.partition(normal_scores, n_ok - m)[n_ok - m]  # m-th largest normal score
-        del normal_scores
-        cand = scores >= t_star
-        scores, labels = scores[cand], labels[cand]  # (C,)
-    order = np.argsort(scores, kind="stable")[::-1]  # (C,) descending score
-    scores, labels = scores[order], labels[order]
-    del order
-    fp_cum = np.cumsum(labels == 0)  # (C,) int64
-    pro_cum = np.cumsum(np.where(labels > 0, weight[labels], 0.0))  # (C,) float64
-    last = np.append(scores[1:] != scores[:-1], True)  # (C,) end of each tie run
-    fprs = np.minimum(fp_cum[last] / n_ok, 1.0)
-    pros = np.minimum(pro_cum[last] / n_regions, 1.0)
-    x = np.concatenate(([0.0], fprs, [1.0]))
-    y = np.concatenate(([0.0], pros, [1.0]))
-    return _trapezoid_to(x, y, fpr_limit) / fpr_limit
+    out, _ = pixel_metrics(
+        masks, maps, rank=False, pro_steps=None, aupro_limit=fpr_limit,
+        device=device, regions=regions, backend=backend,
+    )
+    return out["mvtec_aupro"]

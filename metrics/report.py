@@ -1,8 +1,9 @@
 """Per-category metric dicts, their mean, the VAND summary and the paper tables (SPEC §7).
 
-Each category gets a flat ``{metric: fraction}`` dict (:func:`category_metrics`); the
-mean over categories is unweighted (:func:`mean_metrics`); tables show percentages
-with one decimal, one row per category plus ``mean`` (:func:`format_table`).
+Each category gets a flat ``{metric: fraction}`` dict (:func:`category_metrics`, defined in
+:mod:`metrics.category`); the mean over categories is unweighted (:func:`mean_metrics`);
+tables show percentages with one decimal, one row per category plus ``mean``
+(:func:`format_table`).
 """
 
 from __future__ import annotations
@@ -14,8 +15,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from tabulate import tabulate
 
-from .classification import classification_metrics
-from .pro import mvtec_aupro, pro
+from .category import category_metrics  # re-exported: the per-category dict lives there
 
 __all__ = [
     "METRIC_KEYS",
@@ -28,61 +28,6 @@ __all__ = [
 
 METRIC_KEYS: tuple[str, ...] = ("auroc_px", "f1_px", "ap_px", "pro", "auroc_sp", "f1_sp", "ap_sp")
 THRESHOLD_KEYS: tuple[str, ...] = ("threshold_px", "threshold_sp")
-
-
-def category_metrics(
-    gt_px: np.ndarray,
-    pr_px: np.ndarray,
-    gt_sp: np.ndarray,
-    pr_sp: np.ndarray,
-    with_mvtec_aupro: bool = True,
-) -> dict[str, float]:
-    """All metrics of one category, as the released ``test.py`` computes them.
-
-    Pixel metrics (``*_px``) pool every pixel of the category's test images; image
-    metrics (``*_sp``) use one score per image. AUROC/AP/F1-max follow scikit-learn
-    (see :mod:`metrics.classification`); ``pro`` is the released ``cal_pro_score``.
-
-    Args:
-        gt_px: (N, H, W) ground-truth masks, uint8 0/1 or bool.
-        pr_px: (N, H, W) anomaly maps, float32 (kept float32; sklearn converts as needed).
-        gt_sp: (N,) image labels, 0 = normal, 1 = anomalous.
-        pr_sp: (N,) image scores.
-        with_mvtec_aupro: also compute the MVTec benchmark's ``mvtec_aupro``.
-
-    Returns:
-        ``{key: float}`` for every key of :data:`METRIC_KEYS`, ``mvtec_aupro`` (if asked),
-        and ``threshold_px`` / ``threshold_sp``: the scores reaching F1-max (predict
-        anomalous when ``score >= threshold``). Undefined values are NaN (with a warning).
-
-    Raises:
-        ValueError: on shape mismatch between masks and maps, or scores and labels,
-            a different image count N, empty or non-binary input.
-    """
-    gt_px, pr_px = np.asarray(gt_px), np.asarray(pr_px)
-    gt_sp, pr_sp = np.asarray(gt_sp), np.asarray(pr_sp)
-    if gt_px.shape != pr_px.shape or gt_px.ndim != 3:
-        raise ValueError(f"gt_px {gt_px.shape} and pr_px {pr_px.shape} must both be [N, H, W]")
-    if gt_sp.shape != pr_sp.shape or gt_sp.ndim != 1:
-        raise ValueError(f"gt_sp {gt_sp.shape} and pr_sp {pr_sp.shape} must both be [N]")
-    if gt_sp.shape[0] != gt_px.shape[0]:
-        raise ValueError(f"{gt_sp.shape[0]} image labels for {gt_px.shape[0]} masks")
-    px = classification_metrics(gt_px, pr_px)  # flattens internally; (N*H*W,) views
-    sp = classification_metrics(gt_sp, pr_sp)
-    out = {
-        "auroc_px": px["auroc"],
-        "f1_px": px["f1"],
-        "ap_px": px["ap"],
-        "pro": pro(gt_px, pr_px),
-        "auroc_sp": sp["auroc"],
-        "f1_sp": sp["f1"],
-        "ap_sp": sp["ap"],
-    }
-    if with_mvtec_aupro:
-        out["mvtec_aupro"] = mvtec_aupro(gt_px, pr_px)
-    out["threshold_px"] = px["threshold"]
-    out["threshold_sp"] = sp["threshold"]
-    return out
 
 
 def mean_metrics(per_category: Mapping[str, Mapping[str, float]]) -> dict[str, float]:
