@@ -2,36 +2,43 @@
 #
 # Sets REPO_ROOT, makes relative paths the user passes absolute (so they stay relative to the
 # folder the script was started from, even after we cd to the repository root), and parses the
-# model flags every script shares. Defaults are the released ones: ViT-L-14-336, openai, 518 px,
-# stages 6 12 18 24.
+# model flags every script shares. The defaults come from one place, the config dataclasses of
+# engine/config.py (`python -m engine.config --shell`): the released ViT-L-14-336, openai,
+# 518 px, stages 6 12 18 24, and the paper's epochs and few-shot protocol.
+
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    echo "scripts/$(basename "$0") is sourced by the scripts/*.sh entry points, not run on its own." 
+    echo "Run e.g. bash scripts/train_mvtec.sh --help, scripts/test_few_shot.sh --help or" 
+    echo "scripts/reproduce_all.sh --help." 
+    [[ "${1:-}" == -h || "${1:-}" == --help ]] && exit 0
+    exit 2
+fi
 
 REPO_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python}"
 
-MODEL="ViT-L-14-336"
-PRETRAINED="openai"
+die() { echo "error: $*" >&2; exit 2; }
+
+DEFAULTS="$(cd "$REPO_ROOT" && "$PYTHON" -m engine.config --shell)" ||
+    die "cannot read the defaults with '$PYTHON -m engine.config --shell' (is the environment installed? set PYTHON=...)"
+eval "$DEFAULTS"            # MODEL PRETRAINED IMAGE_SIZE FEATURES BATCH_SIZE MVTEC_EPOCHS ...
 CONFIG_PATH=""
-IMAGE_SIZE=518
-FEATURES="6 12 18 24"
 FEW_SHOT_FEATURES=""        # empty: same as FEATURES
 DEVICE=""
-BATCH_SIZE=8
 EXTRA_ARGS=()               # everything after a lone "--" goes to the python scripts
 DRY_RUN=0
 
 MODEL_FLAGS_HELP="model flags (released defaults):
-  --model NAME             open_clip model name or the stem of --config_path [ViT-L-14-336]
-  --pretrained TAG|FILE    pretrained tag, local weights file, or 'none' [openai]
+  --model NAME             open_clip model name or the stem of --config_path [$MODEL]
+  --pretrained TAG|FILE    pretrained tag, local weights file, or 'none' [$PRETRAINED]
   --config_path JSON       open_clip model-config JSON (its file stem is the model name)
-  --image_size S           input size [518]
-  --features_list N...     1-based stages, quoted or space separated [6 12 18 24]
+  --image_size S           input size [$IMAGE_SIZE]
+  --features_list N...     1-based stages, quoted or space separated [$FEATURES]
   --few_shot_features N... memory-bank stages [same as --features_list]
-  --device DEV             cuda, cpu, ... [cuda when available]
-  --batch_size B           images per backbone pass [8]
+  --device DEV             cpu, cuda or cuda:N [cuda when available, else cpu]
+  --batch_size B           images per backbone pass [$BATCH_SIZE]
   --dry_run                print the commands without running them
   -- ARGS...               pass ARGS unchanged to every python command"
-
-die() { echo "error: $*" >&2; exit 2; }
 
 # abspath PATH: PATH made absolute against the folder the script was started from.
 abspath() {

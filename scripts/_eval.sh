@@ -1,11 +1,18 @@
 # Body of test_zero_shot.sh and test_few_shot.sh (sourced after _common.sh with MODE set).
 
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    echo "scripts/$(basename "$0") is the shared body of test_zero_shot.sh and test_few_shot.sh; run one of those" 
+    echo "(e.g. bash scripts/test_zero_shot.sh --help)." 
+    [[ "${1:-}" == -h || "${1:-}" == --help ]] && exit 0
+    exit 2
+fi
+
 usage() {
     local extra=""
     if [[ "$MODE" == few_shot ]]; then
         extra="
-  --k_shot K...           reference images per category [1 2 4]
-  --seeds S...            seeds of the reference draw [1 2 3 4 5]"
+  --k_shot K...           reference images per category [$K_SHOTS, the paper's protocol]
+  --seeds S...            seeds of the reference draw [$SEEDS]"
     fi
     cat <<EOF
 usage: bash scripts/test_${MODE}.sh [options] [model flags] [-- ARGS for test.py]
@@ -24,7 +31,8 @@ Writes RESULTS/mvtec_${MODE}/ and RESULTS/visa_${MODE}/.
   --save_predictions      also write predictions.npz (maps of every test image; large)
   --visualize             also write heatmap overlays
   --metric_workers N      processes computing metrics while the GPU runs on (about 2 GB RAM
-                          each) [\$METRIC_WORKERS, else min(4, CPU cores - 1)]
+                          each) [the environment variable METRIC_WORKERS when set, else
+                          min(4, CPU cores - 1)]
 $MODEL_FLAGS_HELP
 
 Relative paths are taken from the folder you run the script in; defaults are in the repository.
@@ -37,8 +45,7 @@ MVTEC_CKPT="$REPO_ROOT/exps/train_on_visa/epoch_15.pth"
 VISA_CKPT="$REPO_ROOT/exps/train_on_mvtec/epoch_3.pth"
 RESULTS="$REPO_ROOT/results"
 DATASETS="mvtec visa"
-K_SHOT="1 2 4"
-SEEDS="1 2 3 4 5"
+K_SHOT="$K_SHOTS"            # the paper's protocol; test.py alone defaults to the released k=10, seed 10
 OPTS=()
 NPROC="$(nproc 2>/dev/null || echo 2)"
 METRIC_WORKERS="${METRIC_WORKERS:-$(( NPROC > 5 ? 4 : NPROC - 1 ))}"

@@ -1,6 +1,13 @@
 # Body of train_mvtec.sh and train_visa.sh (sourced after _common.sh). The caller sets
 # DS (mvtec|visa), NAME, OTHER (the dataset the weights are for), EPOCHS, AUG, TIME and FOR_FLAG.
 
+if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
+    echo "scripts/$(basename "$0") is the shared body of train_mvtec.sh and train_visa.sh; run one of those" 
+    echo "(e.g. bash scripts/train_mvtec.sh --help)." 
+    [[ "${1:-}" == -h || "${1:-}" == --help ]] && exit 0
+    exit 2
+fi
+
 usage() {
     cat <<EOF2
 usage: bash scripts/train_${DS}.sh [--data DIR] [--save DIR] [--epochs N] [model flags] [-- ARGS]
@@ -34,6 +41,5 @@ done
 [[ "$DRY_RUN" == 1 || -f "$DATA/meta.json" ]] || die "$DATA/meta.json not found: prepare $NAME first (bash scripts/prepare_data.sh --archives DIR)"
 model_args
 run "$PYTHON" train.py --dataset "$DS" --train_data_path "$DATA" --save_path "$SAVE" \
-    "${MODEL_ARGS[@]}" --aug_rate "$AUG" --epoch "$EPOCHS" --learning_rate 1e-3 \
-    --print_freq 1 --save_freq 1 "${EXTRA_ARGS[@]}"
+    "${MODEL_ARGS[@]}" --aug_rate "$AUG" --epoch "$EPOCHS" "${EXTRA_ARGS[@]}"
 echo "trained on $NAME: $SAVE/epoch_$EPOCHS.pth (use it with $FOR_FLAG)"

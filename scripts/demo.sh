@@ -26,12 +26,14 @@ synthetic VisA, score a folder with predict.py. Prints the tables and where the 
 $MODEL_FLAGS_HELP
 Default model: the tiny random CLIP of tests/fixtures/golden/models (84 px, stages 2 4 6 8);
 its numbers are meaningless. Any --model/--pretrained/--config_path switches to that model with
-the released defaults for what you leave out (518 px, stages 6 12 18 24).
+the released defaults for what you leave out ($D_IMAGE_SIZE px, stages $D_FEATURES).
 EOF
 }
 
 OUT=""
 EPOCHS=1
+# remember the released defaults, then see which model flags the user gave
+D_MODEL="$MODEL" D_PRETRAINED="$PRETRAINED" D_IMAGE_SIZE="$IMAGE_SIZE" D_FEATURES="$FEATURES"
 MODEL="" PRETRAINED="" CONFIG_PATH="" IMAGE_SIZE="" FEATURES=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -52,8 +54,8 @@ if [[ -z "$MODEL$PRETRAINED$CONFIG_PATH" ]]; then
     MODEL=tiny-vit CONFIG_PATH="$M/tiny-vit.json" PRETRAINED="$M/tiny-vit-random.pt"
     IMAGE_SIZE="${IMAGE_SIZE:-84}" FEATURES="${FEATURES:-2 4 6 8}"
 fi
-MODEL="${MODEL:-ViT-L-14-336}" PRETRAINED="${PRETRAINED:-openai}"
-IMAGE_SIZE="${IMAGE_SIZE:-518}" FEATURES="${FEATURES:-6 12 18 24}"
+MODEL="${MODEL:-$D_MODEL}" PRETRAINED="${PRETRAINED:-$D_PRETRAINED}"
+IMAGE_SIZE="${IMAGE_SIZE:-$D_IMAGE_SIZE}" FEATURES="${FEATURES:-$D_FEATURES}"
 model_args
 
 loud() {

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from datasets.prepare import MVTEC_CATEGORIES, VISA_CATEGORIES  # noqa: E402
+from datasets.categories import MVTEC_CATEGORIES, VISA_CATEGORIES  # noqa: E402
 
 
 class PrepareError(Exception):
@@ -314,7 +314,7 @@ def check_categories(src: Source, root: Path) -> list[str]:
 
 
 def index(src: Source, root: Path) -> None:
-    from datasets.errors import DatasetError
+    from errors import DatasetError
     from datasets.prepare import prepare
     try:
         path = prepare(src.name, root)
@@ -341,7 +341,7 @@ def parse_sha(items: list[str]) -> dict[str, str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
-        prog="scripts/prepare_data.py", description=__doc__,
+        prog=os.environ.get("APRILGAN_PROG", "python scripts/prepare_data.py"), description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--archives", type=Path, default=None,
                    help="folder holding the downloaded archives or extracted folders")

@@ -12,4 +12,4 @@
 # No GPU needed.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-exec "${PYTHON:-python}" "$HERE/prepare_data.py" "$@"
+APRILGAN_PROG="bash scripts/prepare_data.sh" exec "${PYTHON:-python}" "$HERE/prepare_data.py" "$@"

@@ -30,13 +30,13 @@ paper (RESULTS/comparison.md and .csv).
   --visa_data DIR         VisA root [DATA/visa]
   --exps DIR              checkpoints go to DIR/train_on_mvtec and DIR/train_on_visa [exps]
   --results DIR           evaluation outputs and the comparison [results]
-  --epochs N              epochs of both trainings (default: 3 on MVTec AD, 15 on VisA)
-  --mvtec_epochs N        epochs on MVTec AD [3]
-  --visa_epochs N         epochs on VisA [15]
+  --epochs N              epochs of both trainings [$MVTEC_EPOCHS on MVTec AD, $VISA_EPOCHS on VisA]
+  --mvtec_epochs N        epochs on MVTec AD [$MVTEC_EPOCHS]
+  --visa_epochs N         epochs on VisA [$VISA_EPOCHS]
   --skip_train            evaluate the checkpoints already in --exps
   --released              skip training; evaluate the authors' exps/pretrained/*_pretrained.pth
-  --k_shot K...           few-shot k values [1 2 4]
-  --seeds S...            few-shot seeds [1 2 3 4 5]
+  --k_shot K...           few-shot k values [$K_SHOTS]
+  --seeds S...            few-shot seeds [$SEEDS]
   --skip_few_shot         zero-shot only
 $MODEL_FLAGS_HELP
 
@@ -51,13 +51,10 @@ VISA_DATA=""
 EXPS="$REPO_ROOT/exps"
 RESULTS="$REPO_ROOT/results"
 ARCHIVES=""
-MVTEC_EPOCHS=3
-VISA_EPOCHS=15
 TRAIN=1
 RELEASED=0
 FEW=1
-K_SHOT="1 2 4"
-SEEDS="1 2 3 4 5"
+K_SHOT="$K_SHOTS"
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;

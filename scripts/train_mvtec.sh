@@ -12,5 +12,5 @@
 # weights take 1.7 GB; activations are small because only the projections get gradients.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
-DS=mvtec NAME="MVTec AD" OTHER="VisA" EPOCHS=3 AUG=0.2 TIME="5-10 min" FOR_FLAG=--visa_checkpoint
+DS=mvtec NAME="MVTec AD" OTHER="VisA" EPOCHS="$MVTEC_EPOCHS" AUG="$AUG_RATE" TIME="5-10 min" FOR_FLAG=--visa_checkpoint
 source "$REPO_ROOT/scripts/_train.sh"
