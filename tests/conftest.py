@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -139,6 +140,16 @@ def require(*paths: Path) -> None:
     missing = [str(p) for p in paths if not Path(p).exists()]
     if missing:
         pytest.skip(f"fixture files missing: {', '.join(missing)}")
+
+
+@pytest.fixture(autouse=True)
+def seeded_generators():
+    """Every test starts from the same global RNG state: no result may depend on chance."""
+    import torch
+
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
 
 
 @pytest.fixture(scope="session")

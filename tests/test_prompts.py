@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import shutil
+import zlib
 
 import numpy as np
 import pytest
 import torch
 
 from conftest import RN, VIT, load_predictions, require, run_test_main
-from models.clip_loader import load_clip, tokenizer_for
+from engine.loading import load_clip, tokenizer_for
 from prompts import PROMPT_DIR, PromptSet, TextFeatureBank, build_prompts, ensemble_text_features
 
 TEXT_TOL = 1e-6
@@ -114,7 +115,7 @@ def test_ensemble_arithmetic_with_a_fake_encoder():
     torch.manual_seed(0)
     table = torch.randn(100, 8)
     encode = lambda ids: table[ids[:, 0]] * (1 + ids[:, 1:2].float())  # noqa: E731
-    tok = lambda sents: torch.tensor([[hash(s) % 100, len(s) % 3] for s in sents])  # noqa: E731
+    tok = lambda sents: torch.tensor([[zlib.crc32(s.encode()) % 100, len(s) % 3] for s in sents])  # noqa: E731
     sentences = (["a", "bb", "ccc"], ["dd", "e"])
     t = ensemble_text_features(encode, tok, sentences)
     assert t.shape == (8, 2)
