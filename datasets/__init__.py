@@ -1,9 +1,24 @@
-"""Dataset indexing (meta.json), loading, preprocessing and synthetic data (SPEC §2, §8)."""
-from .anomaly_dataset import AnomalyDataset, Sample, collate, load_meta, make_samples
-from .errors import DatasetError, one_line
-from .transforms import image_transform, mask_transform, open_image
+"""Dataset indexing (meta.json), loading, preprocessing and reference images (SPEC §2, §8).
 
-DATASETS = ("mvtec", "visa", "folder")
+The names below load their module on first use, so ``import datasets`` (and the ``--help`` of
+the scripts) does not import torch.
+"""
+from __future__ import annotations
 
-__all__ = ["AnomalyDataset", "DATASETS", "DatasetError", "Sample", "collate", "image_transform",
-           "load_meta", "make_samples", "mask_transform", "one_line", "open_image"]
+import importlib
+
+from .categories import DATASETS, MVTEC_CATEGORIES, VISA_CATEGORIES
+
+_LAZY = {
+    "AnomalyDataset": "anomaly_dataset", "Sample": "anomaly_dataset", "collate": "anomaly_dataset",
+    "load_meta": "anomaly_dataset", "make_samples": "anomaly_dataset",
+    "image_transform": "transforms", "mask_transform": "transforms", "open_image": "transforms",
+}
+
+__all__ = ["DATASETS", "MVTEC_CATEGORIES", "VISA_CATEGORIES", *_LAZY]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'datasets' has no attribute {name!r}")

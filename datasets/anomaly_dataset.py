@@ -5,7 +5,6 @@ record up front so a bad dataset fails before any work is done.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -15,7 +14,9 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .errors import DatasetError
+from errors import DatasetError
+from utils.io import read_json
+
 from .transforms import (binary_mask_image, empty_mask_image, image_transform, mask_transform,
                          open_image)
 
@@ -39,25 +40,35 @@ def load_meta(root: str | Path, kind: str = "mvtec") -> dict:
     if not root.is_dir():
         raise DatasetError(f"dataset root not found: {root}")
     path = root / "meta.json"
+    hint = PREPARE_HINT.format(kind=kind if kind in ("mvtec", "visa") else "folder", root=root)
     if not path.is_file():
-        raise DatasetError(
-            f"{path} not found: index the dataset first with "
-            f"`{PREPARE_HINT.format(kind=kind if kind in ('mvtec', 'visa') else 'folder', root=root)}`")
-    try:
-        meta = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DatasetError(f"cannot read {path}: {e}; rebuild it with datasets.prepare") from e
-    if not isinstance(meta, dict) or not {"train", "test"} & set(meta):
-        raise DatasetError(f"{path} is not a meta.json index (needs 'train'/'test' keys)")
+        raise DatasetError(f"{path} not found: index the dataset first with `{hint}`")
+    meta = read_json(path, "dataset index", hint=f"rebuild it with `{hint}`")
+    if not {"train", "test"} & set(meta) or not all(isinstance(meta[k], dict) for k in
+                                                    {"train", "test"} & set(meta)):
+        raise DatasetError(f"{path} is not a meta.json index (needs 'train'/'test' tables of "
+                           f"categories); rebuild it with `{hint}`")
     return meta
+
+
+def _sample(entry, category: str, path: Path, split: str) -> Sample:
+    """One meta.json record as a Sample (DatasetError naming the record when it is malformed)."""
+    try:
+        return Sample(str(entry["img_path"]), str(entry.get("mask_path", "") or ""),
+                      str(entry.get("cls_name", category)), str(entry.get("specie_name", "")),
+                      int(entry["anomaly"]))
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        what = f"key {e}" if isinstance(e, KeyError) else str(e)
+        raise DatasetError(f"{path}: a {split} record of {category!r} is malformed ({what}): "
+                           f"{str(entry)[:120]}; rebuild it with datasets.prepare") from e
 
 
 def make_samples(root: str | Path, split: str, categories: Sequence[str] | None = None,
                  kind: str = "mvtec", meta: dict | None = None) -> dict[str, list[Sample]]:
     """Records of one split, per category in meta.json order, validated.
 
-    Raises DatasetError for: unknown split or category, a category with no images, an image
-    file that is missing, an anomalous image without a mask.
+    Raises DatasetError for: unknown split or category, a category with no images, a malformed
+    record, an image file that is missing, an anomalous image without a mask.
     """
     root = Path(root)
     meta = meta if meta is not None else load_meta(root, kind)
@@ -71,8 +82,10 @@ def make_samples(root: str | Path, split: str, categories: Sequence[str] | None 
                            f"(known: {', '.join(table)})")
     out: dict[str, list[Sample]] = {}
     for c in cats:
-        samples = [Sample(e["img_path"], e.get("mask_path", "") or "", e.get("cls_name", c),
-                          e.get("specie_name", ""), int(e["anomaly"])) for e in table[c]]
+        entries = table[c] if isinstance(table[c], list) else None
+        if entries is None:
+            raise DatasetError(f"{root / 'meta.json'}: {split}/{c} must be a list of records")
+        samples = [_sample(e, c, root / "meta.json", split) for e in entries]
         if not samples:
             raise DatasetError(f"category {c} has no {split} images in {root / 'meta.json'}")
         for s in samples:

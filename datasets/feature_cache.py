@@ -17,10 +17,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from errors import DatasetError
 from utils.io import atomic_write_text
 
 from .anomaly_dataset import AnomalyDataset, Sample
-from .errors import DatasetError
 
 
 class FeatureCacheError(DatasetError):

@@ -19,14 +19,11 @@ from pathlib import Path
 
 from PIL import Image
 
-from .errors import DatasetError, one_line
+from errors import DatasetError, one_line
 from utils.io import atomic_write_text
 
-MVTEC_CATEGORIES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather",
-                    "metal_nut", "pill", "screw", "tile", "toothbrush", "transistor", "wood",
-                    "zipper")
-VISA_CATEGORIES = ("candle", "capsules", "cashew", "chewinggum", "fryum", "macaroni1",
-                   "macaroni2", "pcb1", "pcb2", "pcb3", "pcb4", "pipe_fryum")
+from .categories import MVTEC_CATEGORIES, VISA_CATEGORIES
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 

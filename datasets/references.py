@@ -7,15 +7,16 @@ replacement, so duplicates are possible); we draw the same way from a generator 
 """
 from __future__ import annotations
 
-import json
 import zlib
 from pathlib import Path
 from typing import Sequence
 
 import torch
 
+from errors import DatasetError
+from utils.io import read_json
+
 from .anomaly_dataset import Sample
-from .errors import DatasetError
 
 
 def draw_references(train: dict[str, list[Sample]], k: int, seed: int) -> dict[str, list[str]]:
@@ -39,19 +40,17 @@ def read_reference_list(path: str | Path, categories: Sequence[str], root: Path,
     listed image does not exist, or a listed image is one of the category's test images.
     """
     path = Path(path)
-    if not path.is_file():
-        raise DatasetError(f"reference list not found: {path}")
-    try:
-        refs = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise DatasetError(f"{path} is not valid JSON: {e}") from e
-    if not isinstance(refs, dict):
-        raise DatasetError(f"{path} must map category -> list of image paths")
+    refs = read_json(path, "reference list", hint="it maps category -> list of image paths "
+                     "relative to the data root (the format of references.json)")
     out = {}
     for cls in categories:
         paths = refs.get(cls)
         if not paths or not isinstance(paths, list):
             raise DatasetError(f"{path} lists no reference images for category {cls!r}")
+        bad = [p for p in paths if not isinstance(p, str) or not p]
+        if bad:
+            raise DatasetError(f"{path}: the entry of {cls!r} must be a list of image paths "
+                               f"(relative to the data root), found {bad[0]!r}")
         test_paths = {s.img_path for s in test.get(cls, [])}
         for p in paths:
             if not (root / p).is_file():

@@ -17,8 +17,9 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision import transforms as T
 
-from .errors import DatasetError
+from errors import DatasetError
 
+NOT_AN_IMAGE = "not an image format PIL can read"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -78,7 +79,10 @@ def read_image(path: str | Path) -> Image.Image:
         with Image.open(path) as im:
             im.load()
             img = im.copy()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+    except UnidentifiedImageError as e:
+        raise DatasetError(f"cannot read image {path}: {NOT_AN_IMAGE}. Replace or remove the "
+                           "file") from e
+    except (OSError, SyntaxError, ValueError) as e:
         raise DatasetError(f"cannot read image {path}: {e}. Replace or remove the file") from e
     return img
 

@@ -56,16 +56,18 @@ def upsample(x: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def stage_probabilities(logits: Sequence[torch.Tensor], size: int) -> list[torch.Tensor]:
-    """Per stage [B, 2, h, h] logits -> [B, 2, S, S] probabilities (upsample, then softmax)."""
-    return [torch.softmax(upsample(l, size), dim=1) for l in logits]
+    """Per stage [B, 2, h, h] logits -> [B, 2, S, S] probabilities: upsample, then softmax.
+
+    Training uses both channels (SPEC §6); the maps use channel 1 (``zero_shot_map``).
+    """
+    return [torch.softmax(upsample(l.float(), size), dim=1) for l in logits]
 
 
 def zero_shot_map(logits: Sequence[torch.Tensor], size: int) -> torch.Tensor:
     """Sum over stages of the abnormal-channel probability: [B, S, S] in [0, #stages]."""
     out = None
-    for l in logits:
-        m = torch.softmax(upsample(l.float(), size), dim=1)[:, 1]
-        out = m if out is None else out + m
+    for p in stage_probabilities(logits, size):
+        out = p[:, 1] if out is None else out + p[:, 1]
     return out
 
 
@@ -81,9 +83,12 @@ def image_scores(image_embed: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
 def nearest_distance(tokens: torch.Tensor, bank: torch.Tensor, chunk: int = 8192) -> torch.Tensor:
     """1 - max cosine similarity of each token to a memory bank, at patch resolution.
 
+    Both sides are L2-normalised here (the bank one chunk at a time), so the bank may hold the
+    raw reference tokens.
+
     Args:
         tokens: [B, L, C] raw patch tokens of test images.
-        bank: [M, C] L2-normalised reference tokens.
+        bank: [M, C] raw (or already normalised) reference tokens.
         chunk: bank rows per matrix product (bounds memory at B*L*chunk floats).
 
     Returns:
@@ -92,7 +97,8 @@ def nearest_distance(tokens: torch.Tensor, bank: torch.Tensor, chunk: int = 8192
     t = F.normalize(tokens.float(), dim=-1)
     best = None
     for start in range(0, bank.shape[0], chunk):
-        sim = (t @ bank[start:start + chunk].T).amax(dim=-1)  # [B, L]
+        rows = F.normalize(bank[start:start + chunk].float(), dim=-1)  # [m, C]
+        sim = (t @ rows.T).amax(dim=-1)  # [B, L]
         best = sim if best is None else torch.maximum(best, sim)
     b, l = best.shape
     h = token_grid(l)

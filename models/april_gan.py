@@ -11,8 +11,7 @@ import torch
 import torch.nn as nn
 
 from .anomaly_maps import image_scores, stage_logits
-from .backbone import ClipBackbone, num_stages, resolve_stages
-from .clip_loader import ModelLoadError, load_clip, tokenizer_for
+from .backbone import ClipBackbone
 from .projection import StageProjections
 
 
@@ -46,7 +45,8 @@ class AprilGAN(nn.Module):
         return list(self.projections.parameters())
 
     def encode(self, images: torch.Tensor) -> dict:
-        """One backbone pass: ``patch_tokens`` {stage: [B, L, C]}, ``image_embed`` [B, D]."""
+        """One backbone pass: ``patch_tokens`` {stage: [B, L, C]}, ``class_tokens``
+        {stage: [B, C]} (ViT), ``image_embed`` [B, D]."""
         return self.backbone(images)
 
     def head(self, patch_tokens: dict[int, torch.Tensor], image_embed: torch.Tensor,
@@ -71,29 +71,3 @@ class AprilGAN(nn.Module):
         """``encode`` + ``head``; returns the union of both dicts."""
         out = self.encode(images)
         return {**out, **self.head(out["patch_tokens"], out["image_embed"], text)}
-
-
-def build_model(model_name: str, pretrained: str | None, image_size: int,
-                features_list: Sequence[int], few_shot_features: Sequence[int] = (),
-                config_path: str | None = None, device: str | torch.device = "cpu"):
-    """Create the CLIP backbone and the (randomly initialised) projections.
-
-    Returns:
-        (model, tokenizer): ``AprilGAN`` on ``device`` and the model's text tokenizer.
-    """
-    clip = load_clip(model_name, pretrained, image_size, config_path, device)
-    if config_path:
-        from pathlib import Path
-        model_name = Path(config_path).stem
-    total = num_stages(clip.visual)
-    try:
-        feats = resolve_stages(features_list, total)
-    except ValueError as e:  # a user error: report it as one line, not a traceback
-        raise ModelLoadError(f"--features_list {list(features_list)}: {e}") from e
-    try:
-        fs = resolve_stages(few_shot_features, total) if few_shot_features else []
-    except ValueError as e:
-        raise ModelLoadError(f"--few_shot_features {list(few_shot_features)}: {e}") from e
-    backbone = ClipBackbone(clip, feats + fs, image_size)
-    model = AprilGAN(backbone, feats, fs).to(device)
-    return model, tokenizer_for(model_name)

@@ -5,7 +5,8 @@ CVPR 2023 VAND Workshop Challenge Tracks 1&2", 2023), §2.1: the segmentation he
 residual-stream output of a few intermediate stages of the CLIP image encoder.
 
 * ViT encoders: stage n (1-based) is the output of transformer block n, before any LayerNorm or
-  projection, shape [B, 1 + H*W, width] with the class token first.
+  projection, [B, 1 + H*W, width]; it is returned as its patch tokens [B, H*W, width] and its
+  class token [B, width] (the class token never enters the projections or the memory banks).
 * ModifiedResNet encoders: stage n (1..4) is the output of ``layer{n}``, [B, C, H, W] read row-major
   as tokens [B, H*W, C] (no class token); C = width * 2**(n+1).
 
@@ -90,7 +91,7 @@ class ClipBackbone(nn.Module):
         self.stages = sorted(set(resolve_stages(stages, num_stages(clip.visual))))
         self.image_size = int(image_size)
         self.embed_dim = int(clip.visual.output_dim)
-        self.num_prefix_tokens = 1 if self.kind == "vit" else 0
+        self.autocast: bool | None = None  # None: fp16 autocast on CUDA only
         self.clip.requires_grad_(False)
         self.clip.eval()
         self.info = {s: self._stage_info(s) for s in self.stages}
@@ -122,36 +123,38 @@ class ClipBackbone(nn.Module):
 
         Returns:
             dict with
-            ``stage_tokens``: {stage: [B, P + H*W, C]} raw stage outputs (P = 1 class token for
-            ViT, 0 for ResNet);
-            ``patch_tokens``: {stage: [B, H*W, C]} the same without the class token;
+            ``patch_tokens``: {stage: [B, H*W, C]} raw stage outputs without the class token;
+            ``class_tokens``: {stage: [B, C]} the class token of each stage (ViT; empty for a
+            ResNet, which has none);
             ``image_embed``: [B, D] L2-normalised image embedding.
         """
-        v = self.clip.visual
-        with torch.autocast("cuda", dtype=torch.float16, enabled=images.is_cuda):
-            return self._forward(v, images)
+        with torch.autocast(images.device.type, dtype=torch.float16, enabled=self.use_autocast(images)):
+            return self._forward(self.clip.visual, images)
+
+    def use_autocast(self, images: torch.Tensor) -> bool:
+        """fp16 autocast on CUDA (SPEC §1), unless ``self.autocast`` forces it on or off."""
+        return images.is_cuda if self.autocast is None else bool(self.autocast)
 
     def _forward(self, v: nn.Module, images: torch.Tensor) -> dict[str, object]:
+        class_tokens: dict[int, torch.Tensor] = {}
         if self.kind == "vit":
             out = v.forward_intermediates(
                 images, indices=[s - 1 for s in self.stages], output_fmt="NLC",
                 output_extra_tokens=True)
-            # intermediates [B, HW, C] and class tokens [B, 1, C] -> [B, 1 + HW, C]
-            stage_tokens = {
-                s: torch.cat([cls, tok], dim=1) for s, cls, tok in zip(
-                    self.stages, out["image_intermediates_prefix"], out["image_intermediates"])}
-            pooled = out["image_features"]
+            # intermediates [B, HW, C]; prefix (class) tokens [B, 1, C]
+            patch_tokens = dict(zip(self.stages, out["image_intermediates"]))
+            class_tokens = {s: cls[:, 0] for s, cls in
+                            zip(self.stages, out["image_intermediates_prefix"])}
         else:
             # layer4 is always taken so the attention pool sees the full network
             # (open_clip truncates the blocks at the last requested index).
-            out = v.forward_intermediates(images, indices=sorted(set(self.stages) | {4}))
-            feats = dict(zip(sorted(set(self.stages) | {4}), out["image_intermediates"]))
+            taken = sorted(set(self.stages) | {4})
+            out = v.forward_intermediates(images, indices=taken)
+            feats = dict(zip(taken, out["image_intermediates"]))
             # [B, C, H, W] -> [B, H*W, C], row-major over H then W
-            stage_tokens = {s: feats[s].flatten(2).transpose(1, 2) for s in self.stages}
-            pooled = out["image_features"]
-        patch_tokens = {s: t[:, self.num_prefix_tokens:] for s, t in stage_tokens.items()}
-        image_embed = F.normalize(pooled.float(), dim=-1)
-        return {"stage_tokens": stage_tokens, "patch_tokens": patch_tokens,
+            patch_tokens = {s: feats[s].flatten(2).transpose(1, 2) for s in self.stages}
+        image_embed = F.normalize(out["image_features"].float(), dim=-1)
+        return {"patch_tokens": patch_tokens, "class_tokens": class_tokens,
                 "image_embed": image_embed}
 
     @torch.no_grad()

@@ -6,17 +6,12 @@ position of n in ``--features_list``. Checkpoints use the released format
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Sequence
 
 import torch
 import torch.nn as nn
 
 CHECKPOINT_KEY = "trainable_linearlayer"
-
-
-class CheckpointError(ValueError):
-    """A checkpoint that is missing, unsafe, or does not fit the model (message says which)."""
 
 
 class StageProjections(nn.Module):
@@ -42,7 +37,16 @@ class StageProjections(nn.Module):
         return {k: tuple(v.shape) for k, v in self.state_dict().items()}
 
     def load_released(self, state: dict, source: str = "checkpoint") -> None:
-        """Load a state dict (released key names) after checking every name and shape."""
+        """Load a state dict (released key names) after ``check_state``."""
+        self.check_state(state, source)
+        self.load_state_dict(state)
+
+    def check_state(self, state: dict, source: str = "checkpoint") -> None:
+        """Check every tensor name and shape of a state dict against this model.
+
+        Raises:
+            ValueError: naming ``source`` and every missing, unexpected or mis-shaped tensor.
+        """
         expected = self.expected_shapes()
         found = {k: tuple(v.shape) for k, v in state.items()}
         if found != expected:
@@ -57,46 +61,19 @@ class StageProjections(nn.Module):
             if wrong:
                 parts.append("shape " + ", ".join(
                     f"{k}: expected {list(expected[k])}, found {list(found[k])}" for k in wrong))
-            raise CheckpointError(
+            raise ValueError(
                 f"{source} does not fit this model ({'; '.join(parts)}). Check --model, "
                 "--features_list and --config_path against the run that wrote it")
-        self.load_state_dict(state)
-
-
-def read_checkpoint(path: str | Path) -> dict:
-    """``torch.load(path, weights_only=True)`` with clear errors; returns the whole dict.
-
-    A file holding pickled code (anything but tensors and plain containers) is refused
-    without running it.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for bad files
-        text = str(e)
-        if "weights_only" in text or "Unsupported global" in text or "GLOBAL" in text:
-            raise CheckpointError(
-                f"refused to load {path}: it holds pickled Python objects, not only tensors "
-                "(loaded with weights_only=True, nothing was executed)") from e
-        raise CheckpointError(f"cannot read checkpoint {path}: {text.splitlines()[0][:200]}") from e
-    if not isinstance(ckpt, dict):
-        raise CheckpointError(f"{path} is not a checkpoint dict")
-    return ckpt
 
 
 def projection_state(ckpt: dict, source: str = "checkpoint") -> dict:
-    """The projection weights of a released-format (or bare state-dict) checkpoint."""
+    """The projection weights of a released-format (or bare state-dict) checkpoint dict.
+
+    Raises:
+        ValueError: when ``ckpt`` holds no ``fc.i.*`` tensors.
+    """
     state = ckpt.get(CHECKPOINT_KEY, ckpt)
     if not isinstance(state, dict) or not any(str(k).startswith("fc.") for k in state):
-        raise CheckpointError(
+        raise ValueError(
             f"{source} has no projection weights (expected key '{CHECKPOINT_KEY}' with fc.i.*)")
     return {k: v for k, v in state.items() if str(k).startswith("fc.")}
-
-
-def load_projections(proj: StageProjections, path: str | Path) -> dict:
-    """Load released-format projection weights from ``path`` into ``proj``; returns the dict."""
-    ckpt = read_checkpoint(path)
-    proj.load_released(projection_state(ckpt, str(path)), str(path))
-    return ckpt

@@ -1,4 +1,6 @@
 """Prompt ensemble: editable state/template files and the text-feature encoder (SPEC §3)."""
-from .ensemble import PROMPT_DIR, PromptSet, TextFeatureBank, build_prompts, ensemble_text_features
+from .ensemble import (PROMPT_DIR, PromptSet, TextFeatureBank, build_prompts,
+                       ensemble_text_features, load_prompts)
 
-__all__ = ["PROMPT_DIR", "PromptSet", "TextFeatureBank", "build_prompts", "ensemble_text_features"]
+__all__ = ["PROMPT_DIR", "PromptSet", "TextFeatureBank", "build_prompts", "ensemble_text_features",
+           "load_prompts"]

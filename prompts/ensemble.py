@@ -19,6 +19,8 @@ from typing import Callable
 
 import torch
 
+from errors import DatasetError
+
 PROMPT_DIR = Path(__file__).resolve().parent
 
 
@@ -86,6 +88,21 @@ class PromptSet:
         obj, normal, abnormal = self.states_for(class_name)
         return tuple([t.format(s.format(obj)) for s in states for t in self.templates]
                      for states in (normal, abnormal))
+
+
+def load_prompts(prompt_dir: str | Path | None, categories: list[str]) -> PromptSet:
+    """The prompt files, checked for every category (overrides included) before any work.
+
+    Raises:
+        DatasetError: a missing or malformed prompt file, naming it.
+    """
+    try:
+        prompts = PromptSet.load(prompt_dir)
+        for cls in categories:
+            prompts.build_prompts(cls)
+    except (OSError, ValueError) as e:
+        raise DatasetError(f"bad prompt files: {e}") from e
+    return prompts
 
 
 def build_prompts(class_name: str, prompt_dir: str | Path | None = None) -> tuple[list[str], list[str]]:

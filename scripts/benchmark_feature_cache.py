@@ -6,7 +6,7 @@ second run of a sweep), and reports the images pushed through the frozen backbon
 (counted by wrapping ``ClipBackbone.forward``), the time of the training loop and of the whole
 run (model build and text features included), the speed-ups, and the largest difference between
 the final weights. The model is the tiny random ViT of the golden fixtures; the data is a
-synthetic MVTec-layout set (``datasets.synthetic``) unless ``--data`` names one with meta.json.
+synthetic MVTec-layout set (``tools.synthetic``) unless ``--data`` names one with meta.json.
 
 Usage:
     python scripts/benchmark_feature_cache.py                        # aug_rate 0 and 0.2
@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 import train  # noqa: E402
 from datasets.prepare import prepare  # noqa: E402
-from datasets.synthetic import generate_mvtec  # noqa: E402
+from tools.synthetic import generate_mvtec  # noqa: E402
 from models.backbone import ClipBackbone  # noqa: E402
 
 MODELS = REPO / "tests" / "fixtures" / "golden" / "models"

@@ -23,8 +23,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from models.april_gan import build_model  # noqa: E402
-from models.inference import full_maps  # noqa: E402
+from engine.loading import build_model  # noqa: E402
+from engine.inference import full_maps  # noqa: E402
 from models.memory_bank import MemoryBank  # noqa: E402
 
 

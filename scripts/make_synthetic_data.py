@@ -3,7 +3,7 @@
     python scripts/make_synthetic_data.py OUT              # OUT/mvtec, OUT/visa (+ meta.json)
     python scripts/make_synthetic_data.py OUT --mvtec_categories bottle grid screw --n_test 4
 
-The same as ``python -m datasets.synthetic {mvtec,visa} ...`` followed by
+The same as ``python -m tools.synthetic {mvtec,visa} ...`` followed by
 ``python -m datasets.prepare {mvtec,visa} ...`` for each layout, in one process (the demo and
 the tiny reproduction use it). Existing category folders are replaced.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from datasets.prepare import prepare  # noqa: E402
-from datasets.synthetic import CATEGORIES, generate_mvtec, generate_visa  # noqa: E402
+from tools.synthetic import CATEGORIES, generate_mvtec, generate_visa  # noqa: E402
 
 
 def make(out: Path, mvtec_categories=("bottle", "grid"), visa_categories=("candle", "pcb1"),

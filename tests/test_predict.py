@@ -79,7 +79,7 @@ def test_outputs_with_thresholds_and_unreadable_file(capsys, tmp_path, folder):
     code, _, err = run(capsys, folder, save, "--thresholds", str(thr))
     assert code == 0, err
     assert "warning" in err and "broken.png" in err  # reported, not fatal
-    assert "notes.txt" not in err  # not an image extension: silently ignored
+    assert "notes.txt" in err  # every file is scored or named in a warning
 
     names = sorted(p.name for p in folder.iterdir() if p.suffix in (".png", ".jpg"))
     scored = [n for n in names if n != "broken.png"]
@@ -92,10 +92,15 @@ def test_outputs_with_thresholds_and_unreadable_file(capsys, tmp_path, folder):
 
     data = json.loads((save / "scores.json").read_text())
     assert data["mode"] == "zero_shot" and data["n_scored"] == len(scored)
+    assert data["n_files"] == len(list(folder.iterdir()))
     assert data["thresholds"]["image"] == 0.9992 and data["thresholds"]["pixel"] == 2.0
-    assert [s["path"] for s in data["skipped"]] == ["broken.png"]
+    assert [s["path"] for s in data["skipped"]] == ["broken.png", "notes.txt"]
+    log = (save / "log.txt").read_text()
+    assert "broken.png" in log and "notes.txt" in log  # the warnings are in the log too
     for rec in data["images"]:
-        assert set(rec) >= {"path", "score", "map_max", "text_score", "anomalous", "mask"}
+        assert set(rec) >= {"path", "score", "map_max", "text_score", "anomalous", "mask",
+                            "heatmap"}
+        assert (save / rec["heatmap"]).is_file()
         assert rec["score"] == pytest.approx(rec["text_score"])  # zero-shot: the text score
         mask = Image.open(save / rec["mask"])
         with Image.open(folder / rec["path"]) as src:

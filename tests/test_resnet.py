@@ -14,7 +14,7 @@ import torch
 
 from conftest import (DATASET_NAMES, RN, aligned, assert_no_results, assert_user_error,
                       compare_metrics, load_predictions, require, run_test_main)
-from models.april_gan import build_model
+from engine.loading import build_model
 
 MAP_TOL = 1e-4
 SCORE_TOL = 1e-5

@@ -117,7 +117,7 @@ def _sha(path: Path) -> str:
 def archives(tmp_path_factory) -> Path:
     """Fixture archives shaped like the real ones: categories (and split_csv/) at the root."""
     sys.path.insert(0, str(REPO))
-    from datasets.synthetic import generate_mvtec, generate_visa
+    from tools.synthetic import generate_mvtec, generate_visa
     base = tmp_path_factory.mktemp("arch")
     m = generate_mvtec(base / "src_m", ["bottle", "grid"], 2, 1, 2, 32, seed=3)
     v = generate_visa(base / "src_v", ["candle"], 2, 1, 2, (40, 30), seed=4)

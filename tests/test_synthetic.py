@@ -1,4 +1,4 @@
-"""Tests for datasets/synthetic.py: layouts match the golden fixture, masks are exact and sane,
+"""Tests for tools/synthetic: layouts match the golden fixture, masks are exact and sane,
 generation is deterministic, and existing data is not overwritten by accident."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from datasets import synthetic
-from datasets.synthetic import CATEGORIES, generate_mvtec, generate_visa
+from tools import synthetic
+from tools.synthetic import CATEGORIES, generate_mvtec, generate_visa
 
 FIXTURE = Path(__file__).parent / "fixtures" / "golden" / "data"
 

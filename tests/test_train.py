@@ -16,10 +16,12 @@ import pytest
 import torch
 
 import train
+from conftest import assert_user_error
 from datasets import AnomalyDataset, collate, make_samples
-from models.april_gan import build_model
+from engine.training import batch_loss
+from engine.loading import build_model
 from models.backbone import ClipBackbone
-from models.projection import load_projections
+from engine.loading import load_projections
 from prompts import TextFeatureBank
 from utils.rng import rng_state, set_rng_state
 
@@ -79,7 +81,7 @@ def test_golden_training_step(case, tmp_path):
     assert ("aug_rate 0.2 ignored" in log) == (ds == "visa")
     assert json.loads((tmp_path / "config.json").read_text())["features_list"] == stages
 
-    # gradients of the same batch, computed through train.batch_loss
+    # gradients of the same batch, computed through engine.training.batch_loss
     model, tok = build_model(cfg.stem, str(w), size, stages, (), str(cfg))
     load_projections(model.projections, init)
     samples = [s for c in make_samples(data, "test", kind=ds).values() for s in c]
@@ -88,7 +90,7 @@ def test_golden_training_step(case, tmp_path):
     enc = model.encode(batch["image"])
     text = torch.stack([bank(c) for c in batch["cls_name"]])
     model.train()
-    lv = train.batch_loss(model, enc["patch_tokens"], enc["image_embed"], text, batch["mask"])
+    lv = batch_loss(model, enc["patch_tokens"], enc["image_embed"], text, batch["mask"])
     lv.backward()
     assert lv.item() == pytest.approx(loss, abs=1e-5)
     grads = torch.load(f"{expected}_grads.pth", weights_only=True)
@@ -169,8 +171,9 @@ def test_resume_checkpoint_of_another_shape(tmp_path, capsys):
     i = args.index("--features_list")
     args[i + 1:i + 5] = ["2", "4", "6"]
     assert train.main(args) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: ") and "does not fit" in err and "\n" not in err
+    err = capsys.readouterr().err
+    assert "does not fit" in assert_user_error(2, err)
+    assert "--features_list [2, 4, 6] differs" in err  # the resumed run's setting is named
 
 
 def test_no_anomalous_image_warns(tmp_path):
@@ -194,7 +197,10 @@ def test_help_and_checkpoint_format(tmp_path, capsys):
     assert train.main(vit_args(tmp_path, "--epoch", "2", "--save_freq", "2", "--batch_size", "6")) == 0
     assert not (tmp_path / "epoch_1.pth").exists()
     ckpt = torch.load(tmp_path / "epoch_2.pth", weights_only=True)
-    assert set(ckpt) == {"trainable_linearlayer", "config", "optimizer", "epoch", "rng"}
+    assert set(ckpt) == {"trainable_linearlayer", "config", "trained_with", "optimizer", "epoch",
+                         "rng"}
+    assert ckpt["trained_with"] == {"model": "tiny-vit", "image_size": 84,
+                                    "features_list": [2, 4, 6, 8]}
     assert sorted(ckpt["trainable_linearlayer"]) == sorted(
         f"fc.{i}.{p}" for i in range(4) for p in ("weight", "bias"))
     assert ckpt["config"] == json.loads((tmp_path / "config.json").read_text())

@@ -1,1 +1,1 @@
-"""Small shared helpers (atomic file writes, seeding, command-line error handling)."""
+"""Small shared helpers: atomic file writes and JSON reading, the command line, logging, seeding, overlays."""

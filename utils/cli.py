@@ -1,27 +1,122 @@
-"""Command-line pieces shared by train.py, test.py and predict.py.
+"""Command lines generated from the config dataclasses, and the one error path of every script.
 
-Flags keep the released underscore names (``--data_path``); dashed aliases also work.
+Each field of a config dataclass is one flag: its name (the released underscore spelling, plus a
+dashed alias), its type (from the annotation), its default and its help (from ``opt(...)``
+metadata). ``--help`` states each default once. Nothing here imports torch, so ``--help``
+returns at once.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-from dataclasses import dataclass, field
 import json
-import logging
-import random
 import sys
+import types
+import typing
+from dataclasses import field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
-import numpy as np
-import torch
+from errors import ConfigError, UserError, one_line, os_fault, wrapped_user_error
 
-from datasets.errors import DatasetError, one_line
-from models.clip_loader import ModelLoadError
-from models.projection import CheckpointError
+MISSING = dataclasses.MISSING
 
-USER_ERRORS = (DatasetError, CheckpointError, ModelLoadError)
+
+def opt(default: Any = None, help: str = "", *, default_text: str | None = None,
+        choices: tuple | None = None, required: bool = False, minimum: float | None = None,
+        maximum: float | None = None, group: str | None = None, metavar: str | None = None,
+        path: bool = False, cli: bool = True) -> Any:
+    """A config field with its command-line help.
+
+    Args:
+        default: the default value (lists are copied per instance).
+        help: what the flag means; ``[default: ...]`` is appended from ``default`` (or
+            ``default_text`` when the default is resolved later, e.g. "cuda if available").
+        choices, minimum, maximum: allowed values, checked when the config is built.
+        required: the flag must be given (no default shown).
+        group: argparse group title (e.g. "model").
+        path: the value is a file or folder (``config.json`` records it made absolute).
+        cli: False for fields that are set by the program, not by a flag.
+    """
+    meta = dict(help=help, default_text=default_text, choices=choices, required=required,
+                minimum=minimum, maximum=maximum, group=group, metavar=metavar, path=path, cli=cli)
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+def _base_type(tp) -> tuple[type, bool]:
+    """(element type, is_list) of an annotation such as ``int``, ``list[int] | None``."""
+    if isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union:
+        tp = next(a for a in typing.get_args(tp) if a is not type(None))
+    if typing.get_origin(tp) is list:
+        return typing.get_args(tp)[0], True
+    return tp, False
+
+
+def _allows_none(tp) -> bool:
+    return (isinstance(tp, types.UnionType) or typing.get_origin(tp) is typing.Union) and \
+        type(None) in typing.get_args(tp)
+
+
+def _default_of(f: dataclasses.Field) -> Any:
+    if f.default is not MISSING:
+        return f.default
+    if f.default_factory is not MISSING:
+        return f.default_factory()
+    return None
+
+
+def help_text(f: dataclasses.Field) -> str:
+    m = f.metadata
+    text = m.get("help", "")
+    if m.get("required"):
+        return f"{text} (required)"
+    shown = m.get("default_text")
+    if shown is None:
+        d = _default_of(f)
+        if d is None or d is False:
+            return text
+        shown = " ".join(map(str, d)) if isinstance(d, list) else str(d)
+    return f"{text} [default: {shown}]"
+
+
+class Config:
+    """Base of the script configs: type-checks every field when an instance is made."""
+
+    def __post_init__(self) -> None:
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):
+            check_value(f, hints[f.name], getattr(self, f.name))
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def check_value(f: dataclasses.Field, tp, value: Any) -> None:
+    """Raise ConfigError when ``value`` does not fit field ``f`` (type, choices, range)."""
+    name = f"--{f.name}"
+    if value is None:
+        if _allows_none(tp) or f.metadata.get("required"):
+            return
+        raise ConfigError(f"{name} needs a value")
+    base, is_list = _base_type(tp)
+    values = value if is_list else [value]
+    if is_list and not isinstance(value, list):
+        raise ConfigError(f"{name} must be a list, got {value!r}")
+    for v in values:
+        ok = isinstance(v, base) and not (base in (int, float) and isinstance(v, bool))
+        if base is float and isinstance(v, int) and not isinstance(v, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"{name} must be of type {base.__name__}, got {v!r}")
+        m = f.metadata
+        if m.get("choices") and v not in m["choices"]:
+            raise ConfigError(f"{name} {v!r} is not one of: {', '.join(map(str, m['choices']))}")
+        if m.get("minimum") is not None and v < m["minimum"]:
+            raise ConfigError(f"{name} must be >= {m['minimum']}, got {v}")
+        if m.get("maximum") is not None and v > m["maximum"]:
+            raise ConfigError(f"{name} must be <= {m['maximum']}, got {v}")
 
 
 def flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, **kw) -> None:
@@ -30,101 +125,105 @@ def flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, *
     parser.add_argument(*names, dest=name, **kw)
 
 
-@dataclass
-class ModelConfig:
-    """Settings of the flags added by ``add_model_args``; each script's config extends it."""
-
-    model: str = "ViT-L-14-336"
-    pretrained: str = "openai"
-    config_path: str | None = None
-    image_size: int = 518
-    features_list: list = field(default_factory=lambda: [6, 12, 18, 24])
-    device: str | None = None
-    batch_size: int = 8
-    num_workers: int | None = None
-
-
-def add_model_args(p: argparse.ArgumentParser, features: bool = True) -> None:
-    """The backbone flags of the released scripts (SPEC §9)."""
-    g = p.add_argument_group("model")
-    flag(g, "model", default="ViT-L-14-336",
-         help="open_clip model name, or the stem of --config_path")
-    flag(g, "pretrained", default="openai",
-         help="pretrained tag (needs the hub or its cache), a local weights file, or 'none' for "
-              "random weights")
-    flag(g, "config_path", default=None,
-         help="open_clip model-config JSON; its file stem is the model name")
-    flag(g, "image_size", type=int, default=518, help="input size S")
-    if features:
-        flag(g, "features_list", type=int, nargs="+", default=[6, 12, 18, 24],
-             help="1-based stages whose tokens are projected")
-    flag(g, "device", default=None, help="cuda, cpu, ...")
-    flag(g, "batch_size", type=int, default=8, help="images per backbone pass")
-    flag(g, "num_workers", type=int, default=None,
-         help="data-loading workers")
-
-
-def resolve_device(name: str | None) -> torch.device:
-    if name:
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+def build_parser(cls: type, description: str = "", epilog: str = "",
+                 prog: str | None = None) -> argparse.ArgumentParser:
+    """An argparse parser with one flag per CLI field of the config dataclass ``cls``."""
+    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    hints = typing.get_type_hints(cls)
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for f in dataclasses.fields(cls):
+        m = f.metadata
+        if not m.get("cli", True):
+            continue
+        target = p
+        if m.get("group"):
+            target = groups.setdefault(m["group"], p.add_argument_group(m["group"]))
+        base, is_list = _base_type(hints[f.name])
+        kw: dict[str, Any] = {"help": help_text(f), "default": _default_of(f)}
+        if base is bool:
+            kw["action"] = "store_true"
+        else:
+            kw["type"] = base
+            if is_list:
+                kw["nargs"] = "+"
+            if m.get("choices"):
+                kw["choices"] = m["choices"]
+            if not m.get("choices"):
+                kw["metavar"] = m.get("metavar") or (
+                    "PATH" if m.get("path") else {int: "N", float: "X"}.get(base, "NAME"))
+        if m.get("required"):
+            kw["required"] = True
+        flag(target, f.name, **kw)
+    return p
 
 
-def default_workers(n: int | None, device: torch.device) -> int:
-    return n if n is not None else (4 if device.type == "cuda" else 0)
+def parse_config(cls: type, argv: list[str] | None = None, prog: str | None = None,
+                 doc: str = ""):
+    """Parse ``argv`` into an instance of ``cls``; a bad value is an argparse error (exit 2).
 
-
-def setup_seed(seed: int) -> None:
-    """Seed Python, numpy and torch (CPU and CUDA), as the released scripts do."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    torch.cuda.manual_seed_all(seed)
-
-
-def config_from_namespace(cls, ns: argparse.Namespace):
-    """Build the script's config dataclass from parsed flags (unknown fields raise)."""
-    names = {f.name for f in dataclasses.fields(cls)}
-    extra = set(vars(ns)) - names
-    if extra:
-        raise TypeError(f"{cls.__name__} has no fields {sorted(extra)}")
-    return cls(**vars(ns))
-
-
-def config_json(cfg) -> str:
-    return json.dumps(dataclasses.asdict(cfg), indent=2, default=str) + "\n"
-
-
-def run_main(fn: Callable[[], int]) -> int:
-    """Run a script body; bad input becomes one ``error:`` line and exit status 2."""
+    ``doc`` (the script's docstring) gives the help text: its first paragraph before the
+    flags, the rest (examples, outputs) after them.
+    """
+    first, _, rest = doc.strip().partition("\n\n")
+    p = build_parser(cls, first, rest, prog)
     try:
-        return fn()
-    except USER_ERRORS as e:
+        return cls(**vars(p.parse_args(argv)))
+    except ConfigError as e:
+        p.error(str(e))
+
+
+def resolved(cfg, **actual: Any) -> dict:
+    """The settings as a dict with path fields made absolute and ``actual`` values (e.g. the
+    device really used) in place of what was asked."""
+    out = dataclasses.asdict(cfg)
+    for f in dataclasses.fields(cfg):
+        v = out[f.name]
+        if f.metadata.get("path") and isinstance(v, str) and v and not _is_tag(f.name, v):
+            out[f.name] = str(Path(v).expanduser().resolve())
+    out.update(actual)
+    return out
+
+
+def _is_tag(name: str, value: str) -> bool:
+    """``--pretrained openai`` is a hub tag, not a path."""
+    return name == "pretrained" and "/" not in value and not Path(value).suffix
+
+
+def config_json(cfg, **actual: Any) -> str:
+    """The resolved settings as indented JSON (``config.json``)."""
+    return json.dumps(resolved(cfg, **actual), indent=2, default=str) + "\n"
+
+
+def run_main(fn: Callable[[], Any], debug: bool = False) -> int:
+    """Run a script body: every fault ends as one ``error:`` line and its exit status.
+
+    User errors exit with 2 (1 for faults of the environment such as a full disk), Ctrl-C with
+    one ``interrupted`` line and 130. ``debug`` re-raises with the traceback instead.
+    """
+    try:
+        fn()
+        return 0
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("\ninterrupted", file=sys.stderr)
+        return 130
+    except UserError as e:
+        if debug:
+            raise
         print(f"error: {one_line(e)}", file=sys.stderr)
-        return 2
+        return e.exit_code
+    except OSError as e:  # a file we write: full disk, read-only folder, no permission
+        if debug:
+            raise
+        fault = os_fault(e)
+        print(f"error: {one_line(fault)}", file=sys.stderr)
+        return fault.exit_code
     except RuntimeError as e:  # DataLoader workers wrap our errors in RuntimeError
-        msg = str(e)
-        if any(t.__name__ in msg for t in USER_ERRORS):
+        if wrapped_user_error(e) and not debug:
             print(f"error: {one_line(e)}", file=sys.stderr)
             return 2
         raise
-
-
-def setup_logging(save_path: Path | None = None) -> logging.Logger:
-    """Console logging, plus ``<save_path>/log.txt`` when given."""
-    log = logging.getLogger("aprilgan")
-    log.setLevel(logging.INFO)
-    for h in log.handlers:  # close the log.txt of an earlier run in this process
-        h.close()
-    log.handlers.clear()
-    fmt = logging.Formatter("%(asctime)s %(message)s", "%y-%m-%d %H:%M:%S")
-    h = logging.StreamHandler(sys.stdout)
-    h.setFormatter(fmt)
-    log.addHandler(h)
-    if save_path is not None:
-        save_path.mkdir(parents=True, exist_ok=True)
-        fh = logging.FileHandler(save_path / "log.txt")
-        fh.setFormatter(fmt)
-        log.addHandler(fh)
-    log.propagate = False
-    return log
+    finally:
+        sys.stderr.flush()

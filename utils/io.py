@@ -4,6 +4,7 @@ A crash mid-write leaves the previous file (or none), never a half-written one.
 """
 from __future__ import annotations
 
+import csv
 import io
 import json
 import os
@@ -12,6 +13,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+
+from errors import DatasetError, UserError
 
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
@@ -57,3 +60,50 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
 def atomic_savez(path: str | Path, **arrays: np.ndarray) -> Path:
     """``np.savez_compressed`` atomically (``path`` should end in .npz)."""
     return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
+    """Hex digest of a file's bytes, read in 1 MiB blocks (about 3 s for 1.7 GB)."""
+    import hashlib
+
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def csv_text(rows: list[list]) -> str:
+    """Rows as CSV text (``\n`` line ends)."""
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(rows)
+    return buf.getvalue()
+
+
+def read_json(path: str | Path, what: str = "JSON file", expect: type | None = dict,
+              error: type[UserError] = DatasetError, hint: str = "") -> Any:
+    """Read a UTF-8 JSON file; every fault is ``error`` naming the file (and ``hint``).
+
+    Args:
+        path: the file.
+        what: how the message names it, e.g. "thresholds file".
+        expect: the required top-level type (None: any).
+        error: the user-error type to raise.
+        hint: appended to the message, e.g. "rebuild it with datasets.prepare".
+    """
+    path = Path(path)
+    tail = f"; {hint}" if hint else ""
+    if not path.is_file():
+        raise error(f"{what} not found: {path}{tail}")
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise error(f"{what} {path} is not UTF-8 text (byte {e.start}){tail}") from e
+    except json.JSONDecodeError as e:
+        raise error(f"{what} {path} is not valid JSON: {e}{tail}") from e
+    except OSError as e:
+        raise error(f"cannot read {what} {path}: {e.strerror or e}{tail}") from e
+    if expect is not None and not isinstance(data, expect):
+        raise error(f"{what} {path} must hold a JSON {'object' if expect is dict else expect.__name__}"
+                    f", not {type(data).__name__}{tail}")
+    return data

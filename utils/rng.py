@@ -30,3 +30,11 @@ def set_rng_state(st: dict[str, torch.Tensor]) -> None:
     random.setstate((3, tuple(int(x) for x in st["python"].tolist()), None if g != g else g))
     if "cuda" in st and torch.cuda.is_available() and len(st["cuda"]) == torch.cuda.device_count():
         torch.cuda.set_rng_state_all(list(st["cuda"]))
+
+
+def setup_seed(seed: int) -> None:
+    """Seed Python, numpy and torch (CPU and CUDA), as the released scripts do."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)

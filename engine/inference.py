@@ -11,21 +11,13 @@ from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from datasets.anomaly_dataset import AnomalyDataset, Sample, collate
-from .anomaly_maps import combined_image_scores, few_shot_map, zero_shot_map
-from .april_gan import AprilGAN
-from .memory_bank import MemoryBank
-
-
-def loader(root: Path, samples: Sequence[Sample], image_size: int, batch_size: int,
-           workers: int) -> DataLoader:
-    """Ordered, non-augmented loader over ``samples``."""
-    ds = AnomalyDataset(root, samples, image_size)
-    return DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      collate_fn=collate, pin_memory=False)
+from datasets.anomaly_dataset import Sample
+from datasets.loaders import loader, stop_workers
+from models.anomaly_maps import few_shot_map, zero_shot_map
+from models.april_gan import AprilGAN
+from models.memory_bank import MemoryBank
 
 
 @torch.no_grad()
@@ -47,17 +39,6 @@ def reference_tokens(model: AprilGAN, root: Path, paths: Sequence[str], batch_si
     finally:
         stop_workers(it)
     return out
-
-
-def stop_workers(it) -> None:
-    """Stop a DataLoader iterator's worker processes now.
-
-    After an error the iterator sits in a reference cycle with the traceback; left to the
-    garbage collector, its shutdown can stall for 5 s waiting on a worker.
-    """
-    stop = getattr(it, "_shutdown_workers", None)
-    if stop is not None:
-        stop()
 
 
 def build_bank(model: AprilGAN, cls_name: str, refs: Sequence[str],
@@ -121,58 +102,3 @@ def full_maps(logits: Sequence[torch.Tensor], distances: Sequence[torch.Tensor] 
 
 def progress(total: int, desc: str) -> tqdm:
     return tqdm(total=total, desc=desc, unit="img", leave=False, dynamic_ncols=True)
-
-
-def score_run(logits: Sequence[torch.Tensor], distances: Sequence[torch.Tensor] | None,
-              text_score: np.ndarray, gt_px: np.ndarray, gt_sp: np.ndarray, size: int,
-              with_mvtec_aupro: bool = True,
-              maps: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
-    """Final maps, image scores and metrics of one category in one run.
-
-    ``maps`` [N, S, S]: the final maps when the caller already made them (else built here).
-
-    Returns:
-        (metrics dict of ``metrics.category_metrics``, [N] final image scores: the text score in
-        zero-shot, 0.5 * (text + minmax(max map)) in few-shot).
-    """
-    from metrics import category_metrics  # imported here: this runs in metric worker processes
-
-    if maps is None:
-        maps = np.concatenate(list(full_maps(logits, distances, size)))
-    score = text_score
-    if distances:
-        score = combined_image_scores(text_score, maps.max(axis=(1, 2)))
-    return category_metrics(gt_px, maps, gt_sp, score, with_mvtec_aupro=with_mvtec_aupro), score
-
-
-class MetricPool:
-    """Computes ``score_run`` tasks inline (workers=0) or in worker processes.
-
-    With workers, a category's metrics are computed on the CPU while the backbone already
-    processes the next category; each worker uses one torch thread.
-    """
-
-    def __init__(self, workers: int = 0):
-        self.executor = None
-        if workers > 0:
-            import multiprocessing as mp
-            from concurrent.futures import ProcessPoolExecutor
-            self.executor = ProcessPoolExecutor(
-                workers, mp_context=mp.get_context("spawn"), initializer=torch.set_num_threads,
-                initargs=(1,))
-
-    @property
-    def inline(self) -> bool:
-        return self.executor is None
-
-    def submit(self, *args, **kwargs):
-        from concurrent.futures import Future
-        if self.executor is not None:
-            return self.executor.submit(score_run, *args, **kwargs)
-        f = Future()
-        f.set_result(score_run(*args, **kwargs))
-        return f
-
-    def close(self) -> None:
-        if self.executor is not None:
-            self.executor.shutdown(wait=True, cancel_futures=True)

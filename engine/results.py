@@ -6,23 +6,15 @@ decimal, columns auroc_px, f1_px, ap_px, pro, auroc_sp, f1_sp, ap_sp (SPEC §7).
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from metrics import METRIC_KEYS, format_table, mean_metrics, vand_summary
-from utils.io import atomic_write_json, atomic_write_text
-
-THRESHOLD_KEYS = ("threshold_px", "threshold_sp")
-
-
-def _csv(rows: list[list]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
+from metrics.report import THRESHOLD_KEYS
+from utils.io import atomic_write_json, atomic_write_text, csv_text
+from utils.log import plural
 
 
 def write_metrics(out: Path, per_category: dict[str, dict[str, float]], extra: dict,
@@ -42,7 +34,7 @@ def write_metrics(out: Path, per_category: dict[str, dict[str, float]], extra: d
     atomic_write_text(out / "metrics.md", (f"# {title}\n\n" if title else "") + table + "\n")
     rows = [["objects", *METRIC_KEYS]] + [
         [c, *(f"{100 * m[k]:.1f}" for k in METRIC_KEYS)] for c, m in {**scores, "mean": mean}.items()]
-    atomic_write_text(out / "metrics.csv", _csv(rows))
+    atomic_write_text(out / "metrics.csv", csv_text(rows))
     if echo:
         (log.info if log else print)("\n" + (f"{title}\n" if title else "") + table)
     return result
@@ -69,7 +61,7 @@ def write_summary(save: Path, results: dict, log: logging.Logger | None = None) 
         s = summary[f"k{k}"] = {"n_runs": len(runs), "seeds": [r.get("seed") for r in runs],
                                 "metrics": summarize_runs(runs)}
         header = ["objects", *METRIC_KEYS]
-        md = [f"# {runs[0].get('dataset', '')} {k}-shot, mean ± std over {len(runs)} seeds", "",
+        md = [f"# {runs[0].get('dataset', '')} {k}-shot, mean ± std over {plural(len(runs), 'seed')}", "",
               "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         rows = [["objects", *(x for m in METRIC_KEYS for x in (m, m + "_std"))]]
         for c, m in s["metrics"].items():
@@ -77,7 +69,7 @@ def write_summary(save: Path, results: dict, log: logging.Logger | None = None) 
                 [c] + [f"{100 * m[x]['mean']:.1f}±{100 * m[x]['std']:.1f}" for x in METRIC_KEYS]) + " |")
             rows.append([c] + [f"{100 * m[x][y]:.1f}" for x in METRIC_KEYS for y in ("mean", "std")])
         atomic_write_text(save / f"summary_k{k}.md", "\n".join(md) + "\n")
-        atomic_write_text(save / f"summary_k{k}.csv", _csv(rows))
+        atomic_write_text(save / f"summary_k{k}.csv", csv_text(rows))
         (log.info if log else print)("\n" + "\n".join(md))
     atomic_write_json(save / "summary.json", summary)
     return summary

@@ -1,0 +1,183 @@
+"""The settings of every entry point, each default stated once (STYLE 1).
+
+``ModelConfig`` holds the flags train.py, test.py and predict.py share; ``EvalConfig``,
+``TrainConfig`` and ``PredictConfig`` extend it. The command lines are generated from these
+fields (``utils.cli``), the bash scripts read the same defaults through
+``python -m engine.config --shell``, and the resolved config is written to ``config.json``
+(and into every checkpoint). Defaults are the released settings (SPEC §9).
+
+    python -m engine.config --shell     # MODEL=ViT-L-14-336 ... as bash assignments
+"""
+from __future__ import annotations
+
+import shlex
+import sys
+from dataclasses import dataclass
+
+from datasets.categories import DATASETS
+from errors import ConfigError
+from utils.cli import Config, opt
+
+# The paper's training epochs per dataset: 3 on MVTec AD (for VisA), 15 on VisA (for MVTec AD).
+PAPER_EPOCHS = {"mvtec": 3, "folder": 3, "visa": 15}
+# The released mosaic augmentation exists only for MVTec-layout data.
+MOSAIC_DATASETS = ("mvtec", "folder")
+# The paper's few-shot protocol (test_few_shot.sh): k in {1, 2, 4}, 5 seeds.
+PAPER_K_SHOTS = (1, 2, 4)
+PAPER_SEEDS = (1, 2, 3, 4, 5)
+
+M = "model"
+
+
+@dataclass
+class ModelConfig(Config):
+    """The backbone flags of the released scripts (SPEC §9), shared by all entry points."""
+
+    model: str = opt("ViT-L-14-336", "open_clip model name, or the stem of --config_path", group=M)
+    pretrained: str = opt("openai", "pretrained tag (from the cache or the hub), a local weights "
+                          "file, or 'none' for random weights", group=M, metavar="TAG|FILE", path=True)
+    config_path: str | None = opt(None, "open_clip model-config JSON; its file stem is the "
+                                  "model name", group=M, path=True)
+    image_size: int = opt(518, "input size S (a multiple of the ViT patch size)", minimum=1,
+                          group=M)
+    features_list: list[int] = opt([6, 12, 18, 24], "1-based stages whose tokens are projected",
+                                   group=M)
+    device: str | None = opt(None, "cpu, cuda or cuda:N", default_text="cuda if available, "
+                             "else cpu", group=M, metavar="DEV")
+    batch_size: int = opt(8, "images per backbone pass", minimum=1, group=M)
+    num_workers: int | None = opt(None, "data-loading worker processes", minimum=0,
+                                  default_text="4 on a GPU, 0 on the CPU", group=M)
+    debug: bool = opt(False, "show the full traceback of an error (for developers)")
+
+
+@dataclass
+class EvalConfig(ModelConfig):
+    """Settings of one test.py run (saved as config.json)."""
+
+    mode: str = opt("zero_shot", "evaluation mode", choices=("zero_shot", "few_shot"))
+    dataset: str = opt("mvtec", "dataset layout", choices=DATASETS)
+    data_path: str = opt("data/mvtec", "dataset root holding meta.json", path=True)
+    save_path: str = opt("results/test", "output folder", path=True)
+    checkpoint_path: str | None = opt(None, "projection weights (released format, e.g. "
+                                      "mvtec_pretrained.pth)", required=True, path=True)
+    few_shot_features: list[int] | None = opt(
+        None, "1-based stages of the few-shot memory banks",
+        default_text="the --features_list stages")
+    k_shot: list[int] = opt([10], "reference images per category; several values run in one "
+                            "pass", minimum=1)
+    seed: list[int] = opt([10], "seed(s) of the reference draw; several values run in one pass")
+    reference_list: str | None = opt(None, "JSON {category: [image paths relative to the data "
+                                     "root]} used as the memory-bank images instead of a "
+                                     "seeded draw (the format of references.json)", path=True)
+    categories: list[str] | None = opt(None, "evaluate only these categories",
+                                       default_text="all in meta.json")
+    prompt_dir: str | None = opt(None, "folder with edited prompt files",
+                                 default_text="the repository's prompts/", path=True)
+    save_predictions: bool = opt(False, "write predictions.npz (paths, labels, scores, maps "
+                                 "[N,S,S] float32)")
+    visualize: bool = opt(False, "write heatmap overlays (slower)")
+    no_mvtec_aupro: bool = opt(False, "skip the MVTec AD benchmark's AU-PRO (an extra column)")
+    metric_workers: int = opt(0, "processes computing metrics while the backbone runs on (0: "
+                              "inline); each needs about 2 GB for a 200-image category at "
+                              "518 px", minimum=0)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.few_shot_features is None:
+            self.few_shot_features = list(self.features_list)
+
+
+@dataclass
+class TrainConfig(ModelConfig):
+    """Settings of one train.py run (saved as config.json and in every checkpoint)."""
+
+    dataset: str = opt("mvtec", "dataset layout", choices=DATASETS)
+    train_data_path: str = opt("data/mvtec", "dataset root holding meta.json; its test split "
+                               "(all categories) is trained on, as released", path=True)
+    save_path: str = opt("exps/train", "output folder (checkpoints, log, config)", path=True)
+    aug_rate: float = opt(0.2, "probability of the 2x2 mosaic per sample (MVTec layout only; "
+                          "ignored for visa, as released)", minimum=0.0, maximum=1.0)
+    epoch: int | None = opt(None, "total epochs", minimum=1,
+                            default_text="3 for mvtec/folder, 15 for visa, as in the paper")
+    learning_rate: float = opt(1e-3, "Adam learning rate", minimum=0.0)
+    print_freq: int = opt(1, "log the mean loss every N epochs", minimum=1)
+    save_freq: int = opt(1, "write epoch_N.pth every N epochs (and after the last)", minimum=1)
+    seed: int = opt(111, "seed of the model init, shuffling and mosaics")
+    init_checkpoint: str | None = opt(None, "start from these projection weights (released "
+                                      "format) with a fresh optimizer", path=True)
+    resume: str | None = opt(None, "continue a run from its epoch_N.pth (weights, optimizer, "
+                             "epoch) to --epoch in total", path=True)
+    cache_features: str | None = opt(None, "folder caching the frozen backbone's outputs of "
+                                     "non-augmented samples across epochs and runs", path=True)
+    categories: list[str] | None = opt(None, "train on these categories only",
+                                       default_text="all in meta.json")
+    prompt_dir: str | None = opt(None, "folder with edited prompt files",
+                                 default_text="the repository's prompts/", path=True)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.init_checkpoint and self.resume:
+            raise ConfigError("--init_checkpoint and --resume exclude each other (--resume "
+                              "restores the weights)")
+        if self.epoch is None:
+            self.epoch = PAPER_EPOCHS[self.dataset]
+
+
+@dataclass
+class PredictConfig(ModelConfig):
+    """Settings of one predict.py run (saved as config.json)."""
+
+    image_dir: str | None = opt(None, "folder of images to score (every file in it is tried)",
+                                required=True, path=True)
+    object_name: str | None = opt(None, "object word used in the prompts, e.g. screw, pcb1 "
+                                  "(prompts/overrides.json applies)", required=True)
+    save_path: str = opt("results/predict", "output folder", path=True)
+    checkpoint_path: str | None = opt(None, "projection weights (released format, e.g. "
+                                      "visa_pretrained.pth)", required=True, path=True)
+    few_shot_features: list[int] | None = opt(
+        None, "1-based stages of the few-shot memory banks",
+        default_text="the --features_list stages")
+    reference_dir: str | None = opt(None, "folder of normal images of the same object: all of "
+                                    "them form the few-shot memory bank (few-shot mode)", path=True)
+    reference_recursive: bool = opt(False, "also take reference images from sub-folders of "
+                                    "--reference_dir")
+    thresholds: str | None = opt(None, "thresholds.json written by test.py: "
+                                 "{'per_category': {cat: {'pixel', 'image'}}}", path=True)
+    threshold_category: str | None = opt(None, "entry of --thresholds to use",
+                                         default_text="--object_name")
+    image_threshold: float | None = opt(None, "image-score threshold (overrides --thresholds)")
+    pixel_threshold: float | None = opt(None, "anomaly-map threshold for masks (overrides "
+                                        "--thresholds)")
+    prompt_dir: str | None = opt(None, "folder with edited prompt files",
+                                 default_text="the repository's prompts/", path=True)
+    recursive: bool = opt(False, "also score images in sub-folders of --image_dir")
+    no_heatmaps: bool = opt(False, "skip the heatmap overlays (faster)")
+    save_maps: bool = opt(False, "also write maps.npz (paths, anomaly_maps [N,S,S] float16)")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.few_shot_features is None:
+            self.few_shot_features = list(self.features_list)
+
+
+def shell_defaults() -> str:
+    """The defaults the bash scripts use, as ``NAME=value`` lines (one source: these classes)."""
+    m, t = ModelConfig(), TrainConfig
+    values = {
+        "MODEL": m.model, "PRETRAINED": m.pretrained, "IMAGE_SIZE": m.image_size,
+        "FEATURES": " ".join(map(str, m.features_list)), "BATCH_SIZE": m.batch_size,
+        "MVTEC_EPOCHS": PAPER_EPOCHS["mvtec"], "VISA_EPOCHS": PAPER_EPOCHS["visa"],
+        "AUG_RATE": _field_default(t, "aug_rate"), "LEARNING_RATE": _field_default(t, "learning_rate"),
+        "K_SHOTS": " ".join(map(str, PAPER_K_SHOTS)), "SEEDS": " ".join(map(str, PAPER_SEEDS)),
+    }
+    return "".join(f"{k}={shlex.quote(str(v))}\n" for k, v in values.items())
+
+
+def _field_default(cls: type, name: str):
+    return cls.__dataclass_fields__[name].default
+
+
+if __name__ == "__main__":
+    if sys.argv[1:] != ["--shell"]:
+        sys.exit("usage: python -m engine.config --shell")
+    sys.stdout.write(shell_defaults())

@@ -1,0 +1,243 @@
+"""train.py's loop: focal + Dice training of the per-stage projections (SPEC §6).
+
+As released: the *test* split of every category is the training set, only the projections are
+trained (Adam, lr 1e-3, betas (0.5, 0.999), no schedule, seed 111), the loss is the sum over
+stages of focal + Dice on the upsampled probability maps, and MVTec-layout data gets the 2x2
+mosaic with probability ``--aug_rate``. Shuffling and mosaics come from generators seeded by
+(seed, epoch), so ``--resume`` ends with the weights of an uninterrupted run. The head (the
+projections and the loss) always runs in float32, as evaluation does: it is a few linear layers,
+so fp16 would save nothing and would need a GradScaler; the frozen backbone uses fp16 autocast
+on CUDA. Training stops at the first non-finite loss or gradient, before that step's update.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from datasets import AnomalyDataset, load_meta, make_samples
+from datasets.feature_cache import FeatureCache, TrainItems, collate_train
+from errors import CheckpointError, NonFiniteError
+from losses import segmentation_loss
+from models.anomaly_maps import stage_probabilities
+from models.april_gan import AprilGAN
+from models.projection import CHECKPOINT_KEY
+from prompts import TextFeatureBank, load_prompts
+from utils.cli import resolved
+from utils.io import atomic_torch_save, atomic_write_text, file_digest
+from utils.log import plural
+from utils.rng import rng_state, set_rng_state, setup_seed
+
+from .config import MOSAIC_DATASETS, TrainConfig
+from .loading import (build_model, checkpoint_weights, read_checkpoint, resolve_device,
+                      trained_with, warn_settings_differ)
+
+RESUME_KEYS = ("dataset", "train_data_path", "model", "pretrained", "image_size", "features_list",
+               "batch_size", "aug_rate", "learning_rate", "seed", "categories")
+
+
+def batch_loss(model: AprilGAN, patch_tokens: dict[int, torch.Tensor], image_embed: torch.Tensor,
+               text: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """Training loss of one batch (differentiable w.r.t. the projections only), in float32.
+
+    Args:
+        patch_tokens: {stage: [B, L, C]} frozen backbone tokens (no class token).
+        image_embed: [B, D] normalised image embeddings.
+        text: [B, D, 2] text features of each image's category.
+        gt: [B, S, S] 0/1 masks.
+
+    Returns:
+        Scalar sum over stages of focal(P_n, gt) + dice(P_n[:, 1], gt), P_n at S x S.
+    """
+    head = model.head(patch_tokens, image_embed, text)
+    probs = stage_probabilities(head["stage_logits"], gt.shape[-1])  # [B, 2, S, S] each
+    return segmentation_loss(probs, gt.float())
+
+
+def make_cache(cfg: TrainConfig, model: AprilGAN, device: torch.device) -> FeatureCache:
+    """Open (or create) the feature cache of this run's backbone weights, size and stages.
+
+    The key holds the sha256 of the weights file (or the hub tag), the model config's sha1,
+    the image size, the stages, the dataset root and the precision; a folder made under
+    another key is refused.
+    """
+    info, s = model.backbone.info, cfg.image_size
+    layout = [(f"stage{n}", (info[n].grid ** 2, info[n].dim)) for n in model.features_list]
+    layout += [("image_embed", (model.backbone.embed_dim,)), ("mask", (s, s))]
+    cfg_text = Path(cfg.config_path).read_bytes() if cfg.config_path else b""
+    weights = Path(cfg.pretrained)
+    key = {"model": cfg.model,
+           "weights": f"sha256:{file_digest(weights)}" if weights.is_file() else f"tag:{cfg.pretrained}",
+           "config_sha1": hashlib.sha1(cfg_text).hexdigest(), "image_size": s,
+           "stages": list(model.features_list), "dataset": cfg.dataset,
+           "data_root": str(Path(cfg.train_data_path).resolve()),
+           "autocast": model.backbone.use_autocast(torch.empty(0, device=device))}
+    return FeatureCache(cfg.cache_features, key, layout)
+
+
+def encode_batch(model: AprilGAN, batch: dict, items: TrainItems, device: torch.device):
+    """Backbone outputs of a batch: uncached images go through the backbone (and, if not
+    augmented, into the cache); cached ones are read. Returns (tokens, embed, n_backbone)."""
+    stages, feats = model.features_list, batch["features"]
+    rows = {f"stage{s}": [None] * len(feats) for s in stages}
+    rows["image_embed"] = [None] * len(feats)
+    todo = [j for j, f in enumerate(feats) if f is None]
+    if todo:
+        enc = model.encode(batch["image"].to(device))
+        if items.cache and not items.cache.checked:
+            items.cache.reserve(enc["patch_tokens"][stages[0]].dtype)
+        for k, j in enumerate(todo):
+            for s in stages:
+                rows[f"stage{s}"][j] = enc["patch_tokens"][s][k]
+            rows["image_embed"][j] = enc["image_embed"][k]
+            if items.cache and not batch["augmented"][j]:
+                items.cache.put(items.keys[batch["index"][j]],
+                                {n: r[j] for n, r in rows.items()} | {"mask": batch["mask"][j]})
+    for j, f in enumerate(feats):
+        if f is not None:
+            for n in rows:
+                rows[n][j] = f[n].to(device)
+    # cached and fresh rows may differ in dtype (fp16 tokens on GPU); the head works in fp32
+    tokens = {s: torch.stack([r.float() for r in rows[f"stage{s}"]]) for s in stages}  # [B, L, C]
+    return tokens, torch.stack([r.float() for r in rows["image_embed"]]), len(todo)
+
+
+def restore(cfg: TrainConfig, ckpt: dict | None, model: AprilGAN, optimizer,
+            log: logging.Logger) -> int:
+    """Load ``--init_checkpoint`` weights, or the ``--resume`` state; returns the epochs done."""
+    settings = trained_with(cfg)
+    if cfg.init_checkpoint:
+        init = read_checkpoint(cfg.init_checkpoint)
+        model.projections.load_state_dict(checkpoint_weights(init, cfg.init_checkpoint,
+                                                             model.projections))
+        warn_settings_differ(init, cfg.init_checkpoint, settings)
+    if ckpt is None:
+        return 0
+    if not all(k in ckpt for k in ("optimizer", "epoch")):
+        raise CheckpointError(f"{cfg.resume} has no optimizer/epoch state (not written by this "
+                              "train.py); use --init_checkpoint to start from its weights")
+    done = int(ckpt["epoch"])
+    if done >= cfg.epoch:
+        raise CheckpointError(f"{cfg.resume} has already trained {plural(done, 'epoch')}; pass "
+                              f"--epoch larger than {done} to continue")
+    now = resolved(cfg)
+    for k in RESUME_KEYS:
+        old = ckpt.get("config", {}).get(k, now[k])
+        if old != now[k]:
+            log.warning(f"warning: --{k} {now[k]!r} differs from the resumed run's {old!r}; the "
+                        "result will not equal an uninterrupted run")
+    model.projections.load_state_dict(checkpoint_weights(ckpt, cfg.resume, model.projections))
+    try:
+        optimizer.load_state_dict(ckpt["optimizer"])
+    except (ValueError, KeyError) as e:
+        raise CheckpointError(f"optimizer state in {cfg.resume} does not fit: {e}") from e
+    for g in optimizer.param_groups:
+        g["lr"] = cfg.learning_rate
+    if "rng" in ckpt:
+        set_rng_state(ckpt["rng"])
+    log.info(f"resumed {cfg.resume} after {plural(done, 'epoch')}; training to epoch {cfg.epoch}")
+    return done
+
+
+def check_finite(loss: torch.Tensor, model: AprilGAN, epoch: int, step: int, last: str) -> None:
+    """NonFiniteError naming epoch and step when the loss or a gradient is NaN/inf."""
+    where = f"epoch {epoch + 1}, step {step + 1}"
+    resume = f"; resume from {last}" if last else ""
+    if not torch.isfinite(loss):
+        raise NonFiniteError(f"the training loss became {loss.item()} at {where}; nothing was "
+                             f"saved from this state (check the data, --learning_rate and "
+                             f"--init_checkpoint){resume}")
+    for name, p in model.projections.named_parameters():
+        if p.grad is not None and not torch.isfinite(p.grad).all():
+            raise NonFiniteError(f"the gradient of {name} became non-finite at {where}; nothing "
+                                 f"was saved from this state{resume}")
+
+
+def train(cfg: TrainConfig, log: logging.Logger) -> dict:
+    """Run the training; returns ``epoch_losses``, ``backbone_images``, ``seconds``, ``checkpoints``."""
+    root, save = Path(cfg.train_data_path), Path(cfg.save_path)
+    meta = load_meta(root, cfg.dataset)
+    per_cat = make_samples(root, "test", cfg.categories, cfg.dataset, meta)
+    samples = [s for c in per_cat.values() for s in c]
+    ckpt = read_checkpoint(cfg.resume) if cfg.resume else None
+    prompts = load_prompts(cfg.prompt_dir, list(per_cat))
+    if not any(s.anomaly for s in samples):
+        msg = (f"the training set ({root}, test split) has no anomalous image: every mask is "
+               "empty, so the projections only learn to predict 'normal'")
+        warnings.warn(msg)
+        log.warning(f"warning: {msg}")
+    aug = cfg.aug_rate if cfg.dataset in MOSAIC_DATASETS else 0.0
+    if cfg.aug_rate > 0 and not aug:
+        log.info(f"--aug_rate {cfg.aug_rate} ignored: the mosaic augmentation is for MVTec-layout "
+                 "datasets only (as released)")
+    device = resolve_device(cfg.device)
+    setup_seed(cfg.seed)  # released order: seed, CLIP, linear layers
+    model, tokenizer = build_model(cfg.model, cfg.pretrained, cfg.image_size, cfg.features_list,
+                                   (), cfg.config_path, device)
+    n_train = sum(p.numel() for p in model.trainable_parameters())
+    n_frozen = sum(p.numel() for p in model.backbone.parameters())
+    log.info(f"trainable parameters: {n_train:,} (projections of stages {model.features_list}); "
+             f"frozen backbone: {n_frozen:,}")
+    optimizer = torch.optim.Adam(model.trainable_parameters(), lr=cfg.learning_rate,
+                                 betas=(0.5, 0.999))
+    start = restore(cfg, ckpt, model, optimizer, log)
+    text_bank = TextFeatureBank(model.backbone.encode_text, tokenizer, prompts, device)
+    texts = {c: text_bank(c) for c in dict.fromkeys(s.cls_name for s in samples)}  # [D, 2] each
+    config = resolved(cfg, device=str(device))
+    atomic_write_text(save / "config.json", json.dumps(config, indent=2, default=str) + "\n")
+
+    items = TrainItems(AnomalyDataset(root, samples, cfg.image_size, aug, cfg.seed),
+                       make_cache(cfg, model, device) if cfg.cache_features else None)
+    workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
+    log.info(f"training on {cfg.dataset} {root} (test split, "
+             f"{plural(len(per_cat), 'category', 'categories')}, {len(samples)} images, {sum(s.anomaly for s in samples)} anomalous), "
+             f"aug_rate {aug}, {plural(cfg.epoch, 'epoch')}")
+    out = {"epoch_losses": [], "backbone_images": 0, "checkpoints": []}
+    last = str(save / f"epoch_{start}.pth") if start else ""
+    t0 = time.time()
+    for epoch in range(start, cfg.epoch):
+        items.set_epoch(epoch)
+        if items.cache is not None:  # entries this epoch will write, for the free-space check
+            wanted = {k for i, k in enumerate(items.keys) if not items.ds.is_augmented(i)}
+            items.cache.missing = len(wanted - items.cached)
+        seed = int(np.random.SeedSequence([cfg.seed, epoch]).generate_state(1)[0])
+        order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
+        loader = DataLoader(items, batch_size=cfg.batch_size, sampler=order, num_workers=workers,
+                            collate_fn=collate_train)
+        model.train()
+        losses, n_bb = [], 0
+        for step, batch in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epoch}",
+                                          leave=False, dynamic_ncols=True)):
+            tokens, embed, n = encode_batch(model, batch, items, device)
+            n_bb += n
+            text = torch.stack([texts[c] for c in batch["cls_name"]])  # [B, D, 2]
+            loss = batch_loss(model, tokens, embed, text, batch["mask"].to(device))
+            optimizer.zero_grad()
+            loss.backward()
+            check_finite(loss, model, epoch, step, last)
+            optimizer.step()
+            losses.append(loss.item())
+        out["epoch_losses"].append(float(np.mean(losses)))
+        out["backbone_images"] += n_bb
+        if (epoch + 1) % cfg.print_freq == 0:
+            log.info(f"epoch [{epoch + 1}/{cfg.epoch}], loss:{np.mean(losses):.4f}")
+        if (epoch + 1) % cfg.save_freq == 0 or epoch + 1 == cfg.epoch:
+            path = save / f"epoch_{epoch + 1}.pth"
+            atomic_torch_save(path, {
+                CHECKPOINT_KEY: model.projections.state_dict(), "config": config,
+                "trained_with": trained_with(cfg), "optimizer": optimizer.state_dict(),
+                "epoch": epoch + 1, "rng": rng_state()})
+            out["checkpoints"].append(str(path))
+            last = str(path)
+    out["seconds"] = time.time() - t0
+    log.info(f"{out['backbone_images']} images through the backbone in {out['seconds']:.1f} s; "
+             f"checkpoints in {save}")
+    return out

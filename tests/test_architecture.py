@@ -1,0 +1,65 @@
+"""The package layering of ARCHITECTURE.md, checked from the imports (AST, nothing imported).
+
+Each package may import only the packages listed for it; in particular ``models/`` imports
+nothing of the project outside itself, and nothing imports the entry points.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PROJECT = {"errors", "models", "metrics", "losses", "prompts", "utils", "datasets", "engine",
+           "tools", "train", "test", "predict", "export"}
+ALLOWED = {
+    "errors": set(),
+    "models": set(),
+    "metrics": set(),
+    "losses": set(),
+    "prompts": {"errors"},
+    "utils": {"errors"},
+    "datasets": {"errors", "utils"},
+    "engine": {"errors", "utils", "datasets", "models", "metrics", "losses", "prompts"},
+    "tools": set(),
+}
+
+
+def _imports(path: Path) -> set[str]:
+    """Top-level project packages imported by one file (absolute imports only)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    out = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            out.add(node.module.split(".")[0])
+    return out & PROJECT
+
+
+def _files(package: str) -> list[Path]:
+    base = REPO / package
+    return [base.with_suffix(".py")] if (REPO / f"{package}.py").is_file() else \
+        sorted(base.rglob("*.py"))
+
+
+@pytest.mark.parametrize("package", sorted(ALLOWED))
+def test_imports_follow_the_layers(package):
+    bad = []
+    for f in _files(package):
+        extra = _imports(f) - ALLOWED[package] - {package}
+        if extra:
+            bad.append(f"{f.relative_to(REPO)} imports {sorted(extra)}")
+    assert not bad, "; ".join(bad)
+
+
+def test_no_code_file_over_400_lines():
+    long = []
+    for f in REPO.rglob("*.py"):
+        if ".git" in f.parts or "fixtures" in f.parts:
+            continue
+        n = len(f.read_text(encoding="utf-8").splitlines())
+        if n > 400:
+            long.append(f"{f.relative_to(REPO)}: {n}")
+    assert not long, long

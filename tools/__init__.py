@@ -1,0 +1,1 @@
+"""Tools around the method: synthetic test and demo data."""
