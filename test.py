@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
 
     def body() -> None:
+        from engine.preflight import check_pretrained
+
+        check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch loads
         from engine import evaluation
         from utils.log import setup_logging
 

@@ -31,6 +31,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 def train(cfg: TrainConfig) -> dict:
     """Run the training (see ``engine.training.train``); returns losses, counts, checkpoints."""
+    from engine.preflight import check_pretrained
+
+    check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch loads
     from engine import training
     from utils.log import setup_logging
 

@@ -18,7 +18,7 @@ import torch
 from torch.utils.data import Dataset
 
 from errors import DatasetError
-from utils.io import atomic_write_text
+from utils.io import atomic_write_text, read_json
 
 from .anomaly_dataset import AnomalyDataset, Sample
 
@@ -45,7 +45,8 @@ class FeatureCache:
         self.root.mkdir(parents=True, exist_ok=True)
         man = self.root / "manifest.json"
         if man.is_file():
-            old = json.loads(man.read_text())
+            old = read_json(man, "feature cache manifest", error=FeatureCacheError,
+                            hint="pass another --cache_features folder or delete it")
             diff = [k for k in sorted(set(key) | set(old.get("key", {})))
                     if old.get("key", {}).get(k) != key.get(k)]
             if diff or [(n, tuple(s)) for n, s in old.get("layout", [])] != self.layout:

@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image
 
 from errors import DatasetError, one_line
-from utils.io import atomic_write_text
+from utils.io import atomic_write_text, read_json
 
 from .categories import MVTEC_CATEGORIES, VISA_CATEGORIES
 
@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     except DatasetError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
-    meta = json.loads(path.read_text())
+    meta = read_json(path, "dataset index")
     for phase in ("train", "test"):
         n = sum(len(v) for v in meta[phase].values())
         a = sum(e["anomaly"] for v in meta[phase].values() for e in v)

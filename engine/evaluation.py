@@ -29,7 +29,7 @@ from .config import EvalConfig
 from .inference import build_bank, full_maps, progress, reference_tokens, run_category
 from .loading import build_model, load_projections, resolve_device, trained_with
 from .metric_pool import MetricPool
-from .results import write_metrics, write_summary
+from .results import pct, write_metrics, write_summary
 from .runs import FewShotRun, Run, plan_runs
 
 
@@ -186,4 +186,4 @@ def write(job: EvalJob, per_cat: dict[Run, dict], config_text: str) -> dict[Run,
 
 
 def log_category(log: logging.Logger, cls: str, m: dict) -> None:
-    log.info(f"{cls}: " + ", ".join(f"{k} {m[k] * 100 + 0.0:.1f}" for k in METRIC_KEYS))
+    log.info(f"{cls}: " + ", ".join(f"{k} {pct(m[k])}" for k in METRIC_KEYS))

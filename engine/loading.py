@@ -8,10 +8,8 @@ align_corners=False), e.g. ViT-L-14-336 at 518 px goes from 24x24 to 37x37 (SPEC
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
-import socket
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -24,11 +22,13 @@ from errors import CheckpointError, ConfigError, ModelLoadError, NonFiniteError
 from models.april_gan import AprilGAN
 from models.backbone import ClipBackbone, num_stages, resolve_stages
 from models.projection import StageProjections, projection_state
+from utils.io import read_json
+
+from . import preflight
+from .preflight import HUB_HOST, NO_WEIGHTS, is_file_argument, offline_error
 
 log = logging.getLogger("aprilgan")
 
-NO_WEIGHTS = ("", "none", "random")
-WEIGHT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 # settings a checkpoint written by train.py remembers (SPEC §6 extra keys), checked on load
 REMEMBERED = ("model", "image_size", "features_list")
 
@@ -61,13 +61,8 @@ def register_model_config(config_path: str | os.PathLike, model_name: str | None
     Returns the model name (the stem; a different ``model_name`` only gets a warning).
     """
     path = Path(config_path)
-    if not path.is_file():
-        raise ModelLoadError(f"model config not found: {path}")
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ModelLoadError(f"cannot read model config {path}: {e}") from e
-    if not isinstance(cfg, dict) or "vision_cfg" not in cfg or "embed_dim" not in cfg:
+    cfg = read_json(path, "model config", error=ModelLoadError)
+    if "vision_cfg" not in cfg or "embed_dim" not in cfg:
         raise ModelLoadError(
             f"{path} is not an open_clip model config (needs 'embed_dim', 'vision_cfg', 'text_cfg')")
     if model_name and model_name != path.stem:
@@ -75,14 +70,6 @@ def register_model_config(config_path: str | os.PathLike, model_name: str | None
                     f"{path.name}; the config wins and the model is built as {path.stem!r}")
     open_clip.add_model_config(path)
     return path.stem
-
-
-def _hub_reachable(host: str, timeout: float = 3.0) -> bool:
-    try:
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
 
 
 def cached_weights(model_name: str, tag: str) -> str | None:
@@ -112,13 +99,6 @@ def cached_weights(model_name: str, tag: str) -> str | None:
     return None
 
 
-def _offline_error(model_name: str, tag: str, why: str) -> ModelLoadError:
-    return ModelLoadError(
-        f"cannot get the {tag!r} weights of {model_name!r}: {why}. Download them once on a "
-        "connected machine and pass the file with --pretrained /path/file (or run the offline "
-        "demo: bash scripts/demo.sh)")
-
-
 def resolve_weights(model_name: str, tag: str) -> str | None:
     """A pretrained tag as a local file when cached; None when it must be downloaded.
 
@@ -132,13 +112,13 @@ def resolve_weights(model_name: str, tag: str) -> str | None:
     local = cached_weights(model_name, tag)
     if local:
         return local
-    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on"):
-        raise _offline_error(model_name, tag, "HF_HUB_OFFLINE is set and they are not in the cache")
+    if preflight.hub_offline():
+        raise offline_error(model_name, tag, "HF_HUB_OFFLINE is set and they are not in the cache")
     cfg = open_clip.get_pretrained_cfg(model_name, tag)
-    host = "huggingface.co" if cfg.get("hf_hub") else (cfg.get("url", "").split("/") + ["", ""])[2]
-    if host and not _hub_reachable(host):
-        raise _offline_error(model_name, tag, f"they are not in the cache and {host} cannot be "
-                                              "reached (offline?)")
+    host = HUB_HOST if cfg.get("hf_hub") else (cfg.get("url", "").split("/") + ["", ""])[2]
+    if host and not preflight.hub_reachable(host):
+        raise offline_error(model_name, tag, f"they are not in the cache and {host} cannot be "
+                                             "reached (offline?)")
     return None
 
 
@@ -168,7 +148,7 @@ def load_clip(model_name: str, pretrained: str | None, image_size: int,
     source = tag
     if tag.lower() in NO_WEIGHTS:
         source = None
-    elif os.path.sep in tag or tag.endswith(WEIGHT_SUFFIXES):
+    elif is_file_argument(tag):
         if not Path(tag).is_file():
             raise ModelLoadError(f"weights file not found: {tag}")
     else:
@@ -189,7 +169,7 @@ def load_clip(model_name: str, pretrained: str | None, image_size: int,
                 f"weights {tag!r} do not fit model {model_name!r} at image size {image_size}."
                 f"{hint} ({msg.splitlines()[0][:300]})") from e
         if source == tag and "download" in msg.lower():
-            raise _offline_error(model_name, tag, "the download failed") from e
+            raise offline_error(model_name, tag, "the download failed") from e
         raise ModelLoadError(f"cannot load {model_name!r} with weights {tag!r}: {msg[:300]}") from e
     except (OSError, ValueError) as e:
         raise ModelLoadError(

@@ -17,6 +17,18 @@ from utils.io import atomic_write_json, atomic_write_text, csv_text
 from utils.log import plural
 
 
+def pct(v: float) -> str:
+    """A fraction as a percentage with one decimal (``nan`` when undefined, never ``-0.0``)."""
+    text = f"{100 * v:.1f}"
+    return "0.0" if text == "-0.0" else text
+
+
+def _shown(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """Values that would print as -0.0 become 0.0 (for the printed tables only)."""
+    return {c: {k: 0.0 if isinstance(v, float) and pct(v) == "0.0" else v for k, v in m.items()}
+            for c, m in table.items()}
+
+
 def write_metrics(out: Path, per_category: dict[str, dict[str, float]], extra: dict,
                   title: str = "", echo: bool = True, log: logging.Logger | None = None) -> dict:
     """Write metrics.json, metrics.md, metrics.csv and thresholds.json into ``out``."""
@@ -30,10 +42,10 @@ def write_metrics(out: Path, per_category: dict[str, dict[str, float]], extra: d
     atomic_write_json(out / "thresholds.json", {
         "note": "F1-max thresholds on the final image score and on the anomaly map, per category",
         **extra, "per_category": thresholds})
-    table = format_table(scores, mean)
+    table = format_table(_shown(scores), _shown({"mean": mean})["mean"])
     atomic_write_text(out / "metrics.md", (f"# {title}\n\n" if title else "") + table + "\n")
     rows = [["objects", *METRIC_KEYS]] + [
-        [c, *(f"{100 * m[k]:.1f}" for k in METRIC_KEYS)] for c, m in {**scores, "mean": mean}.items()]
+        [c, *(pct(m[k]) for k in METRIC_KEYS)] for c, m in {**scores, "mean": mean}.items()]
     atomic_write_text(out / "metrics.csv", csv_text(rows))
     if echo:
         (log.info if log else print)("\n" + (f"{title}\n" if title else "") + table)
@@ -66,8 +78,8 @@ def write_summary(save: Path, results: dict, log: logging.Logger | None = None) 
         rows = [["objects", *(x for m in METRIC_KEYS for x in (m, m + "_std"))]]
         for c, m in s["metrics"].items():
             md.append("| " + " | ".join(
-                [c] + [f"{100 * m[x]['mean']:.1f}±{100 * m[x]['std']:.1f}" for x in METRIC_KEYS]) + " |")
-            rows.append([c] + [f"{100 * m[x][y]:.1f}" for x in METRIC_KEYS for y in ("mean", "std")])
+                [c] + [f"{pct(m[x]['mean'])}±{pct(m[x]['std'])}" for x in METRIC_KEYS]) + " |")
+            rows.append([c] + [pct(m[x][y]) for x in METRIC_KEYS for y in ("mean", "std")])
         atomic_write_text(save / f"summary_k{k}.md", "\n".join(md) + "\n")
         atomic_write_text(save / f"summary_k{k}.csv", csv_text(rows))
         (log.info if log else print)("\n" + "\n".join(md))

@@ -12,22 +12,32 @@ arithmetic in numpy). ``from metrics import pro`` gives the released ``cal_pro_s
 The algorithms before the counts rewrite stay in :mod:`metrics.reference`.
 """
 
-from .category import category_metrics_and_curves
-from .classification import auroc, average_precision, f1_max, f1_max_threshold
+import importlib
+
+# eager: the submodule ``metrics.pro`` would otherwise shadow the function ``pro``
 from .pro import mvtec_aupro, pro, pro_reference
-from .regions import MaskRegions, mask_regions
-from .report import (
-    METRIC_KEYS,
-    category_metrics,
-    format_table,
-    mean_metrics,
-    table_rows,
-    vand_summary,
-)
+
+_LAZY = {  # name -> module; loaded on first use, so ``from metrics import METRIC_KEYS`` is light
+    "METRIC_KEYS": "keys", "THRESHOLD_KEYS": "keys",
+    "category_metrics": "category", "category_metrics_and_curves": "category",
+    "auroc": "classification", "average_precision": "classification", "f1_max": "classification",
+    "f1_max_threshold": "classification",
+    "MaskRegions": "regions", "mask_regions": "regions",
+    "format_table": "report", "mean_metrics": "report", "table_rows": "report",
+    "vand_summary": "report",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'metrics' has no attribute {name!r}")
+
 
 __all__ = [
     "METRIC_KEYS",
     "MaskRegions",
+    "THRESHOLD_KEYS",
     "auroc",
     "average_precision",
     "category_metrics",

@@ -16,6 +16,7 @@ import numpy as np
 from tabulate import tabulate
 
 from .category import category_metrics  # re-exported: the per-category dict lives there
+from .keys import METRIC_KEYS, THRESHOLD_KEYS
 
 __all__ = [
     "METRIC_KEYS",
@@ -26,8 +27,6 @@ __all__ = [
     "format_table",
 ]
 
-METRIC_KEYS: tuple[str, ...] = ("auroc_px", "f1_px", "ap_px", "pro", "auroc_sp", "f1_sp", "ap_sp")
-THRESHOLD_KEYS: tuple[str, ...] = ("threshold_px", "threshold_sp")
 
 
 def mean_metrics(per_category: Mapping[str, Mapping[str, float]]) -> dict[str, float]:

@@ -12,7 +12,6 @@ per-category changes. Nothing here needs a model except ``TextFeatureBank``.
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -20,6 +19,7 @@ from typing import Callable
 import torch
 
 from errors import DatasetError
+from utils.io import read_json
 
 PROMPT_DIR = Path(__file__).resolve().parent
 
@@ -57,10 +57,7 @@ class PromptSet:
         d = Path(directory) if directory else PROMPT_DIR
         overrides = {}
         if (d / "overrides.json").is_file():
-            try:
-                overrides = json.loads((d / "overrides.json").read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{d / 'overrides.json'} is not valid JSON: {e}") from e
+            overrides = read_json(d / "overrides.json", "prompt overrides")
             overrides = {k: v for k, v in overrides.items() if not k.startswith("_")}
         return cls(read_lines(d / "normal_states.txt"), read_lines(d / "abnormal_states.txt"),
                    read_lines(d / "templates.txt"), overrides)

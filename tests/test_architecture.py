@@ -18,7 +18,7 @@ ALLOWED = {
     "models": set(),
     "metrics": set(),
     "losses": set(),
-    "prompts": {"errors"},
+    "prompts": {"errors", "utils"},
     "utils": {"errors"},
     "datasets": {"errors", "utils"},
     "engine": {"errors", "utils", "datasets", "models", "metrics", "losses", "prompts"},

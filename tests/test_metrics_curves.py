@@ -153,3 +153,19 @@ def test_peak_memory_at_most_three_times_the_maps():
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
     assert peak <= 3 * maps.nbytes, peak / maps.nbytes
+
+
+def test_auc_is_bit_equal_to_scikit_learn():
+    """metrics.curves.auc replaces sklearn.metrics.auc in the released PRO: same bits."""
+    from sklearn.metrics import auc as sk_auc
+
+    from metrics.curves import auc
+
+    rng = np.random.default_rng(21)
+    for n in (2, 3, 17, 201):
+        for direction in (1, -1):
+            x = np.sort(rng.random(n))[::direction].copy()
+            if n > 3:
+                x[1] = x[2]  # a repeated point
+            y = rng.random(n)
+            assert auc(x, y) == sk_auc(x, y)

@@ -252,11 +252,11 @@ def test_compare_paper(tmp_path):
 # --------------------------------------------------------------------------- demo
 def test_demo_end_to_end(tmp_path):
     t0 = time.time()
-    r = bash("demo.sh", "out", cwd=tmp_path, timeout=600)
+    r = bash("demo.sh", cwd=tmp_path, timeout=600)  # default output folder: ./demo_out
     elapsed = time.time() - t0
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "MEANINGLESS" in r.stdout and "Demo finished" in r.stdout
-    res = tmp_path / "out" / "results"
+    res = tmp_path / "demo_out" / "results"
     for f in ("visa_zero_shot/metrics.json", "visa_zero_shot/thresholds.json",
               "visa_few_shot/summary_k1.md", "visa_few_shot/summary_k2.md",
               "visa_few_shot/k1_seed1/references.json", "predict_candle/scores.csv",
@@ -269,6 +269,18 @@ def test_demo_end_to_end(tmp_path):
     assert set(m["per_category"]) == {"candle", "pcb1"}
     assert "| mean" in r.stdout  # the tables are printed
     print(f"demo took {elapsed:.1f} s")
+
+    # the README's offline predict.py example runs on the demo's outputs, as written
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- predict-offline-example -->", 1)[1].split("```bash\n", 1)[1]
+    command = block.split("```", 1)[0]
+    command = command.replace("python predict.py", f"{sys.executable} {REPO / 'predict.py'}")
+    command = command.replace("tests/fixtures/", f"{REPO / 'tests' / 'fixtures'}/")
+    p = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    rows = list(csv.DictReader(open(tmp_path / "demo_out" / "results" / "my_candles" / "scores.csv")))
+    assert rows and set(rows[0]) == {"path", "score", "anomalous"}
 
 
 @pytest.mark.skipif(os.environ.get("APRILGAN_SKIP_SLOW") == "1", reason="APRILGAN_SKIP_SLOW=1")

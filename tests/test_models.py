@@ -1,0 +1,61 @@
+"""The pure model pieces: memory-bank lifecycle and state, the nearest-neighbour search by
+chunks, and the map formulas (one place each; SPEC §4, §5)."""
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from models.anomaly_maps import (nearest_distance, stage_probabilities, upsample,
+                                 zero_shot_map)
+from models.memory_bank import MemoryBank
+
+
+def _tokens(*shape, seed=0):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
+
+
+def test_memory_bank_before_setup_raises():
+    bank = MemoryBank([2, 4])
+    assert not bank.is_set
+    with pytest.raises(RuntimeError, match="before setup"):
+        bank.distances({2: _tokens(1, 9, 8), 4: _tokens(1, 9, 8)})
+
+
+def test_memory_bank_state_is_complete_and_loads_into_a_fresh_bank():
+    refs = ["a/0.png", "a/1.png", "a/0.png"]  # duplicates kept, as released
+    toks = {2: _tokens(3, 9, 8, seed=1), 4: _tokens(3, 9, 16, seed=2)}
+    bank = MemoryBank([2, 4]).setup("bottle", toks, refs)
+    sd = bank.state_dict()
+    fresh = MemoryBank([2, 4])
+    fresh.load_state_dict(sd)
+    assert fresh.class_name == "bottle" and fresh.references == refs and fresh.k_shot == 3
+    query = {2: _tokens(2, 9, 8, seed=3), 4: _tokens(2, 9, 16, seed=4)}
+    for a, b in zip(bank.distances(query), fresh.distances(query)):
+        assert torch.equal(a, b)
+    assert fresh.bank(4).shape == (27, 16)
+    with pytest.raises(ValueError, match="stages"):
+        MemoryBank([2]).load_state_dict(sd, strict=False)
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 8192])
+def test_nearest_distance_by_chunks_equals_the_direct_formula(chunk):
+    """A bank larger than one chunk (the real ViT-L bank at k = 10 is 13,690 rows)."""
+    tokens, bank = _tokens(2, 16, 8, seed=5), _tokens(37, 8, seed=6)
+    got = nearest_distance(tokens, bank, chunk=chunk)  # [2, 1, 4, 4]
+    cos = F.normalize(tokens, dim=-1) @ F.normalize(bank, dim=-1).T  # [2, 16, 37]
+    want = (1 - cos.amax(dim=-1)).reshape(2, 1, 4, 4)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    # the bank may hold raw or normalised tokens: the distance normalises both sides itself
+    torch.testing.assert_close(nearest_distance(tokens, F.normalize(bank, dim=-1), chunk), got,
+                               rtol=0, atol=1e-6)
+
+
+def test_zero_shot_map_is_the_abnormal_channel_of_the_stage_probabilities():
+    logits = [_tokens(2, 2, 3, 3, seed=7), _tokens(2, 2, 3, 3, seed=8)]
+    probs = stage_probabilities(logits, 12)
+    assert all(p.shape == (2, 2, 12, 12) for p in probs)
+    torch.testing.assert_close(zero_shot_map(logits, 12), probs[0][:, 1] + probs[1][:, 1])
+    # upsample first, then softmax (SPEC §4): not the other way round
+    other = upsample(torch.softmax(logits[0], dim=1), 12)[:, 1]
+    assert not torch.allclose(probs[0][:, 1], other)
