@@ -23,9 +23,10 @@ from models.memory_bank import MemoryBank
 @torch.no_grad()
 def reference_tokens(model: AprilGAN, root: Path, paths: Sequence[str], batch_size: int,
                      workers: int, device: torch.device) -> dict[str, dict[int, torch.Tensor]]:
-    """Raw few-shot-stage patch tokens of each distinct reference image, one pass each.
+    """Raw patch tokens of each distinct reference image, one pass each.
 
-    Returns ``{path: {stage: [L, C]}}`` (float32, on ``device``).
+    Returns ``{path: {stage: [L, C]}}`` for every backbone stage (the memory-bank stages and the
+    projected ones, which ``normal_level`` needs), float32, on ``device``.
     """
     distinct = list(dict.fromkeys(paths))
     samples = [Sample(p, "", "", "good", 0) for p in distinct]
@@ -35,7 +36,7 @@ def reference_tokens(model: AprilGAN, root: Path, paths: Sequence[str], batch_si
         for batch in it:
             enc = model.encode(batch["image"].to(device))
             for i, p in enumerate(batch["path"]):
-                out[p] = {s: enc["patch_tokens"][s][i].float() for s in model.few_shot_features}
+                out[p] = {s: enc["patch_tokens"][s][i].float() for s in model.backbone.stages}
     finally:
         stop_workers(it)
     return out
@@ -46,6 +47,26 @@ def build_bank(model: AprilGAN, cls_name: str, refs: Sequence[str],
     """A category's memory bank from cached reference tokens (duplicates kept, as released)."""
     stacked = {s: torch.stack([tokens[p][s] for p in refs]) for s in model.few_shot_features}
     return MemoryBank(model.few_shot_features).setup(cls_name, stacked, refs)
+
+
+@torch.no_grad()
+def normal_level(model: AprilGAN, refs: Sequence[str], tokens: dict[str, dict[int, torch.Tensor]],
+                 text: torch.Tensor, size: int) -> float:
+    """mu of ``per_image_scores``: the mean leave-one-out map maximum of the references.
+
+    Each distinct reference's final map is computed against a bank of the other references
+    (all copies of it left out); with one distinct reference, its zero-shot map maximum.
+    """
+    maxima = []
+    for p in dict.fromkeys(refs):
+        own = {s: t[None] for s, t in tokens[p].items()}  # {stage: [1, L, C]}
+        embed = torch.zeros(1, model.backbone.embed_dim, device=text.device)
+        m = zero_shot_map(model.head(own, embed, text)["stage_logits"], size)  # [1, S, S]
+        others = [q for q in refs if q != p]
+        if others:
+            m = m + few_shot_map(build_bank(model, "", others, tokens).distances(own), size)
+        maxima.append(float(m.max()))
+    return float(np.mean(maxima))
 
 
 @torch.no_grad()

@@ -10,7 +10,9 @@ Image score: softmax(100 * f_img @ T)[1] with f_img the L2-normalised image embe
 Few-shot, per stage n with memory bank B_n [M, C] of raw reference tokens:
     d_n = 1 - max_m cos(token, B_n[m])  -> [B, 1, h, w] -> upsample (align_corners=True)
     M_f = sum_n d_n;  final map = M + M_f
-Few-shot image score: 0.5 * (text score + minmax_category(max(final map))).
+Few-shot image score (as released, transductive): 0.5 * (text + minmax_category(max(final map))).
+Per-image few-shot score (ours): 0.5 * (text + clip((max(final map) - mu) / mu, 0, 1)), mu the
+normal level of the references (``per_image_scores``).
 """
 from __future__ import annotations
 
@@ -126,3 +128,31 @@ def combined_image_scores(text_scores: np.ndarray, maps_max: np.ndarray) -> np.n
         warnings.warn("all anomaly maps of the category share one maximum: map term set to 0")
         norm = np.zeros_like(maps_max)
     return 0.5 * (np.asarray(text_scores, dtype=np.float64) + norm)
+
+
+def per_image_scores(text_scores: np.ndarray, maps_max: np.ndarray, normal_level: float) -> np.ndarray:
+    """Per-image few-shot score: depends only on the image, the references and the model.
+
+        s     = clip((max(M) - mu) / mu, 0, 1)
+        score = 0.5 * (text score + s)
+
+    ``mu`` (``normal_level``) is the map maximum a normal image reaches: the mean, over the
+    distinct reference images, of the maximum of each one's final map against a bank of the
+    other references (leave-one-out; all copies of an image left out). s is how far a map's
+    peak rises above that normal peak, as a fraction of it: 0 for a normal-looking image, 1 at
+    twice the normal peak. With one distinct reference there is no other image to build a bank
+    from, so mu is that reference's zero-shot map maximum (its few-shot term against itself is
+    0); normal images then sit a little above s = 0, but each score still depends on the image
+    alone. Same range [0, 1] and the same 0.5 weighting as the released score.
+
+    Args:
+        text_scores: [N] text scores.
+        maps_max: [N] maxima of the final maps.
+        normal_level: mu > 0.
+
+    Returns:
+        [N] float64 scores.
+    """
+    mu = max(float(normal_level), 1e-12)
+    s = np.clip((np.asarray(maps_max, dtype=np.float64) - mu) / mu, 0.0, 1.0)
+    return 0.5 * (np.asarray(text_scores, dtype=np.float64) + s)
