@@ -1,8 +1,10 @@
-"""On-disk cache of frozen-backbone outputs for training (``train.py --cache_features``).
+"""On-disk store of frozen-backbone outputs (``train.py --cache_features``, ``test.py
+--feature_store``).
 
-The backbone is frozen, so a training sample that is not mosaic-augmented in an epoch gives the
-same stage tokens every epoch: they are computed once, stored as one ``.npy`` per sample, and
-read back in later epochs and runs (at ViT-L/14-336, 518 px, about 11 MB per image in fp16).
+The backbone is frozen and the preprocessing fixed, so an image that is not mosaic-augmented
+gives the same stage tokens every time: they are computed once, stored, and read back in later
+epochs, in the dataset's evaluations and in later runs (at ViT-L/14-336, 518 px, about 11 MB per
+image in fp16 for four stages).
 """
 from __future__ import annotations
 
@@ -28,48 +30,69 @@ class FeatureCacheError(DatasetError):
 
 
 class FeatureCache:
-    """Frozen-backbone outputs of training samples on disk, one ``.npy`` per sample.
+    """Frozen-backbone outputs of one dataset's images on disk: the feature store.
 
-    Each file is a flat array in the dtype the backbone produced: the stage tokens [L, C] of
-    every ``features_list`` stage, the image embedding [D] and the 0/1 mask [S, S], laid out as
-    ``manifest.json`` records. The manifest also holds a key (model, weights checksum, image
-    size, stages, dataset root, precision); a folder made under another key is refused. File
+    One ``.npy`` per image and part (``stage{n}`` tokens [L, C], ``image_embed`` [D], the 0/1
+    ``mask`` [S, S]), in the dtype the backbone produced, so any stage list reads what it needs
+    and computes the rest: training (``train.py --cache_features``), zero-shot and few-shot
+    evaluation (``test.py --feature_store``) of the same dataset share one folder. The manifest
+    holds a key (model, sha256 of the weights file or the hub tag, model config, image size,
+    dataset root, precision) and the dtype; a folder made under another key is refused. Entry
     names hash the image/mask paths, sizes and mtimes, so edited images are never served stale.
+
+    Args:
+        root: the folder.
+        key: the settings the stored values depend on.
+        layout: the parts this user reads and writes: ``[(name, shape), ...]``.
+        flag: the command-line flag that named the folder (for messages).
     """
 
-    def __init__(self, root: str | Path, key: dict, layout: list[tuple[str, tuple[int, ...]]]):
-        self.root, self.key, self.layout = Path(root), key, [(n, tuple(s)) for n, s in layout]
+    def __init__(self, root: str | Path, key: dict, layout: list[tuple[str, tuple[int, ...]]],
+                 flag: str = "--cache_features"):
+        self.root, self.key, self.flag = Path(root), key, flag
+        self.layout = [(n, tuple(int(x) for x in s)) for n, s in layout]
         self.size = sum(int(np.prod(s)) for _, s in self.layout)  # values per entry
         self.dtype: str | None = None  # fixed by the first write
         self.checked, self.missing = False, 0
         self.root.mkdir(parents=True, exist_ok=True)
         man = self.root / "manifest.json"
         if man.is_file():
-            old = read_json(man, "feature cache manifest", error=FeatureCacheError,
-                            hint="pass another --cache_features folder or delete it")
+            old = read_json(man, "feature store manifest", error=FeatureCacheError,
+                            hint=f"pass another {flag} folder or delete it")
             diff = [k for k in sorted(set(key) | set(old.get("key", {})))
                     if old.get("key", {}).get(k) != key.get(k)]
-            if diff or [(n, tuple(s)) for n, s in old.get("layout", [])] != self.layout:
+            if diff or old.get("version") != 2:
                 raise FeatureCacheError(
-                    f"feature cache {self.root} was made with other settings (differs in: "
-                    f"{', '.join(diff) or 'layout'}); pass another --cache_features folder or delete it")
+                    f"feature store {self.root} was made with other settings (differs in: "
+                    f"{', '.join(diff) or 'format version'}); pass another {flag} folder or "
+                    "delete it")
             self.dtype = old.get("dtype")
         elif any(self.root.iterdir()):
-            raise FeatureCacheError(f"--cache_features {self.root} is not empty and has no "
+            raise FeatureCacheError(f"{flag} {self.root} is not empty and has no "
                                     "manifest.json; pass an empty or new folder")
         else:
             self._write_manifest()
 
     def _write_manifest(self) -> None:
         atomic_write_text(self.root / "manifest.json", json.dumps(
-            {"version": 1, "key": self.key, "layout": self.layout, "dtype": self.dtype}, indent=1))
+            {"version": 2, "key": self.key, "dtype": self.dtype}, indent=1))
+
+    def _file(self, name: str, part: str) -> Path:
+        return self.root / f"{name}.{part}.npy"
 
     def snapshot(self) -> set[str]:
-        return {f[:-4] for f in os.listdir(self.root) if f.endswith(".npy")}
+        """Entry names that hold every part of this layout."""
+        by_name: dict[str, set[str]] = {}
+        for f in os.listdir(self.root):
+            if f.endswith(".npy") and f.count(".") == 2:
+                name, part, _ = f.split(".")
+                by_name.setdefault(name, set()).add(part)
+        want = {n for n, _ in self.layout}
+        return {n for n, parts in by_name.items() if want <= parts}
 
     def reserve(self, dtype: torch.dtype) -> None:
         """Before the first write of a run: fix the dtype (that of the backbone's tokens) and
-        check the free space for the ``missing`` entries of this epoch."""
+        check the free space for the ``missing`` entries."""
         self.checked = True
         name = str(dtype).replace("torch.", "")
         if self.dtype is None:
@@ -78,34 +101,34 @@ class FeatureCache:
         per, missing = self.size * np.dtype(self.dtype).itemsize, self.missing
         need, free = per * missing, shutil.disk_usage(self.root).free
         logging.getLogger("aprilgan").info(
-            f"feature cache {self.root}: {missing} new entries x {per / 2**20:.2f} MiB "
+            f"feature store {self.root}: {missing} new entries x {per / 2**20:.2f} MiB "
             f"({self.dtype}) = {need / 2**30:.2f} GiB, {free / 2**30:.1f} GiB free")
         if need > 0.98 * free:
             raise FeatureCacheError(
-                f"--cache_features {self.root} needs about {need / 2**30:.2f} GiB for {missing} "
+                f"{self.flag} {self.root} needs about {need / 2**30:.2f} GiB for {missing} "
                 f"images but only {free / 2**30:.2f} GiB is free; free space, pick another "
-                "folder, or train without --cache_features")
+                f"folder, or run without {self.flag}")
 
     def put(self, name: str, parts: dict[str, torch.Tensor]) -> None:
-        flat = np.concatenate([parts[n].detach().reshape(-1).to("cpu", getattr(torch, self.dtype))
-                               .numpy() for n, _ in self.layout])
-        tmp = self.root / f".{name}.{os.getpid()}.tmp"
-        with open(tmp, "wb") as f:
-            np.save(f, flat)
-        os.replace(tmp, self.root / f"{name}.npy")
+        """Store every part of ``parts`` that is in the layout (atomically, part by part)."""
+        for n, _ in self.layout:
+            flat = parts[n].detach().reshape(-1).to("cpu", getattr(torch, self.dtype)).numpy()
+            tmp = self.root / f".{name}.{n}.{os.getpid()}.tmp"
+            with open(tmp, "wb") as f:
+                np.save(f, flat)
+            os.replace(tmp, self._file(name, n))
 
     def get(self, name: str) -> dict[str, torch.Tensor] | None:
-        """The entry's parts as tensors, or None if the file is unreadable (then recomputed)."""
-        try:
-            flat = torch.from_numpy(np.load(self.root / f"{name}.npy"))
-        except (OSError, ValueError):
-            return None
-        if flat.numel() != self.size:
-            return None
-        out, at = {}, 0
+        """The entry's parts as tensors, or None if one is missing or unreadable (recomputed)."""
+        out = {}
         for n, shape in self.layout:
-            k = int(np.prod(shape))
-            out[n], at = flat[at:at + k].reshape(shape), at + k
+            try:
+                flat = torch.from_numpy(np.load(self._file(name, n)))
+            except (OSError, ValueError):
+                return None
+            if flat.numel() != int(np.prod(shape)):
+                return None
+            out[n] = flat.reshape(shape)
         return out
 
 
@@ -143,7 +166,7 @@ class TrainItems(Dataset):
             if parts is not None:
                 s = self.ds.samples[i]
                 return {"index": i, "label": s.anomaly, "cls_name": s.cls_name, "augmented": False,
-                        "mask": parts.pop("mask").float(), "features": parts}
+                        "path": s.img_path, "mask": parts.pop("mask").float(), "features": parts}
         return {**self.ds[i], "features": None}
 
 
@@ -154,4 +177,6 @@ def collate_train(batch: list[dict]) -> dict:
             "mask": torch.stack([b["mask"] for b in batch]),
             "cls_name": [b["cls_name"] for b in batch], "index": [b["index"] for b in batch],
             "augmented": [bool(b["augmented"]) for b in batch],
+            "label": torch.tensor([int(b["label"]) for b in batch]),
+            "path": [b.get("path", "") for b in batch],
             "features": [b["features"] for b in batch]}

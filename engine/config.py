@@ -27,6 +27,19 @@ PAPER_K_SHOTS = (1, 2, 4)
 PAPER_SEEDS = (1, 2, 3, 4, 5)
 
 M = "model"
+IMAGE_SCORES = ("released", "per_image", "both")
+
+
+def check_device_name(flag: str, name: str | None, auto: bool = False) -> None:
+    """ConfigError unless ``name`` looks like cpu, cuda, cuda:N (or auto); availability is
+    checked when the device is used."""
+    import re
+
+    if name is None or (auto and name == "auto"):
+        return
+    if not re.fullmatch(r"cpu|cuda(:\d+)?|mps|xpu(:\d+)?", name):
+        raise ConfigError(f"{flag} {name!r} is not a device name (use "
+                          f"{'auto, ' if auto else ''}cpu, cuda or cuda:N)")
 
 
 @dataclass
@@ -77,14 +90,26 @@ class EvalConfig(ModelConfig):
                                  "[N,S,S] float32)")
     visualize: bool = opt(False, "write heatmap overlays (slower)")
     no_mvtec_aupro: bool = opt(False, "skip the MVTec AD benchmark's AU-PRO (an extra column)")
-    metric_workers: int = opt(0, "processes computing metrics while the backbone runs on (0: "
-                              "inline); each needs about 2 GB for a 200-image category at "
-                              "518 px", minimum=0)
+    metric_workers: int = opt(0, "CPU processes computing metrics while the backbone runs on "
+                              "(0: inline; not used when the metrics run on a GPU); each needs "
+                              "about 2 GB for a 200-image category at 518 px", minimum=0)
+    metrics_device: str = opt("auto", "where the exact metrics run: auto (the model's device), "
+                              "cpu, cuda or cuda:N", metavar="DEV")
+    image_score: str = opt("released", "few-shot image score: released (0.5 * (text + map "
+                           "maximum min-max normalised over the category's test images), as in "
+                           "the paper), per_image (0.5 * (text + the map maximum's rise above "
+                           "the references' own level); depends on nothing but the image), or "
+                           "both (metrics of both, side by side)", choices=IMAGE_SCORES)
+    feature_store: str | None = opt(None, "folder of stored backbone outputs of this dataset "
+                                    "(shared with train.py --cache_features on the same data): "
+                                    "stored test images skip the backbone, new ones are added",
+                                    path=True)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.few_shot_features is None:
             self.few_shot_features = list(self.features_list)
+        check_device_name("--metrics_device", self.metrics_device, auto=True)
 
 
 @dataclass

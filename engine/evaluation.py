@@ -14,8 +14,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from torch.utils.data import DataLoader
+
 from datasets import load_meta, make_samples
-from datasets.anomaly_dataset import Sample
+from datasets.anomaly_dataset import AnomalyDataset, Sample
+from datasets.feature_cache import FeatureCache, TrainItems, collate_train
 from datasets.loaders import loader
 from datasets.transforms import open_image
 from metrics import METRIC_KEYS
@@ -26,9 +29,10 @@ from utils.npz_stream import NpzStreamWriter
 from utils.visualize import save_overlay
 
 from .config import EvalConfig
-from .inference import build_bank, full_maps, progress, reference_tokens, run_category
+from .features import encode_batch, open_store
+from .inference import build_bank, normal_level, progress, reference_tokens, run_category
 from .loading import build_model, load_projections, resolve_device, trained_with
-from .metric_pool import MetricPool
+from .metric_pool import CategoryTask, MetricPool, final_maps, zero_shot_maps
 from .results import pct, write_metrics, write_summary
 from .runs import FewShotRun, Run, plan_runs
 
@@ -46,9 +50,11 @@ class EvalJob:
     device: torch.device
     workers: int
     log: logging.Logger
+    store: FeatureCache | None = None
     backbone_images: int = 0
     seconds: float = 0.0
     columns: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=lambda: {"backbone_s": 0.0, "metrics_s": 0.0})
 
     def run_dir(self, run: Run) -> Path:
         base = Path(self.cfg.save_path)
@@ -71,16 +77,26 @@ def prepare(cfg: EvalConfig, log: logging.Logger) -> EvalJob:
     model.eval()
     text = TextFeatureBank(model.backbone.encode_text, tokenizer, prompts, device)
     workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
+    store = (open_store(cfg.feature_store, cfg, model, device, cfg.dataset, root, "--feature_store")
+             if cfg.feature_store else None)
     few = [r for r in runs if isinstance(r, FewShotRun)]
     log.info(f"{cfg.mode} on {cfg.dataset} ({len(test)} categories, "
              f"{sum(map(len, test.values()))} test images), stages {model.features_list}"
              + (f", memory stages {model.few_shot_features}, runs "
                 f"{', '.join(r.label for r in few)}" if few else ""))
-    return EvalJob(cfg, root, test, runs, model, text, device, workers, log)
+    return EvalJob(cfg, root, test, runs, model, text, device, workers, log, store)
+
+
+def metrics_device(cfg: EvalConfig, model_device: torch.device) -> torch.device:
+    """``--metrics_device``: auto is the model's device."""
+    return model_device if cfg.metrics_device == "auto" else resolve_device(cfg.metrics_device)
 
 
 def run(job: EvalJob) -> dict[Run, dict[str, dict]]:
-    """The pass over the categories; returns {run: {category: metrics}} (files streamed)."""
+    """The pass over the categories; returns {run: {category: result}} (files streamed).
+
+    A result is what ``metric_pool.score_category`` returns for that run and category.
+    """
     cfg, size, runs = job.cfg, job.cfg.image_size, job.runs
     writers: dict[Run, NpzStreamWriter] = {}
     if cfg.save_predictions:
@@ -90,32 +106,28 @@ def run(job: EvalJob) -> dict[Run, dict[str, dict]]:
             w.begin("anomaly_maps", (n, size, size), np.float32)
     per_cat: dict[Run, dict] = {r: {} for r in runs}
     job.columns = {r: {"img_paths": [], "cls_names": [], "gt_sp": [], "pr_sp": []} for r in runs}
-    pool, pending = MetricPool(cfg.metric_workers), {}
+    pool, pending = MetricPool(cfg.metric_workers, metrics_device(cfg, job.device)), {}
     t0 = time.time()
     try:
         for cls in job.test:
-            res, banks = _infer_category(job, cls)
-            for i, r in enumerate(runs):
-                dist = res["distances"][i] if banks else None
-                maps = None  # made here only when written; a worker process makes its own
-                if r in writers or cfg.visualize:
-                    maps = np.concatenate(list(full_maps(res["logits"], dist, size)))
-                pending[r, cls] = pool.submit(res["logits"], dist, res["text_score"], res["gt_px"],
-                                              res["gt_sp"], size, not cfg.no_mvtec_aupro,
-                                              maps if pool.inline else None)
+            res, levels = _infer_category(job, cls)
+            few = any(isinstance(r, FewShotRun) for r in runs)
+            task = CategoryTask(res["logits"], res["distances"] if few else [None], levels,
+                                res["text_score"], res["gt_px"], res["gt_sp"], size,
+                                not cfg.no_mvtec_aupro, cfg.image_score)
+            pending[cls] = pool.submit(task)
+            for r in runs:
                 c = job.columns[r]
                 c["img_paths"] += res["paths"]
                 c["cls_names"] += [cls] * len(res["paths"])
                 c["gt_sp"].append(res["gt_sp"])
-                if maps is not None:
-                    _write_maps(job, r, cls, res, maps, writers.get(r))
+            if writers or cfg.visualize:
+                _write_maps(job, cls, res, writers)
             if pool.inline:
-                log_category(job.log, cls, pending[runs[0], cls].result()[0])
-        for (r, cls), fut in pending.items():
-            per_cat[r][cls], score = fut.result()
-            job.columns[r]["pr_sp"].append(score)
-            if not pool.inline and r is runs[0]:
-                log_category(job.log, cls, per_cat[r][cls])
+                _collect(job, cls, pending[cls].result(), per_cat)
+        if not pool.inline:
+            for cls, fut in pending.items():
+                _collect(job, cls, fut.result(), per_cat)
         for r, w in writers.items():
             c = job.columns[r]
             w.add("img_paths", np.array(c["img_paths"]))
@@ -133,55 +145,102 @@ def run(job: EvalJob) -> dict[Run, dict[str, dict]]:
     return per_cat
 
 
+def _collect(job: EvalJob, cls: str, results: list[dict], per_cat: dict) -> None:
+    """File one category's results under each run; log the first run's line and warnings."""
+    for r, res in zip(job.runs, results):
+        per_cat[r][cls] = res
+        job.columns[r]["pr_sp"].append(res["score"])
+        job.timings["metrics_s"] += res["seconds"]
+        for w in res["warnings"]:
+            job.log.warning(f"warning: {cls} ({r.label}): {w}")
+    log_category(job.log, cls, results[0]["metrics"])
+
+
 def _infer_category(job: EvalJob, cls: str):
-    """One backbone pass over a category (and its distinct reference images)."""
-    banks = []
+    """One backbone pass over a category (and its distinct reference images).
+
+    Returns (run_category's result, per run the normal level of the per-image score).
+    """
+    banks, levels = [], [None]
     few = [r for r in job.runs if isinstance(r, FewShotRun)]
+    text = job.text(cls)
     if few:
+        t0 = time.perf_counter()
         wanted = [p for r in few for p in r.references[cls]]
         tokens = reference_tokens(job.model, job.root, wanted, job.cfg.batch_size, job.workers,
                                   job.device)
+        job.timings["backbone_s"] += time.perf_counter() - t0
         job.backbone_images += len(tokens)
         banks = [build_bank(job.model, cls, r.references[cls], tokens) for r in few]
+        levels = [normal_level(job.model, r.references[cls], tokens, text, job.cfg.image_size)
+                  for r in few]
     bar = progress(len(job.test[cls]), cls)
     try:
-        res = run_category(job.model, loader(job.root, job.test[cls], job.cfg.image_size,
-                                             job.cfg.batch_size, job.workers),
-                           job.text(cls), banks, job.device, bar.update)
+        batches, encode = _batches(job, cls)
+        res = run_category(job.model, batches, text, banks, job.device, bar.update, encode)
     finally:  # also on error: clear the bar so an error message starts its own line
         bar.close()
-    job.backbone_images += len(res["paths"])
-    return res, banks
+    job.backbone_images += res["backbone_images"]
+    job.timings["backbone_s"] += res["backbone_seconds"]
+    return res, levels
 
 
-def _write_maps(job: EvalJob, r: Run, cls: str, res: dict, maps: np.ndarray,
-                writer: NpzStreamWriter | None) -> None:
-    if writer is not None:
-        writer.write(maps)
-    if job.cfg.visualize:
-        vis = job.run_dir(r) / "overlays" / cls
-        for p, m, g in zip(res["paths"], maps, res["gt_px"]):
-            save_overlay(vis / (p.replace("/", "_").rsplit(".", 1)[0] + ".png"),
-                         open_image(job.root / p), m, g, vmax=None)
+def _batches(job: EvalJob, cls: str):
+    """The category's batches, and how to encode them (from the feature store when there)."""
+    cfg = job.cfg
+    if job.store is None:
+        return loader(job.root, job.test[cls], cfg.image_size, cfg.batch_size, job.workers), None
+    items = TrainItems(AnomalyDataset(job.root, job.test[cls], cfg.image_size), job.store)
+    items.set_epoch(0)
+    job.store.missing = len(set(items.keys) - items.cached)
+    batches = DataLoader(items, batch_size=cfg.batch_size, shuffle=False,
+                         num_workers=job.workers, collate_fn=collate_train)
+    return batches, lambda b: encode_batch(job.model, b, items, job.device)
+
+
+def _write_maps(job: EvalJob, cls: str, res: dict, writers: dict) -> None:
+    """predictions.npz rows and overlays of one category, per run (maps made on the CPU)."""
+    size = job.cfg.image_size
+    zs = zero_shot_maps(res["logits"], size, torch.device("cpu"))
+    few = any(isinstance(r, FewShotRun) for r in job.runs)
+    for i, r in enumerate(job.runs):
+        maps = final_maps(zs, res["distances"][i] if few else None, size).numpy()
+        if r in writers:
+            writers[r].write(maps)
+        if job.cfg.visualize:
+            vis = job.run_dir(r) / "overlays" / cls
+            for p, m, g in zip(res["paths"], maps, res["gt_px"]):
+                save_overlay(vis / (p.replace("/", "_").rsplit(".", 1)[0] + ".png"),
+                             open_image(job.root / p), m, g, vmax=None)
 
 
 def write(job: EvalJob, per_cat: dict[Run, dict], config_text: str) -> dict[Run, dict]:
-    """Each run's metrics.json, tables, thresholds (and references); config; the summary."""
+    """Each run's metrics.json, tables, thresholds (and references); config; the summary;
+    timings.json (seconds in the backbone and in the metrics)."""
     cfg, save, n_runs = job.cfg, Path(job.cfg.save_path), len(job.runs)
     results = {}
     for r in job.runs:
         out = job.run_dir(r)
-        extra = {"mode": cfg.mode, "dataset": cfg.dataset, **r.info()}
+        used = "per_image" if cfg.image_score == "per_image" else "released"
+        extra = {"mode": cfg.mode, "dataset": cfg.dataset, "image_score": used, **r.info()}
         if isinstance(r, FewShotRun):
             atomic_write_json(out / "references.json", r.references)
         title = f"{cfg.dataset} {cfg.mode}" + (f" {r.label}" if n_runs > 1 else "")
-        results[r] = write_metrics(out, per_cat[r], extra, title=title, echo=n_runs == 1,
-                                   log=job.log)
+        other = None
+        if cfg.image_score == "both":
+            other = {c: res["image_metrics_per_image"] for c, res in per_cat[r].items()}
+        results[r] = write_metrics(out, {c: res["metrics"] for c, res in per_cat[r].items()},
+                                   extra, title=title, echo=n_runs == 1, log=job.log,
+                                   per_image_sp=other)
     atomic_write_text(save / "config.json", config_text)
     if n_runs > 1:
         write_summary(save, {(r.k, r.seed): results[r] for r in job.runs}, log=job.log)
-    job.log.info(f"{job.backbone_images} images through the backbone in {job.seconds:.1f} s; "
-                 f"results in {save}")
+    t = job.timings
+    atomic_write_json(save / "timings.json", {
+        "backbone_s": round(t["backbone_s"], 3), "metrics_s": round(t["metrics_s"], 3),
+        "total_s": round(job.seconds, 3), "backbone_images": job.backbone_images})
+    job.log.info(f"{job.backbone_images} images through the backbone ({t['backbone_s']:.1f} s), "
+                 f"metrics {t['metrics_s']:.1f} s, {job.seconds:.1f} s in all; results in {save}")
     return results
 
 

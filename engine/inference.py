@@ -6,6 +6,7 @@ for every few-shot run, the [N, 1, h, h] memory distances -- a few MB even at 51
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -71,28 +72,41 @@ def normal_level(model: AprilGAN, refs: Sequence[str], tokens: dict[str, dict[in
 
 @torch.no_grad()
 def run_category(model: AprilGAN, batches, text: torch.Tensor, banks: Sequence[MemoryBank],
-                 device: torch.device, on_batch: Callable[[int], None] | None = None) -> dict:
+                 device: torch.device, on_batch: Callable[[int], None] | None = None,
+                 encode: Callable[[dict], tuple] | None = None) -> dict:
     """Infer one category.
 
     Args:
         batches: iterable of collated batches (images of one category).
         text: [D, 2] text features of the category.
         banks: memory banks, one per few-shot run (empty for zero-shot).
+        encode: batch -> (patch_tokens, image_embed, n through the backbone); default: the
+            backbone on ``batch["image"]`` (a feature store passes ``engine.features``' reader).
 
     Returns:
         ``logits``: list over stages of [N, 2, h, h]; ``distances``: per bank, list over stages
         of [N, 1, h, h]; ``text_score`` [N] float64; ``gt_px`` [N, S, S] uint8; ``gt_sp`` [N]
-        int64; ``paths`` list[str]. All on the CPU.
+        int64; ``paths`` list[str]; ``backbone_images``; ``backbone_seconds``. On the CPU.
     """
     logits, dists, scores, gts, labels, paths = [], [[] for _ in banks], [], [], [], []
+    n_backbone, t_backbone = 0, 0.0
     it = iter(batches)
     try:
         for batch in it:
-            enc = model.encode(batch["image"].to(device))
-            head = model.head(enc["patch_tokens"], enc["image_embed"], text.to(device))
+            t0 = time.perf_counter()
+            if encode is None:
+                enc = model.encode(batch["image"].to(device))
+                tokens, embed, n = enc["patch_tokens"], enc["image_embed"], len(batch["path"])
+            else:
+                tokens, embed, n = encode(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            t_backbone += time.perf_counter() - t0
+            n_backbone += n
+            head = model.head(tokens, embed, text.to(device))
             logits.append([l.float().cpu() for l in head["stage_logits"]])
             for d, bank in zip(dists, banks):
-                d.append([x.cpu() for x in bank.distances(enc["patch_tokens"])])
+                d.append([x.cpu() for x in bank.distances(tokens)])
             scores.append(head["image_score"].double().cpu())
             gts.append(batch["mask"].to(torch.uint8))
             labels.append(batch["label"])
@@ -104,7 +118,8 @@ def run_category(model: AprilGAN, batches, text: torch.Tensor, banks: Sequence[M
     cat = lambda per_batch: [torch.cat(x) for x in zip(*per_batch)]  # noqa: E731
     return {"logits": cat(logits), "distances": [cat(d) for d in dists],
             "text_score": torch.cat(scores).numpy(), "gt_px": torch.cat(gts).numpy(),
-            "gt_sp": torch.cat(labels).numpy().astype(np.int64), "paths": paths}
+            "gt_sp": torch.cat(labels).numpy().astype(np.int64), "paths": paths,
+            "backbone_images": n_backbone, "backbone_seconds": t_backbone}
 
 
 def full_maps(logits: Sequence[torch.Tensor], distances: Sequence[torch.Tensor] | None,

@@ -1,66 +1,149 @@
-"""A category's metrics, computed inline or in worker processes while the backbone goes on.
+"""A category's metrics for every run, computed inline, in a thread (GPU) or in processes (CPU).
 
-``score_run`` turns one category's patch-resolution results of one run into final maps, final
-image scores (SPEC §5: the text score in zero-shot, the combined score in few-shot) and the
-metrics of SPEC §7. ``MetricPool`` runs it inline (workers=0) or in spawned processes, each with
-one torch thread, so the metrics of category c overlap the backbone pass of category c + 1.
+``score_category`` turns one category's patch-resolution results into, for each run, the final
+maps, the image scores (SPEC §5, and the per-image score) and the metrics of SPEC §7. All the
+runs of a category share its masks, their connected components and the zero-shot part of the
+maps, so those are made once. ``MetricPool`` runs it inline, in one background thread when the
+metrics run on a GPU (the backbone goes on meanwhile), or in spawned worker processes with one
+torch thread each (CPU-only machines; ``--metric_workers``).
 """
 from __future__ import annotations
 
+import time
+import warnings
 from concurrent.futures import Future
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from models.anomaly_maps import combined_image_scores
+from models.anomaly_maps import (combined_image_scores, few_shot_map, per_image_scores,
+                                 zero_shot_map)
 
-from .inference import full_maps
+IMAGE_SCORES = ("released", "per_image", "both")
 
 
-def score_run(logits: Sequence[torch.Tensor], distances: Sequence[torch.Tensor] | None,
-              text_score: np.ndarray, gt_px: np.ndarray, gt_sp: np.ndarray, size: int,
-              with_mvtec_aupro: bool = True,
-              maps: np.ndarray | None = None) -> tuple[dict, np.ndarray]:
-    """Final maps, image scores and metrics of one category in one run.
+@dataclass
+class CategoryTask:
+    """What the metrics of one category need (small: patch-resolution results and masks)."""
 
-    ``maps`` [N, S, S]: the final maps when the caller already made them (else built here).
+    logits: list[torch.Tensor]  # per stage [N, 2, h, h]
+    distances: list[list[torch.Tensor] | None]  # per run: per stage [N, 1, h, h], None zero-shot
+    normal_levels: list[float | None]  # per run: mu of the per-image score (few-shot)
+    text_score: np.ndarray  # [N]
+    gt_px: np.ndarray  # [N, S, S] uint8
+    gt_sp: np.ndarray  # [N]
+    size: int
+    with_mvtec_aupro: bool = True
+    image_score: str = "released"
 
-    Returns:
-        (metrics dict of ``metrics.category_metrics``, [N] final image scores: the text score in
-        zero-shot, 0.5 * (text + minmax(max map)) in few-shot).
+
+def final_maps(zero_shot: torch.Tensor, distances: Sequence[torch.Tensor] | None, size: int,
+               chunk: int = 16) -> torch.Tensor:
+    """[N, S, S] float32: the zero-shot maps plus (few-shot) the upsampled memory distances."""
+    if not distances:
+        return zero_shot
+    out = torch.empty_like(zero_shot)
+    for a in range(0, zero_shot.shape[0], chunk):
+        out[a:a + chunk] = zero_shot[a:a + chunk] + few_shot_map(
+            [d[a:a + chunk].to(zero_shot.device) for d in distances], size)
+    return out
+
+
+def zero_shot_maps(logits: Sequence[torch.Tensor], size: int, device: torch.device,
+                   chunk: int = 16) -> torch.Tensor:
+    """[N, S, S] float32 zero-shot maps on ``device``, built ``chunk`` images at a time."""
+    n = logits[0].shape[0]
+    out = torch.empty((n, size, size), dtype=torch.float32, device=device)
+    for a in range(0, n, chunk):
+        out[a:a + chunk] = zero_shot_map([l[a:a + chunk].to(device) for l in logits], size)
+    return out
+
+
+def image_scores_of(task: CategoryTask, run: int, maps_max: np.ndarray) -> dict[str, np.ndarray]:
+    """The image scores of one run: ``released`` (SPEC §5) and, in few-shot, ``per_image``."""
+    if task.distances[run] is None:
+        return {"released": task.text_score, "per_image": task.text_score}
+    released = combined_image_scores(task.text_score, maps_max)
+    return {"released": released,
+            "per_image": per_image_scores(task.text_score, maps_max, task.normal_levels[run])}
+
+
+def score_category(task: CategoryTask, device: str | torch.device | None = None) -> list[dict]:
+    """Metrics of every run of one category.
+
+    Returns, per run: ``metrics`` (``category_metrics`` of the score in use: the released one,
+    or the per-image one with ``image_score="per_image"``), ``curves`` (for the report),
+    ``scores`` {"released", "per_image"} [N], ``score`` (the one in use), ``maps_max`` [N],
+    ``image_metrics_per_image`` (with ``image_score="both"``: image-level metrics of the
+    per-image score), ``warnings`` (messages for the log), ``seconds``.
     """
-    from metrics import category_metrics  # imported here: this runs in metric worker processes
+    from metrics import category_metrics_and_curves, mask_regions  # heavy: only where used
+    from metrics.classification import classification_metrics
 
-    if maps is None:
-        maps = np.concatenate(list(full_maps(logits, distances, size)))
-    score = text_score
-    if distances:
-        score = combined_image_scores(text_score, maps.max(axis=(1, 2)))
-    return category_metrics(gt_px, maps, gt_sp, score, with_mvtec_aupro=with_mvtec_aupro), score
+    t0 = time.perf_counter()
+    dev = torch.device(device) if device is not None else torch.device("cpu")
+    regions = mask_regions(task.gt_px)  # once per category: the runs share the masks
+    gt = torch.from_numpy(task.gt_px).to(dev) if dev.type == "cuda" else task.gt_px
+    zs = zero_shot_maps(task.logits, task.size, dev)
+    out = []
+    for r, dist in enumerate(task.distances):
+        t1 = time.perf_counter()
+        maps = final_maps(zs, dist, task.size)
+        maps_max = maps.amax(dim=(1, 2)).double().cpu().numpy()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            scores = image_scores_of(task, r, maps_max)
+        use = "per_image" if task.image_score == "per_image" else "released"
+        pixels = maps if dev.type == "cuda" else maps.numpy()
+        metrics, curves = category_metrics_and_curves(
+            gt, pixels, task.gt_sp, scores[use], with_mvtec_aupro=task.with_mvtec_aupro,
+            device=dev if dev.type == "cuda" else None, regions=regions)
+        res = {"metrics": metrics, "curves": curves, "scores": scores, "score": scores[use],
+               "maps_max": maps_max, "image_metrics_per_image": None,
+               "warnings": [str(w.message) for w in caught]}
+        if task.image_score == "both":
+            res["image_metrics_per_image"] = classification_metrics(task.gt_sp, scores["per_image"])
+        res["seconds"] = time.perf_counter() - (t0 if r == 0 else t1)
+        out.append(res)
+        del maps
+    return out
+
+
+def _run_on_cpu(task: CategoryTask) -> list[dict]:
+    return score_category(task, None)
 
 
 class MetricPool:
-    """Computes ``score_run`` tasks inline (workers=0) or in worker processes."""
+    """Runs ``score_category`` inline, in a thread (metrics on a GPU) or in worker processes."""
 
-    def __init__(self, workers: int = 0):
+    def __init__(self, workers: int = 0, device: str | torch.device | None = None):
+        self.device = torch.device(device) if device is not None else None
         self.executor = None
-        if workers > 0:
+        on_gpu = self.device is not None and self.device.type == "cuda"
+        if workers > 0 and not on_gpu:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor
             self.executor = ProcessPoolExecutor(
                 workers, mp_context=mp.get_context("spawn"), initializer=torch.set_num_threads,
                 initargs=(1,))
+        elif on_gpu:
+            from concurrent.futures import ThreadPoolExecutor
+            self.executor = ThreadPoolExecutor(1, thread_name_prefix="metrics")
+        self.processes = workers > 0 and not on_gpu
 
     @property
     def inline(self) -> bool:
         return self.executor is None
 
-    def submit(self, *args, **kwargs) -> Future:
+    def submit(self, task: CategoryTask) -> Future:
+        if self.processes:
+            return self.executor.submit(_run_on_cpu, task)
         if self.executor is not None:
-            return self.executor.submit(score_run, *args, **kwargs)
+            return self.executor.submit(score_category, task, self.device)
         f: Future = Future()
-        f.set_result(score_run(*args, **kwargs))
+        f.set_result(score_category(task, self.device))
         return f
 
     def close(self) -> None:

@@ -29,20 +29,39 @@ def _shown(table: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
             for c, m in table.items()}
 
 
+SP_KEYS = ("auroc_sp", "f1_sp", "ap_sp")
+
+
 def write_metrics(out: Path, per_category: dict[str, dict[str, float]], extra: dict,
-                  title: str = "", echo: bool = True, log: logging.Logger | None = None) -> dict:
-    """Write metrics.json, metrics.md, metrics.csv and thresholds.json into ``out``."""
+                  title: str = "", echo: bool = True, log: logging.Logger | None = None,
+                  per_image_sp: dict[str, dict[str, float]] | None = None) -> dict:
+    """Write metrics.json, metrics.md, metrics.csv and thresholds.json into ``out``.
+
+    ``per_image_sp`` ({cat: {"auroc", "ap", "f1", "threshold"}}, with ``--image_score both``):
+    the image-level metrics of the per-image score, written beside the released ones
+    (``metrics.json`` key ``per_image_score``, a second table, ``thresholds.json`` key
+    ``image_per_image``).
+    """
     thresholds = {c: {"pixel": m.get("threshold_px"), "image": m.get("threshold_sp")}
                   for c, m in per_category.items()}
     scores = {c: {k: v for k, v in m.items() if k not in THRESHOLD_KEYS}
               for c, m in per_category.items()}
     mean = mean_metrics(scores)
     result = {"per_category": scores, "mean": mean, "vand": vand_summary(scores), **extra}
+    table = format_table(_shown(scores), _shown({"mean": mean})["mean"])
+    if per_image_sp is not None:
+        sp = {c: {"auroc_sp": m["auroc"], "f1_sp": m["f1"], "ap_sp": m["ap"]}
+              for c, m in per_image_sp.items()}
+        sp_mean = mean_metrics(sp)
+        result["per_image_score"] = {"per_category": sp, "mean": sp_mean}
+        for c, m in per_image_sp.items():
+            thresholds[c]["image_per_image"] = m["threshold"]
+        table += ("\n\nImage metrics of the per-image score (--image_score per_image):\n\n"
+                  + format_table(_shown(sp), _shown({"mean": sp_mean})["mean"], keys=SP_KEYS))
     atomic_write_json(out / "metrics.json", result)
     atomic_write_json(out / "thresholds.json", {
         "note": "F1-max thresholds on the final image score and on the anomaly map, per category",
         **extra, "per_category": thresholds})
-    table = format_table(_shown(scores), _shown({"mean": mean})["mean"])
     atomic_write_text(out / "metrics.md", (f"# {title}\n\n" if title else "") + table + "\n")
     rows = [["objects", *METRIC_KEYS]] + [
         [c, *(pct(m[k]) for k in METRIC_KEYS)] for c, m in {**scores, "mean": mean}.items()]

@@ -63,11 +63,11 @@ def batch_loss(model: AprilGAN, patch_tokens: dict[int, torch.Tensor], image_emb
 
 
 def make_cache(cfg: TrainConfig, model: AprilGAN, device: torch.device) -> FeatureCache:
-    """Open (or create) the feature cache of this run's backbone weights, size and stages.
+    """Open (or create) the feature store of this run's backbone weights, size and data.
 
     The key holds the sha256 of the weights file (or the hub tag), the model config's sha1,
-    the image size, the stages, the dataset root and the precision; a folder made under
-    another key is refused.
+    the image size, the dataset root and the precision; a folder made under another key is
+    refused. Stages are stored one file each, so other stage lists share the folder.
     """
     info, s = model.backbone.info, cfg.image_size
     layout = [(f"stage{n}", (info[n].grid ** 2, info[n].dim)) for n in model.features_list]
@@ -77,7 +77,7 @@ def make_cache(cfg: TrainConfig, model: AprilGAN, device: torch.device) -> Featu
     key = {"model": cfg.model,
            "weights": f"sha256:{file_digest(weights)}" if weights.is_file() else f"tag:{cfg.pretrained}",
            "config_sha1": hashlib.sha1(cfg_text).hexdigest(), "image_size": s,
-           "stages": list(model.features_list), "dataset": cfg.dataset,
+           "dataset": cfg.dataset,
            "data_root": str(Path(cfg.train_data_path).resolve()),
            "autocast": model.backbone.use_autocast(torch.empty(0, device=device))}
     return FeatureCache(cfg.cache_features, key, layout)
@@ -200,7 +200,7 @@ def train(cfg: TrainConfig, log: logging.Logger) -> dict:
     log.info(f"training on {cfg.dataset} {root} (test split, "
              f"{plural(len(per_cat), 'category', 'categories')}, {len(samples)} images, {sum(s.anomaly for s in samples)} anomalous), "
              f"aug_rate {aug}, {plural(cfg.epoch, 'epoch')}")
-    out = {"epoch_losses": [], "backbone_images": 0, "checkpoints": []}
+    out = {"epoch_losses": [], "backbone_images": 0, "checkpoints": [], "backbone_s": 0.0}
     last = str(save / f"epoch_{start}.pth") if start else ""
     t0 = time.time()
     for epoch in range(start, cfg.epoch):
@@ -216,7 +216,9 @@ def train(cfg: TrainConfig, log: logging.Logger) -> dict:
         losses, n_bb = [], 0
         for step, batch in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epoch}",
                                           leave=False, dynamic_ncols=True)):
+            t_bb = time.perf_counter()
             tokens, embed, n = encode_batch(model, batch, items, device)
+            out["backbone_s"] += time.perf_counter() - t_bb
             n_bb += n
             text = torch.stack([texts[c] for c in batch["cls_name"]])  # [B, D, 2]
             loss = batch_loss(model, tokens, embed, text, batch["mask"].to(device))
@@ -238,6 +240,9 @@ def train(cfg: TrainConfig, log: logging.Logger) -> dict:
             out["checkpoints"].append(str(path))
             last = str(path)
     out["seconds"] = time.time() - t0
+    atomic_write_text(save / "timings.json", json.dumps({
+        "backbone_s": round(out["backbone_s"], 3), "metrics_s": 0.0,
+        "total_s": round(out["seconds"], 3), "backbone_images": out["backbone_images"]}) + "\n")
     log.info(f"{out['backbone_images']} images through the backbone in {out['seconds']:.1f} s; "
              f"checkpoints in {save}")
     return out

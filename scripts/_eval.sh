@@ -28,6 +28,8 @@ Writes RESULTS/mvtec_${MODE}/ and RESULTS/visa_${MODE}/.
                           (for MVTec AD) and exps/pretrained/mvtec_pretrained.pth (for VisA)
   --datasets D...         which datasets [mvtec visa]
   --results DIR           output root [results]${extra}
+  --feature_store DIR     read/keep the backbone outputs of each dataset in DIR/<dataset> (the
+                          folders train_*.sh --feature_store DIR fills) [off]
   --save_predictions      also write predictions.npz (maps of every test image; large)
   --visualize             also write heatmap overlays
   --metric_workers N      processes computing metrics while the GPU runs on (about 2 GB RAM
@@ -47,6 +49,7 @@ RESULTS="$REPO_ROOT/results"
 DATASETS="mvtec visa"
 K_SHOT="$K_SHOTS"            # the paper's protocol; test.py alone defaults to the released k=10, seed 10
 OPTS=()
+STORE_ROOT=""
 NPROC="$(nproc 2>/dev/null || echo 2)"
 METRIC_WORKERS="${METRIC_WORKERS:-$(( NPROC > 5 ? 4 : NPROC - 1 ))}"
 while [[ $# -gt 0 ]]; do
@@ -65,6 +68,7 @@ while [[ $# -gt 0 ]]; do
         --seeds|--seed) [[ "$MODE" == few_shot ]] || die "$1 is for test_few_shot.sh"
                   take_list "$@"; SEEDS="$LIST"; shift "$CONSUMED" ;;
         --save_predictions|--visualize) OPTS+=("$1"); shift ;;
+        --feature_store) need_value "$@"; STORE_ROOT="$(abspath "$2")"; shift 2 ;;
         --metric_workers) need_value "$@"; METRIC_WORKERS="$2"; shift 2 ;;
         *) parse_common "$@"; [[ $CONSUMED -gt 0 ]] || die "unknown option $1 (see --help)"
            shift "$CONSUMED" ;;
@@ -86,8 +90,10 @@ for ds in $DATASETS; do
         [[ -f "$data/meta.json" ]] || die "$data/meta.json not found: prepare $ds first (bash scripts/prepare_data.sh --archives DIR)"
         [[ -f "$ckpt" ]] || die "checkpoint $ckpt not found: train on $trained, pass --${ds}_checkpoint FILE, or use --released"
     fi
+    STORE=()
+    [[ -n "$STORE_ROOT" ]] && STORE=(--feature_store "$STORE_ROOT/$ds")
     run "$PYTHON" test.py --mode "$MODE" --dataset "$ds" --data_path "$data" \
         --save_path "$RESULTS/${ds}_${MODE}" --checkpoint_path "$ckpt" "${MODEL_ARGS[@]}" \
-        --metric_workers "$METRIC_WORKERS" "${FEW[@]}" "${OPTS[@]}" "${EXTRA_ARGS[@]}"
+        --metric_workers "$METRIC_WORKERS" "${FEW[@]}" "${STORE[@]}" "${OPTS[@]}" "${EXTRA_ARGS[@]}"
     echo "results: $RESULTS/${ds}_${MODE}"
 done

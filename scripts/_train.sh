@@ -19,6 +19,8 @@ Writes DIR/epoch_1.pth ... epoch_N.pth, config.json and log.txt.
                   (prepare it with: bash scripts/prepare_data.sh --archives DOWNLOADS)
   --save DIR      checkpoint folder [exps/train_on_$DS]
   --epochs N      epochs [$EPOCHS, as released]
+  --feature_store DIR  keep the frozen backbone's outputs in DIR/$DS (train.py --cache_features),
+                  shared with test_*.sh --feature_store DIR [off]
 $MODEL_FLAGS_HELP
 
 Relative paths are taken from the folder you run the script in; defaults are in the repository.
@@ -26,6 +28,7 @@ Expected time on one 24 GB GPU: about $TIME (an estimate, not a measurement).
 EOF2
 }
 
+STORE=()
 DATA="$REPO_ROOT/data/$DS"
 SAVE="$REPO_ROOT/exps/train_on_$DS"
 while [[ $# -gt 0 ]]; do
@@ -34,6 +37,7 @@ while [[ $# -gt 0 ]]; do
         --data) need_value "$@"; DATA="$(abspath "$2")"; shift 2 ;;
         --save) need_value "$@"; SAVE="$(abspath "$2")"; shift 2 ;;
         --epochs) need_value "$@"; EPOCHS="$2"; shift 2 ;;
+        --feature_store) need_value "$@"; STORE=(--cache_features "$(abspath "$2")/$DS"); shift 2 ;;
         *) parse_common "$@"; [[ $CONSUMED -gt 0 ]] || die "unknown option $1 (see --help)"
            shift "$CONSUMED" ;;
     esac
@@ -41,5 +45,5 @@ done
 [[ "$DRY_RUN" == 1 || -f "$DATA/meta.json" ]] || die "$DATA/meta.json not found: prepare $NAME first (bash scripts/prepare_data.sh --archives DIR)"
 model_args
 run "$PYTHON" train.py --dataset "$DS" --train_data_path "$DATA" --save_path "$SAVE" \
-    "${MODEL_ARGS[@]}" --aug_rate "$AUG" --epoch "$EPOCHS" "${EXTRA_ARGS[@]}"
+    "${MODEL_ARGS[@]}" --aug_rate "$AUG" --epoch "$EPOCHS" "${STORE[@]}" "${EXTRA_ARGS[@]}"
 echo "trained on $NAME: $SAVE/epoch_$EPOCHS.pth (use it with $FOR_FLAG)"

@@ -38,6 +38,11 @@ paper (RESULTS/comparison.md and .csv).
   --k_shot K...           few-shot k values [$K_SHOTS]
   --seeds S...            few-shot seeds [$SEEDS]
   --skip_few_shot         zero-shot only
+  --feature_store DIR     keep each dataset's backbone outputs in DIR/<dataset>, shared by its
+                          training and evaluations, so each test image goes through the backbone
+                          once (about 11 MB per image at ViT-L/518 in fp16; the need is checked
+                          against the free disk before the first step) [EXPS/feature_store]
+  --no_feature_store      run every step without the store (each step reruns the backbone)
 $MODEL_FLAGS_HELP
 
 Relative paths are taken from the folder you run the script in; defaults are in the repository.
@@ -54,6 +59,8 @@ ARCHIVES=""
 TRAIN=1
 RELEASED=0
 FEW=1
+STORE_DIR=""
+USE_STORE=1
 K_SHOT="$K_SHOTS"
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -70,6 +77,8 @@ while [[ $# -gt 0 ]]; do
         --skip_train) TRAIN=0; shift ;;
         --released) TRAIN=0; RELEASED=1; shift ;;
         --skip_few_shot) FEW=0; shift ;;
+        --feature_store) need_value "$@"; STORE_DIR="$(abspath "$2")"; shift 2 ;;
+        --no_feature_store) USE_STORE=0; shift ;;
         --k_shot|--k-shot) take_list "$@"; K_SHOT="$LIST"; shift "$CONSUMED" ;;
         --seeds|--seed) take_list "$@"; SEEDS="$LIST"; shift "$CONSUMED" ;;
         *) parse_common "$@"; [[ $CONSUMED -gt 0 ]] || die "unknown option $1 (see --help)"
@@ -78,6 +87,7 @@ while [[ $# -gt 0 ]]; do
 done
 MVTEC_DATA="${MVTEC_DATA:-$DATA/mvtec}"
 VISA_DATA="${VISA_DATA:-$DATA/visa}"
+STORE_DIR="${STORE_DIR:-$EXPS/feature_store}"
 
 # The shared flags, forwarded to every step script.
 COMMON=(--model "$MODEL" --pretrained "$PRETRAINED" --image_size "$IMAGE_SIZE"
@@ -96,32 +106,61 @@ else
            --visa_checkpoint "$EXPS/train_on_mvtec/epoch_$MVTEC_EPOCHS.pth")
 fi
 EVAL=(--mvtec_data "$MVTEC_DATA" --visa_data "$VISA_DATA" --results "$RESULTS" "${CKPTS[@]}")
+STORE=()
+[[ "$USE_STORE" == 1 ]] && STORE=(--feature_store "$STORE_DIR")
 
 TIMINGS="$RESULTS/timings.txt"
 [[ "$DRY_RUN" == 1 ]] || mkdir -p "$RESULTS"
-[[ "$DRY_RUN" == 1 ]] || echo "# reproduce_all.sh step times (measured), $(date)" > "$TIMINGS"
-step() {  # step NAME CMD...: run a step script and record its wall time
-    local name="$1" t0=$SECONDS
+[[ "$DRY_RUN" == 1 ]] || echo "# reproduce_all.sh step times (measured), $(date '+%Y-%m-%d %H:%M:%S')" > "$TIMINGS"
+# step NAME OUTPUT_DIRS... -- CMD...: run a step script, record its wall time and, from the
+# timings.json its python runs wrote, the seconds spent in the backbone and in the metrics.
+step() {
+    local name="$1" t0=$SECONDS outs=()
+    shift
+    while [[ "$1" != -- ]]; do outs+=("$1"); shift; done
     shift
     echo "=== $name"
     "$@"
-    [[ "$DRY_RUN" == 1 ]] || echo "$name: $((SECONDS - t0)) s" | tee -a "$TIMINGS"
+    [[ "$DRY_RUN" == 1 ]] && return 0
+    "$PYTHON" - "$name" "$((SECONDS - t0))" "${outs[@]}" >> "$TIMINGS" <<'PY'
+import json, sys
+from pathlib import Path
+name, wall, outs = sys.argv[1], sys.argv[2], sys.argv[3:]
+b = m = n = 0.0
+for d in outs:
+    f = Path(d) / "timings.json"
+    if f.is_file():
+        t = json.loads(f.read_text())
+        b, m, n = b + t.get("backbone_s", 0), m + t.get("metrics_s", 0), n + t.get("backbone_images", 0)
+print(f"{name}: {wall} s (backbone {b:.1f} s for {int(n)} images, metrics {m:.1f} s)")
+PY
+    tail -n 1 "$TIMINGS"
 }
+
+if [[ "$USE_STORE" == 1 && "$DRY_RUN" != 1 ]]; then
+    SIZE_ARGS=(--store "$STORE_DIR" --data "$MVTEC_DATA" "$VISA_DATA" --model "$MODEL"
+               --image_size "$IMAGE_SIZE" --features_list $FEATURES)
+    [[ -n "$CONFIG_PATH" ]] && SIZE_ARGS+=(--config_path "$CONFIG_PATH")
+    [[ -n "$DEVICE" ]] && SIZE_ARGS+=(--device "$DEVICE")
+    run "$PYTHON" scripts/feature_store_size.py "${SIZE_ARGS[@]}" || exit 1
+fi
 
 S="$REPO_ROOT/scripts"
 if [[ -n "$ARCHIVES" ]]; then
-    step prepare_data bash "$S/prepare_data.sh" --archives "$ARCHIVES" --out "$DATA"
+    step prepare_data -- bash "$S/prepare_data.sh" --archives "$ARCHIVES" --out "$DATA"
 fi
 if [[ "$TRAIN" == 1 ]]; then
-    step train_mvtec bash "$S/train_mvtec.sh" --data "$MVTEC_DATA" \
-        --save "$EXPS/train_on_mvtec" --epochs "$MVTEC_EPOCHS" "${COMMON[@]}" "${PASS[@]}"
-    step train_visa bash "$S/train_visa.sh" --data "$VISA_DATA" \
-        --save "$EXPS/train_on_visa" --epochs "$VISA_EPOCHS" "${COMMON[@]}" "${PASS[@]}"
+    step train_mvtec "$EXPS/train_on_mvtec" -- bash "$S/train_mvtec.sh" --data "$MVTEC_DATA" \
+        --save "$EXPS/train_on_mvtec" --epochs "$MVTEC_EPOCHS" "${STORE[@]}" "${COMMON[@]}" "${PASS[@]}"
+    step train_visa "$EXPS/train_on_visa" -- bash "$S/train_visa.sh" --data "$VISA_DATA" \
+        --save "$EXPS/train_on_visa" --epochs "$VISA_EPOCHS" "${STORE[@]}" "${COMMON[@]}" "${PASS[@]}"
 fi
-step test_zero_shot bash "$S/test_zero_shot.sh" "${EVAL[@]}" "${COMMON[@]}" "${PASS[@]}"
+step test_zero_shot "$RESULTS/mvtec_zero_shot" "$RESULTS/visa_zero_shot" -- \
+    bash "$S/test_zero_shot.sh" "${EVAL[@]}" "${STORE[@]}" "${COMMON[@]}" "${PASS[@]}"
 if [[ "$FEW" == 1 ]]; then
-    step test_few_shot bash "$S/test_few_shot.sh" "${EVAL[@]}" --k_shot $K_SHOT --seeds $SEEDS \
+    step test_few_shot "$RESULTS/mvtec_few_shot" "$RESULTS/visa_few_shot" -- \
+        bash "$S/test_few_shot.sh" "${EVAL[@]}" --k_shot $K_SHOT --seeds $SEEDS "${STORE[@]}" \
         "${COMMON[@]}" "${PASS[@]}"
 fi
-step compare_paper run "$PYTHON" scripts/compare_paper.py --results "$RESULTS"
+step compare_paper -- run "$PYTHON" scripts/compare_paper.py --results "$RESULTS"
 echo "done: tables in $RESULTS (comparison.md, comparison.csv), step times in $TIMINGS"

@@ -9,6 +9,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -296,4 +297,13 @@ def test_reproduce_tiny_protocol(tmp_path):
         assert json.loads((res / f"{ds}_few_shot" / "metrics.json").read_text())["k_shot"] == 1
     md = (res / "comparison.md").read_text()
     assert "MVTec AD, 1-shot" in md and "VisA, 0-shot" in md
-    assert "train_mvtec:" in (res / "timings.txt").read_text()
+    timings = (res / "timings.txt").read_text()
+    assert re.search(r"train_mvtec: \d+ s \(backbone [\d.]+ s for \d+ images, metrics", timings)
+    # by the few-shot step every test image is in the stores (trainings and zero-shot filled
+    # them): only the reference images go through the backbone
+    refs = set()
+    for ds in ("mvtec", "visa"):
+        refs |= {(ds, p) for v in json.loads((res / f"{ds}_few_shot" / "references.json")
+                                             .read_text()).values() for p in v}
+    assert re.search(rf"test_few_shot: \d+ s \(backbone [\d.]+ s for {len(refs)} images", timings)
+    assert (tmp_path / "rt" / "exps" / "feature_store" / "mvtec" / "manifest.json").is_file()

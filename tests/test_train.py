@@ -145,7 +145,8 @@ def test_feature_cache_same_weights_fewer_backbone_images(tmp_path, count_backbo
     assert plain == 36 and cached == out["backbone_images"] < plain
     assert max_diff(weights(tmp_path / "plain" / "epoch_3.pth"),
                     weights(tmp_path / "cached" / "epoch_3.pth")) <= 1e-6
-    assert (cache / "manifest.json").is_file() and len(list(cache.glob("*.npy"))) == 12
+    assert (cache / "manifest.json").is_file()
+    assert len(list(cache.glob("*.npy"))) == 12 * 6  # 4 stages, embedding, mask per image
     # a second run without augmentation reads everything from the cache
     count_backbone["n"] = 0
     train.main(vit_args(tmp_path / "again", "--batch_size", "4", "--aug_rate", "0", "--epoch", "2",
@@ -153,15 +154,23 @@ def test_feature_cache_same_weights_fewer_backbone_images(tmp_path, count_backbo
     assert count_backbone["n"] == 0
 
 
-def test_feature_cache_refuses_other_settings(tmp_path, capsys):
+def test_feature_cache_refuses_other_settings(tmp_path, capsys, count_backbone):
     cache = tmp_path / "cache"
-    assert train.main(vit_args(tmp_path / "a", "--epoch", "1", "--cache_features", str(cache))) == 0
+    assert train.main(vit_args(tmp_path / "a", "--epoch", "1", "--aug_rate", "0",
+                               "--cache_features", str(cache))) == 0
     capsys.readouterr()
-    other = vit_args(tmp_path / "b", "--epoch", "1", "--cache_features", str(cache))
+    # another stage list reads the stages it shares with the store: nothing recomputed
+    count_backbone["n"] = 0
+    other = vit_args(tmp_path / "b", "--epoch", "1", "--aug_rate", "0", "--cache_features", str(cache))
     other[other.index("--features_list") + 1:other.index("--features_list") + 5] = ["2", "4", "6"]
+    assert train.main(other) == 0 and count_backbone["n"] == 0
+    # another image size gives other values: refused
+    other = vit_args(tmp_path / "c", "--epoch", "1", "--cache_features", str(cache))
+    other[other.index("--image_size") + 1] = "112"
+    capsys.readouterr()
     assert train.main(other) == 2
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("error: feature cache") and "stages" in err and "\n" not in err
+    line = assert_user_error(2, capsys.readouterr().err, "image_size")
+    assert line.startswith("error: feature store")
 
 
 def test_resume_checkpoint_of_another_shape(tmp_path, capsys):
