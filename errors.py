@@ -39,6 +39,12 @@ class RunLockedError(UserError):
     """Another run is writing into the same output folder."""
 
 
+class Interrupted(UserError):
+    """Ctrl-C, with what to do next (e.g. which checkpoint to resume from)."""
+
+    exit_code = 130
+
+
 class EnvironmentFault(UserError, OSError):
     """The machine, not the input: a full or read-only disk, no permission, a missing device."""
 
@@ -81,7 +87,8 @@ def one_line(exc: BaseException) -> str:
 
 
 USER_ERROR_NAMES = ("DatasetError", "CheckpointError", "ModelLoadError", "ConfigError",
-                    "NonFiniteError", "RunLockedError", "EnvironmentFault", "FeatureCacheError")
+                    "NonFiniteError", "RunLockedError", "EnvironmentFault", "FeatureCacheError",
+                    "Interrupted")
 
 
 def wrapped_user_error(exc: BaseException) -> bool:

@@ -15,10 +15,9 @@ run writes into ``k{K}_seed{S}/`` and summary_k{K}.{md,csv} / summary.json hold 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from engine.config import EvalConfig
-from utils.cli import config_json, parse_config, run_main
+from utils.cli import config_json, parse_config, resolved, run_main
 
 
 def parse_args(argv: list[str] | None = None) -> EvalConfig:
@@ -33,12 +32,15 @@ def main(argv: list[str] | None = None) -> int:
 
         check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch loads
         from engine import evaluation
+        from engine.result_set import ResultSet
         from utils.log import setup_logging
 
-        log = setup_logging(Path(cfg.save_path))
-        job = evaluation.prepare(cfg, log)  # index, plan the runs, build the model
-        per_category = evaluation.run(job)  # one backbone pass, metrics
-        evaluation.write(job, per_category, config_json(cfg, device=str(job.device)))
+        with ResultSet(cfg.save_path, resolved(cfg)) as results:  # lock; files staged
+            log = setup_logging(results.dir)
+            job = evaluation.prepare(cfg, log, results.dir)  # check, plan the runs, build
+            per_category = evaluation.run(job)  # one backbone pass, metrics
+            evaluation.write(job, per_category, config_json(cfg, device=str(job.device)))
+            results.commit({"timings": job.timings})  # the whole set moves into place
 
     return run_main(body, cfg.debug)
 

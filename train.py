@@ -30,14 +30,31 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 
 def train(cfg: TrainConfig) -> dict:
-    """Run the training (see ``engine.training.train``); returns losses, counts, checkpoints."""
+    """Run the training (see ``engine.training.train``); returns losses, counts, checkpoints.
+
+    The run holds the lock of ``--save_path`` and writes ``run.json``; Ctrl-C ends it with one
+    line naming the checkpoint to ``--resume`` from.
+    """
     from engine.preflight import check_pretrained
 
     check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch loads
     from engine import training
+    from engine.result_set import ResultSet
+    from errors import Interrupted
+    from utils.cli import resolved
     from utils.log import setup_logging
 
-    return training.train(cfg, setup_logging(Path(cfg.save_path)))
+    save = Path(cfg.save_path)
+    with ResultSet(save, resolved(cfg), staged=False) as run:  # lock, run.json
+        try:
+            out = training.train(cfg, setup_logging(save))
+        except KeyboardInterrupt:
+            done = sorted(save.glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
+            raise Interrupted(
+                f"resume with --resume {done[-1]} --epoch {cfg.epoch}" if done else
+                "no checkpoint was written yet; start again") from None
+        run.commit({"checkpoints": out["checkpoints"]})
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:

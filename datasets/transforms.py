@@ -10,6 +10,7 @@ Mask: pixels > 0 of the mask read as 8-bit gray -> 0/255 "L" image -> Resize((S,
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,23 @@ from torchvision import transforms as T
 from errors import DatasetError
 
 NOT_AN_IMAGE = "not an image format PIL can read"
+# PIL refuses images above 2 x MAX_IMAGE_PIXELS (about 179 MP) as "decompression bombs"; the
+# environment variable APRILGAN_MAX_IMAGE_PIXELS raises the limit for huge inspection images.
+if os.environ.get("APRILGAN_MAX_IMAGE_PIXELS"):
+    Image.MAX_IMAGE_PIXELS = int(os.environ["APRILGAN_MAX_IMAGE_PIXELS"]) // 2
+
+
+def pixel_limit() -> int:
+    return 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 0
+
+
+def too_large(path: Path, size: tuple[int, int]) -> DatasetError:
+    w, h = size
+    return DatasetError(
+        f"image {path} is {w}x{h} pixels ({w * h / 1e6:.0f} MP), above PIL's safety limit of "
+        f"{pixel_limit() / 1e6:.0f} MP: resize it, or set APRILGAN_MAX_IMAGE_PIXELS to a "
+        "larger pixel count if you trust the file")
+
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -79,6 +97,9 @@ def read_image(path: str | Path) -> Image.Image:
         with Image.open(path) as im:
             im.load()
             img = im.copy()
+    except Image.DecompressionBombError:
+        with Image.open(path) as im:  # the header alone is safe to read
+            raise too_large(path, im.size) from None
     except UnidentifiedImageError as e:
         raise DatasetError(f"cannot read image {path}: {NOT_AN_IMAGE}. Replace or remove the "
                            "file") from e

@@ -21,6 +21,7 @@ from datasets.anomaly_dataset import AnomalyDataset, Sample
 from datasets.feature_cache import FeatureCache, TrainItems, collate_train
 from datasets.loaders import loader
 from datasets.transforms import open_image
+from datasets.validate import check_samples, check_split
 from metrics import METRIC_KEYS
 from models.april_gan import AprilGAN
 from prompts import TextFeatureBank, load_prompts
@@ -33,6 +34,7 @@ from .features import encode_batch, open_store
 from .inference import build_bank, normal_level, progress, reference_tokens, run_category
 from .loading import build_model, load_projections, resolve_device, trained_with
 from .metric_pool import CategoryTask, MetricPool, final_maps, zero_shot_maps
+from .result_set import check_free_space
 from .results import pct, write_metrics, write_summary
 from .runs import FewShotRun, Run, plan_runs
 
@@ -42,6 +44,7 @@ class EvalJob:
     """Everything an evaluation needs, checked and built."""
 
     cfg: EvalConfig
+    out: Path  # where the result files go (the staging folder of the result set)
     root: Path
     test: dict[str, list[Sample]]
     runs: list[Run]
@@ -57,11 +60,10 @@ class EvalJob:
     timings: dict = field(default_factory=lambda: {"backbone_s": 0.0, "metrics_s": 0.0})
 
     def run_dir(self, run: Run) -> Path:
-        base = Path(self.cfg.save_path)
-        return base if len(self.runs) == 1 else base / run.folder()
+        return self.out if len(self.runs) == 1 else self.out / run.folder()
 
 
-def prepare(cfg: EvalConfig, log: logging.Logger) -> EvalJob:
+def prepare(cfg: EvalConfig, log: logging.Logger, out: Path) -> EvalJob:
     """Index the data, plan the runs (references drawn or read), check prompts, build the model."""
     root = Path(cfg.data_path)
     meta = load_meta(root, cfg.dataset)
@@ -69,6 +71,11 @@ def prepare(cfg: EvalConfig, log: logging.Logger) -> EvalJob:
     runs = plan_runs(cfg.mode, cfg.k_shot, cfg.seed, cfg.reference_list, meta, root, test,
                      cfg.dataset)
     prompts = load_prompts(cfg.prompt_dir, list(test))
+    # every image, mask and reference readable and the right size before the long work
+    n = check_split(root, test)
+    refs = {p for r in runs if isinstance(r, FewShotRun) for v in r.references.values() for p in v}
+    check_samples(root, [Sample(p, "", "", "good", 0) for p in sorted(refs)])
+    check_free_space(out, _output_bytes(cfg, n, len(runs)), "the result files")
     device = resolve_device(cfg.device)
     model, tokenizer = build_model(
         cfg.model, cfg.pretrained, cfg.image_size, cfg.features_list,
@@ -84,7 +91,13 @@ def prepare(cfg: EvalConfig, log: logging.Logger) -> EvalJob:
              f"{sum(map(len, test.values()))} test images), stages {model.features_list}"
              + (f", memory stages {model.few_shot_features}, runs "
                 f"{', '.join(r.label for r in few)}" if few else ""))
-    return EvalJob(cfg, root, test, runs, model, text, device, workers, log, store)
+    return EvalJob(cfg, out, root, test, runs, model, text, device, workers, log, store)
+
+
+def _output_bytes(cfg: EvalConfig, n_images: int, n_runs: int) -> int:
+    """Rough size of the result files: predictions.npz maps (float32) and overlays (PNG)."""
+    per_image = (4 if cfg.save_predictions else 0) + (3 if cfg.visualize else 0)
+    return n_runs * n_images * per_image * cfg.image_size ** 2 + (1 << 20)
 
 
 def metrics_device(cfg: EvalConfig, model_device: torch.device) -> torch.device:
@@ -217,7 +230,7 @@ def _write_maps(job: EvalJob, cls: str, res: dict, writers: dict) -> None:
 def write(job: EvalJob, per_cat: dict[Run, dict], config_text: str) -> dict[Run, dict]:
     """Each run's metrics.json, tables, thresholds (and references); config; the summary;
     timings.json (seconds in the backbone and in the metrics)."""
-    cfg, save, n_runs = job.cfg, Path(job.cfg.save_path), len(job.runs)
+    cfg, save, n_runs = job.cfg, job.out, len(job.runs)
     results = {}
     for r in job.runs:
         out = job.run_dir(r)
@@ -240,7 +253,8 @@ def write(job: EvalJob, per_cat: dict[Run, dict], config_text: str) -> dict[Run,
         "backbone_s": round(t["backbone_s"], 3), "metrics_s": round(t["metrics_s"], 3),
         "total_s": round(job.seconds, 3), "backbone_images": job.backbone_images})
     job.log.info(f"{job.backbone_images} images through the backbone ({t['backbone_s']:.1f} s), "
-                 f"metrics {t['metrics_s']:.1f} s, {job.seconds:.1f} s in all; results in {save}")
+                 f"metrics {t['metrics_s']:.1f} s, {job.seconds:.1f} s in all; results in "
+                 f"{cfg.save_path}")
     return results
 
 

@@ -259,6 +259,17 @@ def trained_with(cfg) -> dict:
 
 
 # --------------------------------------------------------------------------- the model
+def check_image_size(visual: nn.Module, image_size: int, model_name: str) -> None:
+    """ConfigError when the patch (ViT) or the total stride 32 (ResNet) does not divide S."""
+    patch = getattr(visual, "patch_size", None)
+    step = int(patch[0] if isinstance(patch, tuple) else patch) if patch else 32
+    if image_size % step:
+        lo, hi = image_size // step * step, (image_size // step + 1) * step
+        what = f"the patch size {step}" if patch else "the ResNet's total stride 32"
+        raise ConfigError(f"--image_size {image_size} is not a multiple of {what} of "
+                          f"{model_name!r}: use {lo or hi} or {hi}")
+
+
 def build_model(model_name: str, pretrained: str | None, image_size: int,
                 features_list: Sequence[int], few_shot_features: Sequence[int] = (),
                 config_path: str | None = None, device: str | torch.device = "cpu"):
@@ -270,6 +281,7 @@ def build_model(model_name: str, pretrained: str | None, image_size: int,
     clip = load_clip(model_name, pretrained, image_size, config_path, device)
     if config_path:
         model_name = Path(config_path).stem
+    check_image_size(clip.visual, image_size, model_name)
     total = num_stages(clip.visual)
     try:
         feats = resolve_stages(features_list, total)

@@ -30,7 +30,7 @@ VIT_STAGES = [2, 4, 6, 8]
 RN_STAGES = [1, 2, 3, 4]
 DATASET_NAMES = ("mvtec", "visa")
 # files that a run may leave behind when it fails (they describe the attempt, not a result)
-ALLOWED_AFTER_ERROR = {"log.txt"}
+ALLOWED_AFTER_ERROR = {"log.txt", "log.failed.txt"}
 
 
 def load_repo_test_module():

@@ -17,7 +17,7 @@ from dataclasses import field
 from pathlib import Path
 from typing import Any, Callable
 
-from errors import ConfigError, UserError, one_line, os_fault, wrapped_user_error
+from errors import ConfigError, Interrupted, UserError, one_line, os_fault, wrapped_user_error
 
 MISSING = dataclasses.MISSING
 
@@ -209,6 +209,11 @@ def run_main(fn: Callable[[], Any], debug: bool = False) -> int:
             raise
         print("\ninterrupted", file=sys.stderr)
         return 130
+    except Interrupted as e:
+        if debug:
+            raise
+        print(f"\ninterrupted: {one_line(e)}", file=sys.stderr)
+        return e.exit_code
     except UserError as e:
         if debug:
             raise

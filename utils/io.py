@@ -43,9 +43,23 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
+def strict(obj: Any) -> Any:
+    """``obj`` with every NaN or infinite float replaced by None (JSON ``null``)."""
+    if isinstance(obj, float):
+        return obj if np.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: strict(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(v) for v in obj]
+    if isinstance(obj, np.generic):
+        return strict(obj.item())
+    return obj
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> Path:
-    """Write ``obj`` as indented JSON atomically (NaN written as NaN, as Python's json does)."""
-    return atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    """Write ``obj`` as indented, strict JSON atomically: undefined (NaN/inf) values are
+    ``null`` (never the non-standard ``NaN`` that strict readers reject)."""
+    return atomic_write_text(path, json.dumps(strict(obj), indent=2, allow_nan=False) + "\n")
 
 
 def atomic_torch_save(path: str | Path, obj: Any) -> Path:
