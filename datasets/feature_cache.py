@@ -67,11 +67,23 @@ class FeatureCache:
                     f"{', '.join(diff) or 'format version'}); pass another {flag} folder or "
                     "delete it")
             self.dtype = old.get("dtype")
+            self._drop_stale_writes()
         elif any(self.root.iterdir()):
             raise FeatureCacheError(f"{flag} {self.root} is not empty and has no "
                                     "manifest.json; pass an empty or new folder")
         else:
             self._write_manifest()
+
+    def _drop_stale_writes(self) -> None:
+        """Remove ``.<entry>.<part>.<pid>.tmp`` files whose writing process is gone (a kill)."""
+        for f in self.root.glob(".*.tmp"):
+            try:
+                pid = int(f.name.split(".")[-2])
+                os.kill(pid, 0)
+            except (ValueError, IndexError, ProcessLookupError):
+                f.unlink(missing_ok=True)
+            except PermissionError:
+                pass
 
     def _write_manifest(self) -> None:
         atomic_write_text(self.root / "manifest.json", json.dumps(

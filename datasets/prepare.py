@@ -113,11 +113,23 @@ def visa_meta(root: Path, check_sizes: bool = True) -> dict:
     csv_path = root / "split_csv" / "1cls.csv"
     if not csv_path.is_file():
         raise DatasetError(f"VisA split file not found: {csv_path} (it ships with VisA)")
-    with open(csv_path, newline="") as f:
-        rows = list(csv.reader(f))
-    header, rows = rows[0], [r for r in rows[1:] if r]
+    with open(csv_path, newline="", encoding="utf-8") as f:
+        try:
+            rows = list(csv.reader(f))
+        except (UnicodeDecodeError, csv.Error) as e:
+            raise DatasetError(f"cannot read {csv_path}: {e}; it ships with VisA") from e
+    if not rows:
+        raise DatasetError(f"{csv_path} is empty; it ships with VisA")
+    header = rows[0]
     if [h.strip() for h in header[:5]] != ["object", "split", "label", "image", "mask"]:
         raise DatasetError(f"{csv_path}: expected columns object,split,label,image,mask; got {header}")
+    for n, r in enumerate(rows[1:], 2):
+        if r and len(r) < 5:
+            raise DatasetError(f"{csv_path}:{n}: a row needs 5 columns (object,split,label,image,"
+                               f"mask; mask may be empty), found {len(r)}: {','.join(r)}")
+        if r and r[1] not in ("train", "test"):
+            raise DatasetError(f"{csv_path}:{n}: split must be train or test, found {r[1]!r}")
+    rows = [r for r in rows[1:] if r]
     found = list(dict.fromkeys(r[0] for r in rows))
     info = {"train": {}, "test": {}}
     for cls in _ordered(found, VISA_CATEGORIES, "visa"):

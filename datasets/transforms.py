@@ -31,6 +31,17 @@ def pixel_limit() -> int:
     return 2 * Image.MAX_IMAGE_PIXELS if Image.MAX_IMAGE_PIXELS else 0
 
 
+def header_size(path: Path) -> tuple[int, int]:
+    """(width, height) from the file header alone, without PIL's size limit (nothing decoded)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = None
+    try:
+        with Image.open(path) as im:
+            return im.size
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+
+
 def too_large(path: Path, size: tuple[int, int]) -> DatasetError:
     w, h = size
     return DatasetError(
@@ -98,8 +109,7 @@ def read_image(path: str | Path) -> Image.Image:
             im.load()
             img = im.copy()
     except Image.DecompressionBombError:
-        with Image.open(path) as im:  # the header alone is safe to read
-            raise too_large(path, im.size) from None
+        raise too_large(path, header_size(path)) from None
     except UnidentifiedImageError as e:
         raise DatasetError(f"cannot read image {path}: {NOT_AN_IMAGE}. Replace or remove the "
                            "file") from e

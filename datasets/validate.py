@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from errors import DatasetError
 
 from .anomaly_dataset import Sample
-from .transforms import NOT_AN_IMAGE, binary_mask_image, too_large
+from .transforms import NOT_AN_IMAGE, binary_mask_image, header_size, too_large
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the header, after PIL's integrity check (DatasetError if bad)."""
@@ -25,8 +25,7 @@ def image_size(path: Path) -> tuple[int, int]:
             size = im.size
             im.verify()
     except Image.DecompressionBombError:
-        with Image.open(path) as im:  # the header alone is safe to read
-            raise too_large(path, im.size) from None
+        raise too_large(path, header_size(path)) from None
     except UnidentifiedImageError as e:
         raise DatasetError(f"cannot read image {path}: {NOT_AN_IMAGE}. Replace or remove the "
                            "file") from e

@@ -177,7 +177,8 @@ class PredictConfig(ModelConfig):
                                  default_text="the repository's prompts/", path=True)
     recursive: bool = opt(False, "also score images in sub-folders of --image_dir")
     no_heatmaps: bool = opt(False, "skip the heatmap overlays (faster)")
-    save_maps: bool = opt(False, "also write maps.npz (paths, anomaly_maps [N,S,S] float16)")
+    save_maps: bool = opt(False, "also write maps.npz (paths, anomaly_maps [N,S,S])")
+    maps_dtype: str = opt("float16", "dtype of the maps in maps.npz", choices=("float16", "float32"))
 
     def __post_init__(self) -> None:
         super().__post_init__()

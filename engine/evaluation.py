@@ -244,7 +244,8 @@ def write(job: EvalJob, per_cat: dict[Run, dict], config_text: str) -> dict[Run,
             other = {c: res["image_metrics_per_image"] for c, res in per_cat[r].items()}
         results[r] = write_metrics(out, {c: res["metrics"] for c, res in per_cat[r].items()},
                                    extra, title=title, echo=n_runs == 1, log=job.log,
-                                   per_image_sp=other)
+                                   per_image_sp=other,
+                                   undefined={c: res["undefined"] for c, res in per_cat[r].items()})
     atomic_write_text(save / "config.json", config_text)
     if n_runs > 1:
         write_summary(save, {(r.k, r.seed): results[r] for r in job.runs}, log=job.log)

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from datasets.anomaly_dataset import Sample
 from datasets.loaders import loader, stop_workers
+from errors import NonFiniteError
 from models.anomaly_maps import few_shot_map, zero_shot_map
 from models.april_gan import AprilGAN
 from models.memory_bank import MemoryBank
@@ -70,6 +71,20 @@ def normal_level(model: AprilGAN, refs: Sequence[str], tokens: dict[str, dict[in
     return float(np.mean(maxima))
 
 
+def check_finite(paths: Sequence[str], per_image: Sequence[torch.Tensor],
+                 scores: torch.Tensor) -> None:
+    """NonFiniteError naming the first image whose map terms or score are NaN or infinite."""
+    bad = ~torch.isfinite(scores)
+    for t in per_image:
+        bad |= ~torch.isfinite(t.reshape(t.shape[0], -1)).all(dim=1)
+    if bad.any():
+        i = int(torch.nonzero(bad)[0])
+        raise NonFiniteError(
+            f"the anomaly map or score of {paths[i]} is not finite (NaN or infinite): the "
+            "backbone or projection weights, or the image, hold values that overflow; check "
+            "--pretrained and --checkpoint_path (run on the CPU to rule out fp16 overflow)")
+
+
 @torch.no_grad()
 def run_category(model: AprilGAN, batches, text: torch.Tensor, banks: Sequence[MemoryBank],
                  device: torch.device, on_batch: Callable[[int], None] | None = None,
@@ -104,9 +119,13 @@ def run_category(model: AprilGAN, batches, text: torch.Tensor, banks: Sequence[M
             t_backbone += time.perf_counter() - t0
             n_backbone += n
             head = model.head(tokens, embed, text.to(device))
-            logits.append([l.float().cpu() for l in head["stage_logits"]])
-            for d, bank in zip(dists, banks):
-                d.append([x.cpu() for x in bank.distances(tokens)])
+            out = [l.float().cpu() for l in head["stage_logits"]]
+            dist = [[x.cpu() for x in bank.distances(tokens)] for bank in banks]
+            check_finite(batch["path"], out + [d for ds in dist for d in ds],
+                         head["image_score"].cpu())
+            logits.append(out)
+            for d, x in zip(dists, dist):
+                d.append(x)
             scores.append(head["image_score"].double().cpu())
             gts.append(batch["mask"].to(torch.uint8))
             labels.append(batch["label"])

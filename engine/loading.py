@@ -275,6 +275,10 @@ def build_model(model_name: str, pretrained: str | None, image_size: int,
                 config_path: str | None = None, device: str | torch.device = "cpu"):
     """Create the CLIP backbone and the (randomly initialised) projections.
 
+    The backbone runs under fp16 autocast on CUDA; the environment variable
+    ``APRILGAN_AUTOCAST=1`` (or ``0``) forces it on (or off) on any device, so the
+    mixed-precision path can be tested on a CPU.
+
     Returns:
         (model, tokenizer): ``AprilGAN`` on ``device`` and the model's text tokenizer.
     """
@@ -292,5 +296,8 @@ def build_model(model_name: str, pretrained: str | None, image_size: int,
     except ValueError as e:
         raise ConfigError(f"--few_shot_features {list(few_shot_features)}: {e}") from e
     backbone = ClipBackbone(clip, feats + fs, image_size)
+    force = os.environ.get("APRILGAN_AUTOCAST", "").strip().lower()
+    if force in ("1", "0", "on", "off", "true", "false"):  # fp16 autocast forced on or off
+        backbone.autocast = force in ("1", "on", "true")
     model = AprilGAN(backbone, feats, fs).to(device)
     return model, tokenizer_for(model_name)

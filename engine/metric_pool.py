@@ -77,7 +77,8 @@ def score_category(task: CategoryTask, device: str | torch.device | None = None)
     or the per-image one with ``image_score="per_image"``), ``curves`` (for the report),
     ``scores`` {"released", "per_image"} [N], ``score`` (the one in use), ``maps_max`` [N],
     ``image_metrics_per_image`` (with ``image_score="both"``: image-level metrics of the
-    per-image score), ``warnings`` (messages for the log), ``seconds``.
+    per-image score), ``warnings`` (messages for the log), ``undefined`` ({metric: why} for
+    the NaN values), ``seconds``.
     """
     from metrics import category_metrics_and_curves, mask_regions  # heavy: only where used
     from metrics.classification import classification_metrics
@@ -97,12 +98,17 @@ def score_category(task: CategoryTask, device: str | torch.device | None = None)
             scores = image_scores_of(task, r, maps_max)
         use = "per_image" if task.image_score == "per_image" else "released"
         pixels = maps if dev.type == "cuda" else maps.numpy()
-        metrics, curves = category_metrics_and_curves(
-            gt, pixels, task.gt_sp, scores[use], with_mvtec_aupro=task.with_mvtec_aupro,
-            device=dev if dev.type == "cuda" else None, regions=regions)
+        with warnings.catch_warnings(record=True) as why:
+            warnings.simplefilter("always")
+            metrics, curves = category_metrics_and_curves(
+                gt, pixels, task.gt_sp, scores[use], with_mvtec_aupro=task.with_mvtec_aupro,
+                device=dev if dev.type == "cuda" else None, regions=regions)
+        reason = "; ".join(dict.fromkeys(str(w.message) for w in why)) or "undefined"
+        undefined = {k: reason for k, v in metrics.items()
+                     if isinstance(v, float) and not np.isfinite(v)}
         res = {"metrics": metrics, "curves": curves, "scores": scores, "score": scores[use],
                "maps_max": maps_max, "image_metrics_per_image": None,
-               "warnings": [str(w.message) for w in caught]}
+               "warnings": [str(w.message) for w in caught], "undefined": undefined}
         if task.image_score == "both":
             res["image_metrics_per_image"] = classification_metrics(task.gt_sp, scores["per_image"])
         res["seconds"] = time.perf_counter() - (t0 if r == 0 else t1)

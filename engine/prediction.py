@@ -158,7 +158,7 @@ def run(job: PredictJob) -> dict:
         for maps in full_maps(res["logits"], res["distances"][0] if job.banks else None, size):
             map_max.append(maps.max(axis=(1, 2)).astype(np.float64))
             if cfg.save_maps:
-                maps_out.append(maps.astype(np.float16))
+                maps_out.append(maps.astype(cfg.maps_dtype))
             for m in maps:
                 rel = res["paths"][i]
                 i += 1

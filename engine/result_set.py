@@ -24,7 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from errors import ConfigError, EnvironmentFault, RunLockedError, os_fault
+from errors import ConfigError, EnvironmentFault, Interrupted, RunLockedError, os_fault
 from utils.io import atomic_write_json, atomic_write_text
 
 LOCK, JOURNAL, RUN_JSON = ".lock", ".commit.json", "run.json"
@@ -213,7 +213,8 @@ class ResultSet:
                         os.replace(log, self.save / FAILED_LOG)
                     shutil.rmtree(self.dir, ignore_errors=True)
                 else:
-                    self._write_run_json("interrupted" if exc_type is KeyboardInterrupt
+                    stopped = exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, Interrupted))
+                    self._write_run_json("interrupted" if stopped
                                          else "failed", [], {"error": str(exc) if exc else ""})
         finally:
             self._unlock()

@@ -34,13 +34,17 @@ SP_KEYS = ("auroc_sp", "f1_sp", "ap_sp")
 
 def write_metrics(out: Path, per_category: dict[str, dict[str, float]], extra: dict,
                   title: str = "", echo: bool = True, log: logging.Logger | None = None,
-                  per_image_sp: dict[str, dict[str, float]] | None = None) -> dict:
+                  per_image_sp: dict[str, dict[str, float]] | None = None,
+                  undefined: dict[str, dict[str, str]] | None = None) -> dict:
     """Write metrics.json, metrics.md, metrics.csv and thresholds.json into ``out``.
 
     ``per_image_sp`` ({cat: {"auroc", "ap", "f1", "threshold"}}, with ``--image_score both``):
     the image-level metrics of the per-image score, written beside the released ones
     (``metrics.json`` key ``per_image_score``, a second table, ``thresholds.json`` key
     ``image_per_image``).
+
+    ``metrics.json`` is strict JSON: an undefined value (e.g. AUROC of a category whose test
+    images are all normal) is ``null``, and ``undefined`` says why, per category and metric.
     """
     thresholds = {c: {"pixel": m.get("threshold_px"), "image": m.get("threshold_sp")}
                   for c, m in per_category.items()}
@@ -48,6 +52,14 @@ def write_metrics(out: Path, per_category: dict[str, dict[str, float]], extra: d
               for c, m in per_category.items()}
     mean = mean_metrics(scores)
     result = {"per_category": scores, "mean": mean, "vand": vand_summary(scores), **extra}
+    why = {c: {k: r for k, r in u.items() if k not in THRESHOLD_KEYS}
+           for c, u in (undefined or {}).items()}
+    why = {c: u for c, u in why.items() if u}
+    for k, v in mean.items():
+        if not np.isfinite(v):
+            why.setdefault("mean", {})[k] = "undefined in every category"
+    if why:
+        result["undefined"] = why
     table = format_table(_shown(scores), _shown({"mean": mean})["mean"])
     if per_image_sp is not None:
         sp = {c: {"auroc_sp": m["auroc"], "f1_sp": m["f1"], "ap_sp": m["ap"]}

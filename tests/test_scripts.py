@@ -20,7 +20,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
-ENTRY = ["demo.sh", "prepare_data.sh", "reproduce_all.sh", "reproduce_tiny.sh",
+ENTRY = ["demo.sh", "gpu_check.sh", "prepare_data.sh", "reproduce_all.sh", "reproduce_tiny.sh",
          "test_few_shot.sh", "test_zero_shot.sh", "train_mvtec.sh", "train_visa.sh"]
 METRICS = ("auroc_px", "f1_px", "ap_px", "pro", "auroc_sp", "f1_sp", "ap_sp")
 
@@ -251,6 +251,24 @@ def test_compare_paper(tmp_path):
 
 
 # --------------------------------------------------------------------------- demo
+def table_values(md: str) -> dict[str, list[float]]:
+    """{row name: values} of the first Markdown table in ``md`` (percent; ``a±b`` -> a)."""
+    rows = {}
+    for line in md.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if not line.startswith("|") or cells[0] in ("objects", "") or set(cells[1]) <= set("-:"):
+            continue
+        rows[cells[0]] = [float(c.split("±")[0]) for c in cells[1:]]
+    return rows
+
+
+def assert_sane_table(md: str, categories: set[str], n_cols: int = len(METRICS)) -> None:
+    rows = table_values(md)
+    assert set(rows) == categories | {"mean"}, rows
+    for name, values in rows.items():
+        assert len(values) == n_cols and all(0.0 <= v <= 100.0 for v in values), (name, values)
+
+
 def test_demo_end_to_end(tmp_path):
     t0 = time.time()
     r = bash("demo.sh", cwd=tmp_path, timeout=600)  # default output folder: ./demo_out
@@ -269,6 +287,15 @@ def test_demo_end_to_end(tmp_path):
     m = json.loads((res / "visa_zero_shot" / "metrics.json").read_text())
     assert set(m["per_category"]) == {"candle", "pcb1"}
     assert "| mean" in r.stdout  # the tables are printed
+    # the tables parse and hold finite percentages that match metrics.json
+    cats = {"candle", "pcb1"}
+    md = (res / "visa_zero_shot" / "metrics.md").read_text()
+    assert_sane_table(md, cats)
+    assert table_values(md)["mean"][0] == pytest.approx(100 * m["mean"]["auroc_px"], abs=0.051)
+    for k in (1, 2):
+        assert_sane_table((res / "visa_few_shot" / f"summary_k{k}.md").read_text(), cats)
+    scores = list(csv.DictReader(open(res / "predict_candle" / "scores.csv")))
+    assert scores and all(0.0 <= float(r["score"]) <= 1.0 for r in scores)
     print(f"demo took {elapsed:.1f} s")
 
     # the README's offline predict.py example runs on the demo's outputs, as written
@@ -297,6 +324,11 @@ def test_reproduce_tiny_protocol(tmp_path):
         assert json.loads((res / f"{ds}_few_shot" / "metrics.json").read_text())["k_shot"] == 1
     md = (res / "comparison.md").read_text()
     assert "MVTec AD, 1-shot" in md and "VisA, 0-shot" in md
+    for ds, cats in (("mvtec", {"bottle", "grid"}), ("visa", {"candle", "pcb1"})):
+        assert_sane_table((res / f"{ds}_zero_shot" / "metrics.md").read_text(), cats)
+    rows = list(csv.DictReader(open(res / "comparison.csv")))
+    ours = [float(r["ours"]) for r in rows if r["ours"] not in ("", "nan")]
+    assert ours and all(0.0 <= v <= 100.0 for v in ours)
     timings = (res / "timings.txt").read_text()
     assert re.search(r"train_mvtec: \d+ s \(backbone [\d.]+ s for \d+ images, metrics", timings)
     # by the few-shot step every test image is in the stores (trainings and zero-shot filled
