@@ -8,6 +8,11 @@ mosaic with probability ``--aug_rate``. Shuffling and mosaics come from generato
 projections and the loss) always runs in float32, as evaluation does: it is a few linear layers,
 so fp16 would save nothing and would need a GradScaler; the frozen backbone uses fp16 autocast
 on CUDA. Training stops at the first non-finite loss or gradient, before that step's update.
+
+Normal images only (issue 16): ``--train_split train`` or ``--train_image_dir`` with
+``--synthesize_anomalies P`` gives each sample, per epoch, a synthesized defect and its exact mask
+with probability P (``datasets.normal_only``; seeded by (seed, epoch, index), so resuming stays
+exact); everything else is as above. Synthesized samples, like mosaics, are never cached.
 """
 from __future__ import annotations
 
@@ -23,9 +28,10 @@ import torch
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from datasets import AnomalyDataset, load_meta, make_samples
+from datasets import Sample, load_meta, make_samples
 from datasets.feature_cache import FeatureCache, TrainItems, collate_train
-from errors import CheckpointError, NonFiniteError
+from datasets.normal_only import folder_samples, training_dataset
+from errors import CheckpointError, ConfigError, NonFiniteError
 from losses import segmentation_loss
 from models.anomaly_maps import stage_probabilities
 from models.april_gan import AprilGAN
@@ -41,7 +47,9 @@ from .loading import (build_model, checkpoint_weights, read_checkpoint, resolve_
                       trained_with, warn_settings_differ)
 
 RESUME_KEYS = ("dataset", "train_data_path", "model", "pretrained", "image_size", "features_list",
-               "batch_size", "aug_rate", "learning_rate", "seed", "categories")
+               "batch_size", "aug_rate", "learning_rate", "seed", "categories",
+               "synthesize_anomalies", "train_split", "train_image_dir", "object_name",
+               "recursive", "texture_dir")
 
 
 def batch_loss(model: AprilGAN, patch_tokens: dict[int, torch.Tensor], image_embed: torch.Tensor,
@@ -77,8 +85,8 @@ def make_cache(cfg: TrainConfig, model: AprilGAN, device: torch.device) -> Featu
     key = {"model": cfg.model,
            "weights": f"sha256:{file_digest(weights)}" if weights.is_file() else f"tag:{cfg.pretrained}",
            "config_sha1": hashlib.sha1(cfg_text).hexdigest(), "image_size": s,
-           "dataset": cfg.dataset,
-           "data_root": str(Path(cfg.train_data_path).resolve()),
+           "dataset": "image_dir" if cfg.train_image_dir else cfg.dataset,
+           "data_root": str(Path(cfg.train_image_dir or cfg.train_data_path).resolve()),
            "autocast": model.backbone.use_autocast(torch.empty(0, device=device))}
     return FeatureCache(cfg.cache_features, key, layout)
 
@@ -161,23 +169,50 @@ def check_finite(loss: torch.Tensor, model: AprilGAN, epoch: int, step: int, las
                                  f"was saved from this state{resume}")
 
 
+def training_set(cfg: TrainConfig, log: logging.Logger) -> tuple[Path, dict[str, list[Sample]], str]:
+    """(root, {category: samples}, what for the log) of the images trained on: the
+    ``--train_split`` of ``--train_data_path`` (test as released), or ``--train_image_dir``."""
+    if cfg.train_image_dir:
+        root = Path(cfg.train_image_dir)
+        samples = folder_samples(root, cfg.object_name, cfg.recursive,
+                                 lambda path, why: log.warning(f"warning: {path}: {why}"))
+        return root, {cfg.object_name: samples}, f"the images of {root} ({cfg.object_name}, "
+    root = Path(cfg.train_data_path)
+    per_cat = make_samples(root, cfg.train_split, cfg.categories, cfg.dataset,
+                           load_meta(root, cfg.dataset))
+    return root, per_cat, f"{cfg.dataset} {root} ({cfg.train_split} split, "
+
+
+def check_labels(cfg: TrainConfig, samples: list[Sample], root: Path, log: logging.Logger) -> None:
+    """A training set without any defect (mask) and no synthesis: ConfigError for a normal-only
+    split, the released warning for the test split."""
+    if cfg.synthesize_anomalies > 0 or any(s.anomaly for s in samples):
+        return
+    if cfg.train_split != "test":
+        raise ConfigError(f"--train_split {cfg.train_split} of {root} holds normal images only, so "
+                          "with --synthesize_anomalies 0 every mask is empty and the projections "
+                          "only learn to predict 'normal'; pass --synthesize_anomalies P (e.g. "
+                          "0.5) or train on --train_split test")
+    msg = (f"the training set ({root}, test split) has no anomalous image: every mask is "
+           "empty, so the projections only learn to predict 'normal'")
+    warnings.warn(msg)
+    log.warning(f"warning: {msg}")
+
+
 def train(cfg: TrainConfig, log: logging.Logger) -> dict:
     """Run the training; returns ``epoch_losses``, ``backbone_images``, ``seconds``, ``checkpoints``."""
-    root, save = Path(cfg.train_data_path), Path(cfg.save_path)
-    meta = load_meta(root, cfg.dataset)
-    per_cat = make_samples(root, "test", cfg.categories, cfg.dataset, meta)
+    root, per_cat, what = training_set(cfg, log)
+    save = Path(cfg.save_path)
     samples = [s for c in per_cat.values() for s in c]
     ckpt = read_checkpoint(cfg.resume) if cfg.resume else None
     prompts = load_prompts(cfg.prompt_dir, list(per_cat))
-    if not any(s.anomaly for s in samples):
-        msg = (f"the training set ({root}, test split) has no anomalous image: every mask is "
-               "empty, so the projections only learn to predict 'normal'")
-        warnings.warn(msg)
-        log.warning(f"warning: {msg}")
-    aug = cfg.aug_rate if cfg.dataset in MOSAIC_DATASETS else 0.0
+    check_labels(cfg, samples, root, log)
+    aug = cfg.aug_rate if cfg.dataset in MOSAIC_DATASETS and not cfg.train_image_dir else 0.0
     if cfg.aug_rate > 0 and not aug:
         log.info(f"--aug_rate {cfg.aug_rate} ignored: the mosaic augmentation is for MVTec-layout "
                  "datasets only (as released)")
+    dataset = training_dataset(root, samples, cfg.image_size, aug, cfg.seed,
+                               cfg.synthesize_anomalies, cfg.texture_dir)
     device = resolve_device(cfg.device)
     setup_seed(cfg.seed)  # released order: seed, CLIP, linear layers
     model, tokenizer = build_model(cfg.model, cfg.pretrained, cfg.image_size, cfg.features_list,
@@ -194,12 +229,12 @@ def train(cfg: TrainConfig, log: logging.Logger) -> dict:
     config = resolved(cfg, device=str(device))
     atomic_write_text(save / "config.json", json.dumps(config, indent=2, default=str) + "\n")
 
-    items = TrainItems(AnomalyDataset(root, samples, cfg.image_size, aug, cfg.seed),
-                       make_cache(cfg, model, device) if cfg.cache_features else None)
+    items = TrainItems(dataset, make_cache(cfg, model, device) if cfg.cache_features else None)
     workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
-    log.info(f"training on {cfg.dataset} {root} (test split, "
+    synth = f", synthesize_anomalies {cfg.synthesize_anomalies}" if cfg.synthesize_anomalies else ""
+    log.info(f"training on {what}"
              f"{plural(len(per_cat), 'category', 'categories')}, {len(samples)} images, {sum(s.anomaly for s in samples)} anomalous), "
-             f"aug_rate {aug}, {plural(cfg.epoch, 'epoch')}")
+             f"aug_rate {aug}{synth}, {plural(cfg.epoch, 'epoch')}")
     out = {"epoch_losses": [], "backbone_images": 0, "checkpoints": [], "backbone_s": 0.0}
     last = str(save / f"epoch_{start}.pth") if start else ""
     t0 = time.time()

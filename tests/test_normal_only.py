@@ -1,0 +1,211 @@
+"""Tests of training from normal images only (``train.py --synthesize_anomalies``, issue 16).
+
+End to end on the tiny random ViT at 84 px (CPU): ``--train_split train`` and
+``--train_image_dir``, exact resume, the feature cache, clear errors, the dataset wrapper's
+determinism and its released behaviour at P = 0, and a smoke run of the benchmark script.
+"""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import train
+from conftest import GOLDEN, REPO, assert_user_error
+from datasets import AnomalyDataset, make_samples
+from datasets.normal_only import (SynthesizingDataset, folder_samples, synthesis_seed,
+                                  training_dataset)
+
+VIT = GOLDEN / "models"
+MVTEC = GOLDEN / "data" / "mvtec"
+VISA = GOLDEN / "data" / "visa"
+pytestmark = pytest.mark.skipif(not (VIT / "tiny-vit-random.pt").is_file(),
+                                reason=f"golden fixtures not found under {GOLDEN}")
+
+
+def args(save: Path, *extra: str, data: Path = MVTEC, dataset: str = "mvtec",
+         init: bool = True) -> list[str]:
+    """A tiny-ViT run (from the fixture's random projections unless ``init`` is False)."""
+    start = ["--init_checkpoint", str(VIT / "linear-random.pth")] if init else []
+    return ["--dataset", dataset, "--train_data_path", str(data), "--save_path", str(save),
+            "--model", "tiny-vit", "--config_path", str(VIT / "tiny-vit.json"), "--pretrained",
+            str(VIT / "tiny-vit-random.pt"), "--image_size", "84", "--features_list", "2", "4",
+            "6", "8", "--device", "cpu", *start, *extra]
+
+
+def ckpt(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def same_weights(a: dict, b: dict) -> bool:
+    wa, wb = a["trainable_linearlayer"], b["trainable_linearlayer"]
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+@pytest.fixture(scope="module")
+def image_dir(tmp_path_factory) -> Path:
+    """A plain folder: RGB, grayscale and non-square images, a sub-folder and a non-image."""
+    d = tmp_path_factory.mktemp("plain")
+    rng = np.random.default_rng(0)
+    for i, src in enumerate(sorted((MVTEC / "bottle" / "train" / "good").iterdir())[:4]):
+        im = Image.open(src).convert("RGB")
+        if i == 1:
+            im = im.convert("L")
+        if i == 2:
+            im = im.resize((im.width, im.height * 3 // 4))
+        im.save(d / f"img{i}{'.jpg' if i == 3 else '.png'}")
+    (d / "notes.txt").write_text("not an image")
+    (d / "sub").mkdir()
+    Image.fromarray(rng.integers(0, 255, (40, 50, 3), dtype=np.uint8)).save(d / "sub" / "x.png")
+    return d
+
+
+def test_train_split_runs_and_resumes_exactly(tmp_path):
+    common = ["--train_split", "train", "--synthesize_anomalies", "0.5", "--aug_rate", "0.3",
+              "--batch_size", "5"]
+    assert train.main(args(tmp_path / "full", *common, "--epoch", "2")) == 0
+    assert train.main(args(tmp_path / "part", *common, "--epoch", "1")) == 0
+    assert train.main(args(tmp_path / "part", *common, "--epoch", "2", "--resume",
+                           str(tmp_path / "part" / "epoch_1.pth"), init=False)) == 0
+    a, b = ckpt(tmp_path / "full" / "epoch_2.pth"), ckpt(tmp_path / "part" / "epoch_2.pth")
+    assert same_weights(a, b) and a["epoch"] == b["epoch"] == 2
+    sa, sb = a["optimizer"]["state"], b["optimizer"]["state"]
+    assert all(torch.equal(sa[i]["exp_avg_sq"], sb[i]["exp_avg_sq"]) for i in sa)
+    assert set(a) == {"trainable_linearlayer", "config", "trained_with", "optimizer", "epoch", "rng"}
+    assert a["config"]["synthesize_anomalies"] == 0.5 and a["config"]["train_split"] == "train"
+    log = (tmp_path / "full" / "log.txt").read_text()
+    assert "(train split, 2 categories, 10 images, 0 anomalous)" in log
+    assert "synthesize_anomalies 0.5" in log and "epoch [2/2], loss:" in log
+    assert "warning" not in log
+
+
+def test_training_moves_the_weights_and_visa_train_rows(tmp_path):
+    out = train.train(train.parse_args(args(tmp_path, "--train_split", "train",
+                                            "--synthesize_anomalies", "1", "--epoch", "1",
+                                            "--batch_size", "10", data=VISA, dataset="visa")))
+    init = ckpt(VIT / "linear-random.pth")["trainable_linearlayer"]
+    trained = ckpt(tmp_path / "epoch_1.pth")["trainable_linearlayer"]
+    assert any(not torch.equal(init[k], trained[k]) for k in init)
+    assert out["backbone_images"] == 10 and np.isfinite(out["epoch_losses"][0])
+
+
+def test_train_image_dir(tmp_path, image_dir, capsys):
+    extra = ["--synthesize_anomalies", "0.5", "--object_name", "bottle", "--batch_size", "3",
+             "--epoch", "2"]
+    a = args(tmp_path / "run", "--train_image_dir", str(image_dir), *extra)
+    i = a.index("--train_data_path")
+    del a[i:i + 2]  # no dataset root at all
+    assert train.main(a) == 0
+    err = capsys.readouterr().err
+    assert "notes.txt" in err  # the unreadable file is named, not fatal
+    log = (tmp_path / "run" / "log.txt").read_text()
+    assert f"the images of {image_dir} (bottle, 1 category, 4 images" in log
+    c = ckpt(tmp_path / "run" / "epoch_2.pth")
+    assert c["config"]["object_name"] == "bottle" and c["epoch"] == 2
+    # --recursive takes the sub-folder too
+    assert [s.img_path for s in folder_samples(image_dir, "bottle", recursive=True)] == \
+        ["img0.png", "img1.png", "img2.png", "img3.jpg", "sub/x.png"]
+
+
+def test_cache_serves_untouched_images_only(tmp_path):
+    common = ["--train_split", "train", "--synthesize_anomalies", "0.5", "--aug_rate", "0",
+              "--batch_size", "5", "--epoch", "2", "--seed", "3"]
+    plain = train.train(train.parse_args(args(tmp_path / "plain", *common)))
+    cache = tmp_path / "cache"
+    cached = train.train(train.parse_args(args(tmp_path / "cached", *common,
+                                               "--cache_features", str(cache))))
+    assert same_weights(ckpt(tmp_path / "plain" / "epoch_2.pth"),
+                        ckpt(tmp_path / "cached" / "epoch_2.pth"))
+    samples = [s for c in make_samples(MVTEC, "train").values() for s in c]
+    ds = training_dataset(MVTEC, samples, 84, 0.0, 3, 0.5)
+    synth = []
+    for e in range(2):
+        ds.set_epoch(e)
+        synth.append({i for i in range(len(ds)) if ds.is_synthesized(i)})
+    assert 0 < len(synth[0]) < len(ds)
+    # epoch 1: every sample through the backbone; epoch 2: the synthesized ones and the normal
+    # ones that were synthesized in epoch 1 (not cached then)
+    assert plain["backbone_images"] == 2 * len(ds)
+    assert cached["backbone_images"] == len(ds) + len(synth[1] | synth[0])
+
+
+def test_released_path_unchanged_at_p0():
+    samples = [s for c in make_samples(MVTEC, "test").values() for s in c]
+    released = AnomalyDataset(MVTEC, samples, 84, 0.5, 111)
+    assert type(training_dataset(MVTEC, samples, 84, 0.5, 111, 0.0)) is AnomalyDataset
+    wrapped = SynthesizingDataset(MVTEC, samples, 84, 0.5, 111, 0.0)
+    for e in (0, 1):
+        released.set_epoch(e)
+        wrapped.set_epoch(e)
+        for i in range(len(samples)):
+            a, b = released[i], wrapped[i]
+            assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+            assert a["augmented"] == b["augmented"] == released.is_augmented(i)
+
+
+def test_synthesis_is_seeded_per_epoch_and_index():
+    samples = [s for c in make_samples(MVTEC, "train").values() for s in c]
+
+    def item(epoch: int, index: int, seed: int = 111) -> dict:
+        ds = training_dataset(MVTEC, samples, 84, 0.0, seed, 1.0)
+        ds.set_epoch(epoch)
+        return ds[index]
+
+    a, b = item(2, 3), item(2, 3)
+    assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
+    assert a["mask"].sum() > 0 and a["augmented"] and a["label"] == 1
+    assert not torch.equal(a["mask"], item(1, 3)["mask"])
+    assert not torch.equal(a["mask"], item(2, 3, seed=112)["mask"])
+    assert synthesis_seed(111) != 111  # its own stream, not the mosaic's
+
+
+@pytest.mark.parametrize("extra, names", [
+    (["--train_split", "train"], ["--train_split train", "--synthesize_anomalies"]),
+    (["--train_image_dir", "IMG", "--synthesize_anomalies", "0.5"], ["--train_image_dir",
+                                                                      "--object_name"]),
+    (["--train_image_dir", "IMG", "--object_name", "bottle"], ["--synthesize_anomalies"]),
+    (["--train_image_dir", "IMG", "--object_name", "b", "--synthesize_anomalies", "0.5",
+      "--train_split", "train"], ["--train_split", "--train_image_dir"]),
+    (["--object_name", "bottle"], ["--object_name", "--train_image_dir"]),
+    (["--texture_dir", "TEX"], ["--texture_dir", "--synthesize_anomalies"]),
+    (["--train_split", "train", "--synthesize_anomalies", "0.5", "--texture_dir", "MISSING"],
+     ["texture_dir", "MISSING"]),
+    (["--train_image_dir", "EMPTY", "--object_name", "b", "--synthesize_anomalies", "0.5"],
+     ["EMPTY"]),
+    (["--synthesize_anomalies", "1.5"], ["--synthesize_anomalies", "<= 1"]),
+])
+def test_clear_errors(tmp_path, image_dir, capsys, extra, names):
+    (tmp_path / "EMPTY").mkdir()
+    subs = {"IMG": str(image_dir), "TEX": str(image_dir), "MISSING": str(tmp_path / "MISSING"),
+            "EMPTY": str(tmp_path / "EMPTY")}
+    extra = [subs.get(x, x) for x in extra]
+    names = [n.replace("MISSING", subs["MISSING"]).replace("EMPTY", subs["EMPTY"]) for n in names]
+    save = tmp_path / "run"
+    try:
+        code = train.main(args(save, *extra, "--epoch", "1"))
+    except SystemExit as e:  # a flag combination: argparse's "train.py: error: ..." line
+        code = e.code
+    err = capsys.readouterr().err.replace("train.py: error:", "error:")
+    assert_user_error(code, err, *names)
+    assert not list(save.glob("*.pth"))
+
+
+def test_benchmark_smoke(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "benchmark_normal_only", REPO / "scripts" / "benchmark_normal_only.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.main(["--seed", "7", "--out", str(tmp_path), "--epochs", "1",
+                       "--supervised_epochs", "1", "--mvtec_categories", "bottle",
+                       "--visa_categories", "candle", "--n_train", "3", "--n_test", "2"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[-1].startswith("normal-only vs untrained: auroc_px ") and ", pro " in lines[-1]
+    assert any(line.startswith("| mvtec | bottle |") for line in lines)
+    assert any(line.startswith("| visa | candle |") for line in lines)
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert set(saved["results"]) == {"mvtec", "visa"}
