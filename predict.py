@@ -6,26 +6,26 @@
 
 Zero-shot by default (SPEC §4): image score = softmax(100 · f_img · T)[1], anomaly map = sum of
 the stage maps. With ``--reference_dir`` (normal images of the same object, all of them used)
-it is few-shot (SPEC §5): the memory-bank term is added to the map, and the image score is
-0.5 · (text score + s) with s = max(map) min-max normalised over the *scored folder*, as the
-released code normalises over a category's test set. So few-shot scores are relative to the
-folder: the same image can score differently in another folder, and a folder of one image gets
-s = 0.
+it is few-shot (SPEC §5): the memory-bank term is added to the map, and the image score is the
+per-image score 0.5 · (text + clip((max map − mu) / mu, 0, 1)), mu the map peak the references
+reach against each other: it depends on the image alone, so a folder of one image and of 1,000
+give it the same score. ``--image_score released`` normalises over the scored folder instead.
 
-Outputs (``--save_path``): scores.csv (path,score[,anomalous]), scores.json, heatmaps/*.png
-(image | overlay [| predicted mask]; each image's file named in scores.json), masks/*.png at
-the original image size (pixels with map >= pixel threshold) when a threshold is known,
-config.json, log.txt. Thresholds come from
-the thresholds.json that test.py writes (F1-max on that run's test set), or from
---image_threshold / --pixel_threshold.
+Outputs (``--save_path``, written as one set at the end): scores.csv (path,score[,anomalous]),
+scores.json, heatmaps/*.png (image | overlay on one colour scale | [predicted mask] | colour
+bar, at the image's resolution; each file named in scores.json), masks/*.png at the original
+image size (map >= pixel threshold) when a threshold is known, report.html, config.json,
+run.json, log.txt. Thresholds come from the thresholds.json that test.py writes (F1-max on that
+run's test set), or from --image_threshold / --pixel_threshold. ``--onnx FILE`` scores with an
+exported model; ``--resume`` continues a killed run; ``torchrun --nproc_per_node N predict.py``
+shards the folder.
 """
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 
 from engine.config import PredictConfig
-from utils.cli import config_json, parse_config, run_main
+from utils.cli import config_json, parse_config, resolved, run_main
 
 
 def parse_args(argv: list[str] | None = None) -> PredictConfig:
@@ -38,14 +38,23 @@ def main(argv: list[str] | None = None) -> int:
     def body() -> None:
         from engine.preflight import check_pretrained
 
-        check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch loads
-        from engine import prediction
+        if not cfg.onnx:
+            check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch
+        from engine import distributed, prediction
+        from engine.result_set import ResultSet
         from utils.log import setup_logging
 
-        log = setup_logging(Path(cfg.save_path))
-        job = prediction.prepare(cfg, log)  # files, thresholds, prompts, model, memory bank
-        scores = prediction.run(job)  # score every readable file
-        prediction.write(job, scores, config_json(cfg, device=str(job.device)))
+        dist = distributed.setup()  # one process, or a rank of torchrun
+        config = resolved(cfg)
+        with ResultSet(cfg.save_path, config, dist=dist, resume=cfg.resume,
+                       fingerprint=prediction.fingerprint(config)) as results:
+            log = setup_logging(results.dir if dist.main else None, quiet=not dist.main)
+            job = prediction.prepare(cfg, log, results.dir, dist)  # files, model, bank, scale
+            prediction.run(job)  # this rank's images, streamed to disk
+            if dist.all_ok(True) and dist.main:
+                prediction.finish(job, config_json(cfg, device=str(job.scorer.device)))
+                results.commit()  # the whole set moves into place
+        distributed.teardown()
 
     return run_main(body, cfg.debug)
 

@@ -29,6 +29,7 @@ PAPER_SEEDS = (1, 2, 3, 4, 5)
 M = "model"
 N = "training on normal images only (synthesized anomalies)"
 IMAGE_SCORES = ("released", "per_image", "both")
+HEATMAP_SCALES = ("auto", "image")
 
 
 def check_device_name(flag: str, name: str | None, auto: bool = False) -> None:
@@ -204,17 +205,28 @@ class PredictConfig(ModelConfig):
     image_dir: str | None = opt(None, "folder of images to score (every file in it is tried)",
                                 required=True, path=True)
     object_name: str | None = opt(None, "object word used in the prompts, e.g. screw, pcb1 "
-                                  "(prompts/overrides.json applies)", required=True)
+                                  "(prompts/overrides.json applies); with --onnx: the file's "
+                                  "object when not given", default_text="required")
     save_path: str = opt("results/predict", "output folder", path=True)
     checkpoint_path: str | None = opt(None, "projection weights (released format, e.g. "
-                                      "visa_pretrained.pth)", required=True, path=True)
+                                      "visa_pretrained.pth)", default_text="required unless "
+                                      "--onnx", path=True)
+    onnx: str | None = opt(None, "score with this exported model (export.py) and onnxruntime "
+                           "instead of torch; needs no checkpoint or model flags (its sidecar "
+                           "JSON carries them)", path=True)
     few_shot_features: list[int] | None = opt(
         None, "1-based stages of the few-shot memory banks",
         default_text="the --features_list stages")
     reference_dir: str | None = opt(None, "folder of normal images of the same object: all of "
-                                    "them form the few-shot memory bank (few-shot mode)", path=True)
+                                    "them form the few-shot memory bank (few-shot mode)",
+                                    path=True)
     reference_recursive: bool = opt(False, "also take reference images from sub-folders of "
                                     "--reference_dir")
+    image_score: str = opt("per_image", "few-shot image score: per_image (0.5 * (text + the map "
+                           "maximum's rise above the references' own level): depends on the "
+                           "image alone) or released (map maximum min-max normalised over the "
+                           "scored folder, as the paper's test.py)",
+                           choices=("per_image", "released"))
     thresholds: str | None = opt(None, "thresholds.json written by test.py: "
                                  "{'per_category': {cat: {'pixel', 'image'}}}", path=True)
     threshold_category: str | None = opt(None, "entry of --thresholds to use",
@@ -226,13 +238,32 @@ class PredictConfig(ModelConfig):
                                  default_text="the repository's prompts/", path=True)
     recursive: bool = opt(False, "also score images in sub-folders of --image_dir")
     no_heatmaps: bool = opt(False, "skip the heatmap overlays (faster)")
+    heatmap_scale: str = opt("auto", "colour scale of the heatmaps: auto (one fixed scale for "
+                             "the run: the pixel threshold at mid-scale, else the references' "
+                             "map peak at mid-scale, else the map's range) or image (each map "
+                             "scaled to its own min-max, as before)", choices=HEATMAP_SCALES)
+    heatmap_max_side: int = opt(1024, "largest side of a heatmap in pixels (drawn at the "
+                                "image's resolution up to this)", minimum=64)
     save_maps: bool = opt(False, "also write maps.npz (paths, anomaly_maps [N,S,S])")
     maps_dtype: str = opt("float16", "dtype of the maps in maps.npz", choices=("float16", "float32"))
+    no_report: bool = opt(False, "do not write report.html (saves about 6 kB per image)")
+    report_max_images: int = opt(2000, "images shown in report.html (the highest-scored; all "
+                                 "are in scores.csv)", minimum=1)
+    resume: bool = opt(False, "continue a killed run into the same --save_path: the images it "
+                       "recorded are skipped")
 
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.few_shot_features is None:
             self.few_shot_features = list(self.features_list)
+        if not self.onnx and not self.checkpoint_path:
+            raise ConfigError("--checkpoint_path is required (the projection weights), unless "
+                              "you score with --onnx FILE")
+        if not self.onnx and not self.object_name:
+            raise ConfigError("--object_name is required (the word put into the prompts)")
+        if self.onnx and self.reference_dir:
+            raise ConfigError("--reference_dir and --onnx exclude each other: the memory bank is "
+                              "baked into the ONNX file (export.py --reference_dir)")
 
 
 def shell_defaults() -> str:

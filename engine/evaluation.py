@@ -224,7 +224,7 @@ def _write_maps(job: EvalJob, cls: str, res: dict, writers: dict) -> None:
             vis = job.run_dir(r) / "overlays" / cls
             for p, m, g in zip(res["paths"], maps, res["gt_px"]):
                 save_overlay(vis / (p.replace("/", "_").rsplit(".", 1)[0] + ".png"),
-                             open_image(job.root / p), m, g, vmax=None)
+                             open_image(job.root / p), m, g)
 
 
 def write(job: EvalJob, per_cat: dict[Run, dict], config_text: str) -> dict[Run, dict]:

@@ -86,6 +86,39 @@ def check_finite(paths: Sequence[str], per_image: Sequence[torch.Tensor],
 
 
 @torch.no_grad()
+def infer_batches(model: AprilGAN, batches, text: torch.Tensor, banks: Sequence[MemoryBank],
+                  device: torch.device, encode: Callable[[dict], tuple] | None = None
+                  ) -> Iterator[dict]:
+    """Yield each batch's results as soon as it is through (streaming; see ``run_category``).
+
+    Each item: ``logits`` list over stages of [b, 2, h, h]; ``distances`` per bank, list over
+    stages of [b, 1, h, h]; ``text_score`` [b] float64; ``mask`` [b, S, S] uint8; ``label``
+    [b]; ``path`` list; ``backbone_images``; ``backbone_seconds``. All on the CPU.
+    """
+    it = iter(batches)
+    try:
+        for batch in it:
+            t0 = time.perf_counter()
+            if encode is None:
+                enc = model.encode(batch["image"].to(device))
+                tokens, embed, n = enc["patch_tokens"], enc["image_embed"], len(batch["path"])
+            else:
+                tokens, embed, n = encode(batch)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - t0
+            head = model.head(tokens, embed, text.to(device))
+            logits = [l.float().cpu() for l in head["stage_logits"]]
+            dist = [[x.cpu() for x in bank.distances(tokens)] for bank in banks]
+            score = head["image_score"].double().cpu()
+            check_finite(batch["path"], logits + [d for ds in dist for d in ds], score)
+            yield {"logits": logits, "distances": dist, "text_score": score.numpy(),
+                   "mask": batch["mask"].to(torch.uint8), "label": batch["label"],
+                   "path": list(batch["path"]), "backbone_images": n, "backbone_seconds": seconds}
+    finally:
+        stop_workers(it)
+
+
 def run_category(model: AprilGAN, batches, text: torch.Tensor, banks: Sequence[MemoryBank],
                  device: torch.device, on_batch: Callable[[int], None] | None = None,
                  encode: Callable[[dict], tuple] | None = None) -> dict:
@@ -103,42 +136,25 @@ def run_category(model: AprilGAN, batches, text: torch.Tensor, banks: Sequence[M
         of [N, 1, h, h]; ``text_score`` [N] float64; ``gt_px`` [N, S, S] uint8; ``gt_sp`` [N]
         int64; ``paths`` list[str]; ``backbone_images``; ``backbone_seconds``. On the CPU.
     """
-    logits, dists, scores, gts, labels, paths = [], [[] for _ in banks], [], [], [], []
-    n_backbone, t_backbone = 0, 0.0
-    it = iter(batches)
-    try:
-        for batch in it:
-            t0 = time.perf_counter()
-            if encode is None:
-                enc = model.encode(batch["image"].to(device))
-                tokens, embed, n = enc["patch_tokens"], enc["image_embed"], len(batch["path"])
-            else:
-                tokens, embed, n = encode(batch)
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            t_backbone += time.perf_counter() - t0
-            n_backbone += n
-            head = model.head(tokens, embed, text.to(device))
-            out = [l.float().cpu() for l in head["stage_logits"]]
-            dist = [[x.cpu() for x in bank.distances(tokens)] for bank in banks]
-            check_finite(batch["path"], out + [d for ds in dist for d in ds],
-                         head["image_score"].cpu())
-            logits.append(out)
-            for d, x in zip(dists, dist):
-                d.append(x)
-            scores.append(head["image_score"].double().cpu())
-            gts.append(batch["mask"].to(torch.uint8))
-            labels.append(batch["label"])
-            paths += batch["path"]
-            if on_batch:
-                on_batch(len(batch["path"]))
-    finally:
-        stop_workers(it)
-    cat = lambda per_batch: [torch.cat(x) for x in zip(*per_batch)]  # noqa: E731
-    return {"logits": cat(logits), "distances": [cat(d) for d in dists],
-            "text_score": torch.cat(scores).numpy(), "gt_px": torch.cat(gts).numpy(),
-            "gt_sp": torch.cat(labels).numpy().astype(np.int64), "paths": paths,
-            "backbone_images": n_backbone, "backbone_seconds": t_backbone}
+    parts = []
+    for r in infer_batches(model, batches, text, banks, device, encode):
+        parts.append(r)
+        if on_batch:
+            on_batch(len(r["path"]))
+    return concat_results(parts, len(banks))
+
+
+def concat_results(parts: Sequence[dict], n_banks: int) -> dict:
+    """``infer_batches`` items (in order) as one ``run_category`` result."""
+    cat = lambda per_batch: [torch.cat(x) for x in zip(*per_batch)] if per_batch else []  # noqa: E731
+    return {"logits": cat([p["logits"] for p in parts]),
+            "distances": [cat([p["distances"][b] for p in parts]) for b in range(n_banks)],
+            "text_score": np.concatenate([p["text_score"] for p in parts]),
+            "gt_px": torch.cat([p["mask"] for p in parts]).numpy(),
+            "gt_sp": torch.cat([p["label"] for p in parts]).numpy().astype(np.int64),
+            "paths": [q for p in parts for q in p["path"]],
+            "backbone_images": sum(p["backbone_images"] for p in parts),
+            "backbone_seconds": sum(p["backbone_seconds"] for p in parts)}
 
 
 def full_maps(logits: Sequence[torch.Tensor], distances: Sequence[torch.Tensor] | None,

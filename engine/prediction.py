@@ -1,237 +1,345 @@
-"""predict.py's loop: score a folder of images of one object (no labels needed).
+"""predict.py's loop: score a folder of images of one object (no labels needed), streaming.
 
-Zero-shot by default (SPEC §4): image score = the text score, anomaly map = sum of the stage maps.
-With a reference folder it is few-shot (SPEC §5): the memory-bank term is added to the map, and
-the image score is 0.5 * (text score + s) with s = max(map) min-max normalised over the *scored
-folder*, as the released code normalises over a category's test set.
+Zero-shot by default (SPEC §4): image score = the text score, anomaly map = the stage maps.
+With ``--reference_dir`` it is few-shot (SPEC §5): the memory-bank term is added to the map and
+the image score is, by default, the per-image score ``0.5 * (text + clip((max map - mu) / mu,
+0, 1))`` (``models.anomaly_maps.per_image_scores``: mu from the references alone, so a score
+never depends on the other images); ``--image_score released`` gives the released score, with
+the map maximum min-max normalised over the scored folder.
+
+Streaming and resumable: results go to disk batch by batch (heatmaps, masks, report
+thumbnails, and one line per image in ``records-r<rank>.jsonl`` of the run's staging folder),
+so memory does not grow with the folder; ``--resume`` continues a killed run, skipping the
+images already recorded (a kill loses at most the batches in flight). Under torchrun the files
+are sharded by image across ranks; rank 0 writes scores.csv, scores.json, maps.npz and
+report.html at the end, rows in the folder's sorted order whatever the number of processes.
 """
 from __future__ import annotations
 
-import itertools
+import hashlib
+import json
 import logging
-import math
+import os
 import time
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
+from PIL import Image
 
-from datasets.folder import heatmap_names, list_files, readable_batches, readable_images
+from datasets.folder import heatmap_names, list_files
 from datasets.transforms import open_image
 from errors import DatasetError
-from models.anomaly_maps import combined_image_scores
-from models.april_gan import AprilGAN
-from prompts import TextFeatureBank, load_prompts
-from utils.io import atomic_savez, atomic_write_json, atomic_write_text, csv_text, read_json
-from utils.visualize import save_mask, save_overlay
+from models.anomaly_maps import combined_image_scores, per_image_scores
+from utils.io import atomic_write_json, atomic_write_text, csv_text
+from utils.npz_stream import NpzStreamWriter
+from utils.visualize import (ColorScale, fixed_scale, heatmap_overlay, overlay_panels,
+                             render_overlay, save_mask)
 
 from .config import PredictConfig
-from .inference import build_bank, full_maps, progress, reference_tokens, run_category
-from .loading import build_model, load_projections, resolve_device, trained_with
+from .distributed import Dist
+from .result_set import check_free_space
+from .scorers import OnnxScorer, TorchScorer, reference_list
+from .thresholds import resolve_thresholds
 
-CHUNK = 256  # images per inference call: bounds host memory on large folders
+FORMULAS = {
+    "zero_shot": "text_score: softmax(100 * image embedding . text features)[1]",
+    "per_image": "0.5 * (text_score + clip((map_max - mu) / mu, 0, 1)), mu = the references' "
+                 "leave-one-out map maximum",
+    "released": "0.5 * (text_score + min-max over this folder of map_max)",
+}
 
 
 @dataclass
 class PredictJob:
     cfg: PredictConfig
-    image_dir: Path
-    save: Path
-    paths: list[str]
-    refs: list[str]
-    thresholds: dict
-    model: AprilGAN
-    text: object
-    banks: list
-    device: object
-    workers: int
+    out: Path  # the staging folder of the result set
+    dist: Dist
     log: logging.Logger
-    skipped: list
+    image_dir: Path = None
+    paths: list = field(default_factory=list)
+    refs: list = field(default_factory=list)
+    thresholds: dict = field(default_factory=dict)
+    scorer: object = None
+    scale: ColorScale | None = None
+    names: dict = field(default_factory=dict)
+    thumbs: object = None  # the report's thumbnail writer
+    seconds: float = 0.0
 
     @property
     def mode(self) -> str:
-        return "few_shot" if self.refs else "zero_shot"
+        return "few_shot" if self.scorer.n_memory_stages else "zero_shot"
+
+    @property
+    def score_name(self) -> str:
+        return "zero_shot" if self.mode == "zero_shot" else self.cfg.image_score
 
     def warn(self, path: str, why: str) -> None:
         """A warning line on stderr (also under the progress bar) and in log.txt."""
         self.log.warning(f"warning: {path}: {why}")
 
-    def skip(self, path: str, why: str) -> None:
-        self.skipped.append((path, why))
-        self.warn(path, f"skipped: {why}")
+
+def fingerprint(config: dict) -> dict:
+    """The settings a resumed run must share with the killed one."""
+    drop = {"resume", "debug", "num_workers", "batch_size", "save_path", "no_report"}
+    return {k: v for k, v in config.items() if k not in drop}
 
 
-def resolve_thresholds(cfg: PredictConfig, mode: str, warn) -> dict:
-    """{"image": t | None, "pixel": t | None, "source": str} from the file and the flags."""
-    out: dict = {"image": None, "pixel": None, "source": None}
-    if cfg.thresholds:
-        path = Path(cfg.thresholds)
-        data = read_json(path, "thresholds file", hint="write it with test.py")
-        table = data.get("per_category")
-        if not isinstance(table, dict):
-            raise DatasetError(f"{path} has no 'per_category' table (write it with test.py)")
-        cat = cfg.threshold_category or cfg.object_name
-        if cat not in table:
-            raise DatasetError(f"{path} has no thresholds for {cat!r} (it has: "
-                               f"{', '.join(table) or 'none'}); pass --threshold_category")
-        for key in ("image", "pixel"):
-            v = table[cat].get(key) if isinstance(table[cat], dict) else None
-            try:
-                ok = v is not None and math.isfinite(float(v))
-            except (TypeError, ValueError) as e:
-                raise DatasetError(f"{path}: the {key} threshold of {cat!r} is not a number: "
-                                   f"{v!r}") from e
-            if ok:
-                out[key] = float(v)
-            else:
-                warn(str(path), f"no finite {key} threshold for {cat!r}; not used")
-        out["source"] = f"{path.resolve()} [{cat}]"
-        if data.get("mode") and data["mode"] != mode:
-            warn(str(path), f"thresholds come from a {data['mode']} run but this is {mode}: "
-                            "scores are on a different scale, labels may be off")
-    if cfg.image_threshold is not None:
-        out["image"], out["source"] = cfg.image_threshold, out["source"] or "command line"
-    if cfg.pixel_threshold is not None:
-        out["pixel"], out["source"] = cfg.pixel_threshold, out["source"] or "command line"
-    return out
-
-
-def prepare(cfg: PredictConfig, log: logging.Logger) -> PredictJob:
-    """List the files and references, read thresholds and prompts, build the model and banks."""
-    image_dir, save = Path(cfg.image_dir), Path(cfg.save_path)
-    job = PredictJob(cfg, image_dir, save, [], [], {}, None, None, [], None, 0, log, [])
-    job.paths = list_files(image_dir, cfg.recursive, exclude=[save], warn=job.warn)
-    if cfg.reference_dir:
-        ref_dir = Path(cfg.reference_dir)
-        listed = list_files(ref_dir, cfg.reference_recursive, warn=job.warn,
-                            what="reference folder")
-        job.refs = readable_images(ref_dir, listed, lambda p, e: job.warn(
-            p, f"reference skipped: {e}"))
-        both = {(ref_dir / r).resolve() for r in job.refs} & {(image_dir / p).resolve()
-                                                               for p in job.paths}
-        if both:
-            job.warn(str(ref_dir), f"{len(both)} reference image(s) are also scored: their "
-                                   "few-shot maps are near zero, which lowers the other images' "
-                                   "normalisation")
+def prepare(cfg: PredictConfig, log: logging.Logger, out: Path, dist: Dist) -> PredictJob:
+    """List the files and references, read thresholds, build the scorer and the colour scale."""
+    job = PredictJob(cfg, out, dist, log, Path(cfg.image_dir))
+    save = Path(cfg.save_path)
+    job.paths = list_files(job.image_dir, cfg.recursive, exclude=[save],
+                           warn=job.warn if dist.main else None)
+    if cfg.onnx:
+        job.scorer = OnnxScorer(cfg, dist.device(cfg.device), log)
+    else:
+        job.refs = reference_list(cfg, job.warn)
+        both = {(Path(cfg.reference_dir) / r).resolve() for r in job.refs} & {
+            (job.image_dir / p).resolve() for p in job.paths}
+        if both and dist.main:
+            job.warn(str(cfg.reference_dir), f"{len(both)} reference image(s) are also scored: "
+                                             "their few-shot maps are near zero")
+        job.scorer = TorchScorer(cfg, dist.device(cfg.device), job.refs, log)
     job.thresholds = resolve_thresholds(cfg, job.mode, job.warn)
-    prompts = load_prompts(cfg.prompt_dir, [cfg.object_name])
-    job.device = resolve_device(cfg.device)
-    job.workers = cfg.num_workers if cfg.num_workers is not None else (
-        4 if job.device.type == "cuda" else 0)
-    job.model, tokenizer = build_model(cfg.model, cfg.pretrained, cfg.image_size,
-                                       cfg.features_list, cfg.few_shot_features if job.refs else (),
-                                       cfg.config_path, job.device)
-    load_projections(job.model.projections, cfg.checkpoint_path, trained_with(cfg))
-    job.model.eval()
-    job.text = TextFeatureBank(job.model.backbone.encode_text, tokenizer, prompts,
-                               job.device)(cfg.object_name)
-    log.info(f"{job.mode} on {len(job.paths)} files of {cfg.object_name!r} in {image_dir}"
-             + (f", memory bank of {len(job.refs)} reference images" if job.refs else ""))
-    if job.refs:
-        tokens = reference_tokens(job.model, Path(cfg.reference_dir), job.refs, cfg.batch_size,
-                                  job.workers, job.device)
-        job.banks = [build_bank(job.model, cfg.object_name, job.refs, tokens)]
+    if cfg.onnx and job.thresholds["image"] is None and job.scorer.onnx.thresholds:
+        t = job.scorer.onnx.thresholds
+        job.thresholds.update(image=t.get("image"), pixel=t.get("pixel"),
+                              source=f"{cfg.onnx} (sidecar)")
+    if cfg.heatmap_scale == "auto":
+        job.scale = fixed_scale(job.scorer.n_stages, job.scorer.n_memory_stages,
+                                job.thresholds["pixel"], job.scorer.normal_level)
+    job.names = heatmap_names(job.paths)
+    per_image = (0 if cfg.no_heatmaps else 200_000) + (0 if cfg.no_report else 8_000) + (
+        4 * job.scorer.size ** 2 if cfg.save_maps else 0)
+    check_free_space(out, len(job.paths) * per_image, "the heatmaps, report and maps")
+    if dist.main:
+        log.info(f"{job.mode} on {len(job.paths)} files of {cfg.object_name!r} in "
+                 f"{job.image_dir}" + (f", memory bank of {len(job.refs)} reference images"
+                                       if job.refs else "")
+                 + (f", {dist.world} processes" if dist.enabled else "")
+                 + (f"; heatmaps on one scale: {job.scale.source}" if job.scale else ""))
     return job
 
 
-def run(job: PredictJob) -> dict:
-    """Score every readable file; heatmaps and masks are written as they are made."""
-    cfg, size, thr = job.cfg, job.cfg.image_size, job.thresholds
-    t0 = time.time()
-    done, text_score, map_max, maps_out = [], [], [], []
-    names = heatmap_names(job.paths)
-    written: dict[str, dict] = {}
-    bar = progress(len(job.paths), cfg.object_name)
-    for a in range(0, len(job.paths), CHUNK):
-        batches = readable_batches(job.image_dir, job.paths[a:a + CHUNK], size, cfg.batch_size,
-                                   job.workers, lambda p, e: (bar.update(1), job.skip(p, e)))
-        first = next(batches, None)
-        if first is None:  # nothing readable in this chunk
-            continue
-        res = run_category(job.model, itertools.chain([first], batches), job.text, job.banks,
-                           job.device, bar.update)
-        done += res["paths"]
-        text_score.append(res["text_score"])
-        i = 0
-        for maps in full_maps(res["logits"], res["distances"][0] if job.banks else None, size):
-            map_max.append(maps.max(axis=(1, 2)).astype(np.float64))
+# --------------------------------------------------------------------------- streaming
+def _records(out: Path) -> dict[str, dict]:
+    """Every image already recorded in ``out`` (any rank, any earlier attempt), by path."""
+    done: dict[str, dict] = {}
+    for f in sorted(out.glob("records-r*.jsonl")):
+        for line in f.read_text(encoding="utf-8").splitlines():
+            try:
+                rec = json.loads(line)
+            except ValueError:  # a line cut by a kill
+                continue
+            done[rec["path"]] = rec
+    return done
+
+
+def run(job: PredictJob) -> None:
+    """Score this rank's shard of the not yet recorded files, writing as it goes."""
+    cfg, t0 = job.cfg, time.time()
+    done = _records(job.out) if cfg.resume else {}
+    todo = [p for p in job.dist.shard(job.paths) if p not in done]
+    if done and job.dist.main:
+        job.log.info(f"resuming: {len(done)} files already scored, {len(todo)} left on this rank")
+    from .inference import progress
+    bar = progress(len(todo), cfg.object_name)
+    sink = open(job.out / f"records-r{job.dist.rank}.jsonl", "a", encoding="utf-8")
+    part = [0]
+    pending: list[dict] = []
+
+    def skip(path: str, why: str) -> None:
+        bar.update(1)
+        job.warn(path, f"skipped: {why}")
+        pending.append({"path": path, "error": why})
+
+    try:
+        for batch in job.scorer.batches(job.image_dir, todo, cfg.batch_size, skip):
+            maps = batch["maps"]
             if cfg.save_maps:
-                maps_out.append(maps.astype(cfg.maps_dtype))
-            for m in maps:
-                rel = res["paths"][i]
-                i += 1
-                written[rel] = _image_files(job, rel, m, names[rel])
-        del res
-    bar.close()
-    if not done:
-        raise DatasetError(f"none of the {len(job.paths)} files in {job.image_dir} could be read "
-                           "as an image")
-    return {"done": done, "text_score": np.concatenate(text_score),
-            "map_max": np.concatenate(map_max), "written": written, "seconds": time.time() - t0,
-            "maps": np.concatenate(maps_out) if maps_out else None}
+                name = f"r{job.dist.rank}-{time.time_ns()}-{part[0]:06d}.npy"
+                (job.out / "maps_parts").mkdir(exist_ok=True)
+                np.save(job.out / "maps_parts" / name, maps.astype(cfg.maps_dtype))
+                part[0] += 1
+            for j, (rel, text, m) in enumerate(zip(batch["path"], batch["text_score"], maps)):
+                rec = {"path": rel, "text_score": float(text), "map_max": float(m.max())}
+                rec.update(_image_files(job, rel, m))
+                if cfg.save_maps:
+                    rec["maps"] = [name, j]
+                pending.append(rec)
+            _flush(sink, pending)
+            bar.update(len(batch["path"]))
+        _flush(sink, pending)
+    finally:
+        sink.close()
+        bar.close()
+    job.seconds = time.time() - t0
 
 
-def _image_files(job: PredictJob, rel: str, m: np.ndarray, name: str) -> dict:
-    """Heatmap overlay and (with a pixel threshold) mask of one image; returns their paths."""
-    cfg, thr, out = job.cfg, job.thresholds, {}
-    if cfg.no_heatmaps and thr["pixel"] is None:
+def _flush(sink, pending: list[dict]) -> None:
+    """Append the records of the files just finished, durably (a kill keeps them)."""
+    if pending:
+        sink.write("".join(json.dumps(r) + "\n" for r in pending))
+        sink.flush()
+        os.fsync(sink.fileno())
+        pending.clear()
+
+
+def _image_files(job: PredictJob, rel: str, m: np.ndarray) -> dict:
+    """Heatmap, mask (with a pixel threshold) and report thumbnail of one image."""
+    cfg, thr, out, name = job.cfg, job.thresholds, {}, job.names[rel]
+    if cfg.no_heatmaps and thr["pixel"] is None and cfg.no_report:
         return out
     img = open_image(job.image_dir / rel)
     pred = None
     if thr["pixel"] is not None:
         pred = m >= thr["pixel"]
         full = cv2.resize(m, img.size, interpolation=cv2.INTER_LINEAR)  # [H, W]
-        save_mask(job.save / "masks" / name, full >= thr["pixel"])
+        save_mask(job.out / "masks" / name, full >= thr["pixel"])
         out["mask"] = f"masks/{name}"
     if not cfg.no_heatmaps:
-        save_overlay(job.save / "heatmaps" / name, img, m, pred)
+        target = job.out / "heatmaps" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(overlay_panels(img, m, pred, job.scale, cfg.heatmap_max_side)).save(target)
         out["heatmap"] = f"heatmaps/{name}"
+    if not cfg.no_report:
+        if job.scale is None:
+            s = m.shape[0]
+            rgb, over = np.asarray(img.convert("RGB").resize((s, s))), heatmap_overlay(img, m)
+        else:
+            rgb, over = render_overlay(img, m, job.scale, max_side=256)
+        out["thumb"] = _thumb(job, rel, rgb, over)
     return out
 
 
-def write(job: PredictJob, res: dict, config_text: str) -> dict:
-    """scores.csv, scores.json, maps.npz (with --save_maps) and config.json."""
+def _thumb(job: PredictJob, rel: str, rgb: np.ndarray, over: np.ndarray) -> dict:
+    """The report row of one image (its thumbnail written now; its score set at the end)."""
+    if job.thumbs is None:
+        from .report import PredictReport
+        job.thumbs = PredictReport(job.out, "", {}, fresh=False)
+    key = hashlib.sha1(rel.encode()).hexdigest()[:16]
+    return job.thumbs.add(rel, 0.0, rgb, over, None, name=key)
+
+
+# --------------------------------------------------------------------------- the result files
+def finish(job: PredictJob, config_text: str) -> dict:
+    """Rank 0: scores.csv, scores.json, maps.npz, report.html and config.json from the records."""
     cfg, thr = job.cfg, job.thresholds
-    tscore, mmax = res["text_score"], res["map_max"]
-    score = tscore
-    if job.banks:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            score = combined_image_scores(tscore, mmax)
-        for w in caught:
-            job.warn(str(job.image_dir), f"{w.message} (few-shot scores are min-max normalised "
-                                         "over the scored folder; score more images at once)")
-    rows, images = [["path", "score"] + (["anomalous"] if thr["image"] is not None else [])], []
-    for rel, s, t, mx in zip(res["done"], score, tscore, mmax):
-        rec = {"path": rel, "score": float(s), "text_score": float(t), "map_max": float(mx)}
-        row = [rel, f"{s:.6f}"]
+    recs = _records(job.out)
+    order = [p for p in job.paths if p in recs]
+    scored = [recs[p] for p in order if "error" not in recs[p]]
+    skipped = [{"path": recs[p]["path"], "error": recs[p]["error"]} for p in order
+               if "error" in recs[p]]
+    if not scored:
+        raise DatasetError(f"none of the {len(job.paths)} files in {job.image_dir} could be read "
+                           "as an image")
+    text = np.array([r["text_score"] for r in scored], dtype=np.float64)
+    mmax = np.array([r["map_max"] for r in scored], dtype=np.float64)
+    score = _final_scores(job, text, mmax)
+    rows = [["path", "score"] + (["anomalous"] if thr["image"] is not None else [])]
+    images = []
+    for r, s in zip(scored, score):
+        rec = {"path": r["path"], "score": float(s), "text_score": r["text_score"],
+               "map_max": r["map_max"]}
+        row = [r["path"], f"{s:.6f}"]
         if thr["image"] is not None:
             rec["anomalous"] = bool(s >= thr["image"])
             row.append(int(rec["anomalous"]))
-        rec.update(res["written"].get(rel, {}))
+        rec.update({k: r[k] for k in ("heatmap", "mask") if k in r})
         images.append(rec)
         rows.append(row)
     result = {
         "object_name": cfg.object_name, "mode": job.mode, "image_dir": str(job.image_dir.resolve()),
-        "score": ("0.5 * (text_score + min-max over this folder of map_max)" if job.banks
-                  else "text_score: softmax(100 * image embedding . text features)[1]"),
-        "references": job.refs,
+        "score": FORMULAS[job.score_name], "image_score": job.score_name,
+        "normal_level": job.scorer.normal_level, "references": job.refs,
         "reference_dir": str(Path(cfg.reference_dir).resolve()) if cfg.reference_dir else None,
-        "thresholds": thr, "n_files": len(job.paths), "n_scored": len(res["done"]),
-        "skipped": [{"path": p, "error": e} for p, e in job.skipped], "images": images,
+        "thresholds": thr, "heatmap_scale": job.scale.__dict__ if job.scale else "per image",
+        "n_files": len(job.paths), "n_scored": len(scored), "skipped": skipped, "images": images,
     }
-    atomic_write_text(job.save / "scores.csv", csv_text(rows))
-    atomic_write_json(job.save / "scores.json", result)
-    if res["maps"] is not None:
-        atomic_savez(job.save / "maps.npz", paths=np.array(res["done"]), anomaly_maps=res["maps"])
-    atomic_write_text(job.save / "config.json", config_text)
+    atomic_write_text(job.out / "scores.csv", csv_text(rows))
+    atomic_write_json(job.out / "scores.json", result)
+    if cfg.save_maps:
+        _write_maps(job, scored)
+    if not cfg.no_report:
+        _write_report(job, scored, score, skipped)
+    atomic_write_text(job.out / "config.json", config_text)
+    for f in job.out.glob("records-r*.jsonl"):
+        f.unlink()
     n_bad = sum(r.get("anomalous", False) for r in images)
     job.log.info(
-        f"scored {len(res['done'])} of {len(job.paths)} files in {res['seconds']:.1f} s"
+        f"scored {len(scored)} of {len(job.paths)} files in {job.seconds:.1f} s"
         + (f", {n_bad} above the image threshold {thr['image']:.4g}"
            if thr["image"] is not None else " (no image threshold: no labels)")
-        + (f"; skipped {len(job.skipped)} that are not readable images" if job.skipped else "")
-        + f". Results in {job.save}")
+        + (f"; skipped {len(skipped)} that are not readable images" if skipped else "")
+        + f". Results in {cfg.save_path}")
     return result
+
+
+def _final_scores(job: PredictJob, text: np.ndarray, mmax: np.ndarray) -> np.ndarray:
+    if job.score_name == "zero_shot":
+        return text
+    if job.score_name == "per_image":
+        return per_image_scores(text, mmax, job.scorer.normal_level)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        score = combined_image_scores(text, mmax)
+    for w in caught:
+        job.warn(str(job.image_dir), f"{w.message} (released few-shot scores are min-max "
+                                     "normalised over the scored folder; score more images at "
+                                     "once, or use --image_score per_image)")
+    return score
+
+
+def _write_maps(job: PredictJob, scored: list[dict]) -> None:
+    """maps.npz [N, S, S] in the folder's order, from the per-batch parts (then removed)."""
+    parts = job.out / "maps_parts"
+    s = job.scorer.size
+    w = NpzStreamWriter(job.out / "maps.npz")
+    try:
+        w.begin("anomaly_maps", (len(scored), s, s), np.dtype(job.cfg.maps_dtype))
+        cache: dict[str, np.ndarray] = {}
+        for r in scored:
+            name, j = r["maps"]
+            if name not in cache:
+                cache.clear()
+                cache[name] = np.load(parts / name, mmap_mode="r")
+            w.write(np.asarray(cache[name][j:j + 1]))
+        cache.clear()
+        w.add("paths", np.array([r["path"] for r in scored]))
+        w.close()
+    except BaseException:
+        w.abort()
+        raise
+    for f in parts.glob("*.npy"):
+        f.unlink()
+    parts.rmdir()
+
+
+def _write_report(job: PredictJob, scored: list[dict], score: np.ndarray,
+                  skipped: list[dict]) -> None:
+    """report.html: the ``--report_max_images`` highest-scored images (all in scores.csv)."""
+    from .report import PredictReport
+
+    cfg, thr = job.cfg, job.thresholds
+    top = np.argsort(-score, kind="stable")[:cfg.report_max_images]
+    keep = {int(i) for i in top}
+    info = {"object": cfg.object_name, "mode": job.mode, "score": FORMULAS[job.score_name],
+            "images": len(scored), "model": cfg.onnx or cfg.model,
+            "checkpoint": cfg.checkpoint_path, "heatmap scale":
+            job.scale.source if job.scale else "per image (--heatmap_scale image)"}
+    if len(scored) > len(keep):
+        info["shown"] = f"the {len(keep)} highest-scored of {len(scored)} (all in scores.csv)"
+    report = PredictReport(job.out, f"predict.py: {cfg.object_name}", info, fresh=False)
+    for i, r in enumerate(scored):
+        t = r.get("thumb")
+        if t is None:
+            continue
+        if i in keep:
+            report.add_record({**t, "score": float(score[i]), "anomalous": None
+                               if thr["image"] is None else bool(score[i] >= thr["image"])})
+        else:
+            (job.out / t["src"]).unlink(missing_ok=True)
+    report.finish(thr["image"], skipped)

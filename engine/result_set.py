@@ -27,7 +27,7 @@ from typing import Any
 from errors import ConfigError, EnvironmentFault, Interrupted, RunLockedError, os_fault
 from utils.io import atomic_write_json, atomic_write_text
 
-LOCK, JOURNAL, RUN_JSON = ".lock", ".commit.json", "run.json"
+LOCK, JOURNAL, RUN_JSON, PROGRESS = ".lock", ".commit.json", "run.json", "progress.json"
 FAILED_LOG = "log.failed.txt"
 
 
@@ -85,26 +85,62 @@ class ResultSet:
         staged: False for train.py (files go straight into ``save``; lock and run.json only).
     """
 
-    def __init__(self, save: str | Path, config: dict, staged: bool = True):
+    def __init__(self, save: str | Path, config: dict, staged: bool = True, dist=None,
+                 fingerprint: dict | None = None, resume: bool = False):
         self.save = Path(save)
         self.config, self.staged = config, staged
+        self.dist = dist  # engine.distributed.Dist: rank 0 locks, stages and commits
+        # a streaming run (predict.py) records its settings; with resume it continues the
+        # staging folder a killed run with the same settings left
+        self.fingerprint, self.resume, self.resumed = fingerprint, resume, False
         self.id = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         self.dir = self.save / f".staging-{self.id}" if staged else self.save
         self.started = _now()
         self.committed = False
 
+    @property
+    def main(self) -> bool:
+        return self.dist is None or self.dist.main
+
     # ------------------------------------------------------------------ lock and clean-up
     def __enter__(self) -> "ResultSet":
+        if not self.main:  # other ranks write into rank 0's staging folder
+            self.dir = Path(self.dist.broadcast(None))
+            return self
         check_output_folder(self.save)
         self._lock()
         try:
             self._recover()
-            if self.staged:
+            if self.staged and not self.resumed:
                 self.dir.mkdir()
+                if self.fingerprint is not None:
+                    atomic_write_json(self.dir / PROGRESS, {"fingerprint": self.fingerprint})
         except BaseException:
             self._unlock()
+            if self.dist is not None and self.dist.enabled:
+                self.dist.broadcast(None)
             raise
+        if self.dist is not None:
+            self.dist.broadcast(str(self.dir))
         return self
+
+    def _resumable(self) -> Path | None:
+        """The staging folder of a killed run with the same settings (``--resume``)."""
+        found = []
+        for p in self.save.glob(".staging-*"):
+            try:
+                old = json.loads((p / PROGRESS).read_text())["fingerprint"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if old == self.fingerprint:
+                found.append(p)
+            else:
+                new = self.fingerprint or {}
+                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                raise ConfigError(f"--resume: the interrupted run in {p} used other settings "
+                                  f"(differs in: {', '.join(diff)}); rerun it with those, or "
+                                  "without --resume to start again")
+        return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
     def _lock(self) -> None:
         path = self.save / LOCK
@@ -143,8 +179,13 @@ class ResultSet:
             except (OSError, ValueError):
                 pass
             journal.unlink(missing_ok=True)
+        if self.resume:
+            keep = self._resumable()
+            if keep is not None:
+                self.dir, self.resumed = keep, True
         for p in self.save.glob(".staging-*"):
-            shutil.rmtree(p, ignore_errors=True)
+            if not (self.resumed and p == self.dir):
+                shutil.rmtree(p, ignore_errors=True)
         for p in self.save.glob(".trash-*"):
             shutil.rmtree(p, ignore_errors=True)
         for p in self.save.glob(".*.tmp"):  # atomic writes that a kill interrupted
@@ -156,6 +197,10 @@ class ResultSet:
 
     def commit(self, extra: dict | None = None) -> None:
         """Move the staged files into place as one set (old set removed), with run.json."""
+        if not self.main:
+            self.committed = True
+            return
+        (self.dir / PROGRESS).unlink(missing_ok=True)
         new = sorted(p.name for p in self.dir.iterdir()) if self.staged else []
         self._write_run_json("complete", new, extra)
         if not self.staged:
@@ -205,9 +250,14 @@ class ResultSet:
         atomic_write_text(target, json.dumps(info, indent=2, default=str) + "\n")
 
     def __exit__(self, exc_type, exc, tb) -> None:
+        if not self.main:
+            return
         try:
             if not self.committed:
-                if self.staged:
+                if self.staged and self.fingerprint is not None and any(
+                        f.stat().st_size for f in self.dir.glob("records*.jsonl")):
+                    pass  # partial results kept for --resume (a later run without it cleans them)
+                elif self.staged:
                     log = self.dir / "log.txt"
                     if log.is_file():  # keep the failed attempt's log beside the old set
                         os.replace(log, self.save / FAILED_LOG)

@@ -110,7 +110,10 @@ def test_outputs_with_thresholds_and_unreadable_file(capsys, tmp_path, folder):
         assert (m.max() == 255) == (rec["map_max"] >= 2.0)
     heat = sorted(p.name for p in (save / "heatmaps").iterdir())
     assert heat == sorted(Path(n).with_suffix(".png").name for n in scored)
-    assert Image.open(save / "heatmaps" / heat[0]).size == (3 * 84, 84)  # image|overlay|mask
+    with Image.open(folder / scored[0]) as src:
+        w, h = src.size
+    size = Image.open(save / "heatmaps" / Path(scored[0]).with_suffix(".png").name).size
+    assert size[1] == h and 3 * w < size[0] < 4 * w  # image|overlay|mask|colour bar, full size
 
 
 def test_no_threshold_no_labels(capsys, tmp_path, folder):
@@ -123,19 +126,42 @@ def test_no_threshold_no_labels(capsys, tmp_path, folder):
     assert "anomalous" not in json.loads((save / "scores.json").read_text())["images"][0]
 
 
-def test_few_shot_combined_score(capsys, tmp_path, folder):
+def test_few_shot_released_score(capsys, tmp_path, folder):
     save = tmp_path / "out"
     code, _, err = run(capsys, folder, save, "--reference_dir", str(BOTTLE / "train" / "good"),
-                       "--image_threshold", "0.5", "--no_heatmaps")
+                       "--image_threshold", "0.5", "--no_heatmaps", "--image_score", "released")
     assert code == 0, err
     data = json.loads((save / "scores.json").read_text())
-    assert data["mode"] == "few_shot"
+    assert data["mode"] == "few_shot" and data["image_score"] == "released"
     assert data["references"] == sorted(p.name for p in (BOTTLE / "train" / "good").iterdir())
     mx = np.array([r["map_max"] for r in data["images"]])
     norm = (mx - mx.min()) / (mx.max() - mx.min())  # min-max over the scored folder
     for r, n in zip(data["images"], norm):
         assert r["score"] == pytest.approx(0.5 * (r["text_score"] + n), abs=1e-9)
         assert r["anomalous"] == (r["score"] >= 0.5)
+
+
+def test_per_image_score_does_not_depend_on_the_folder(capsys, tmp_path):
+    """The default few-shot score: a folder of one image and of many give it the same bits."""
+    many = tmp_path / "many"
+    shutil.copytree(BOTTLE / "test", many)
+    one = tmp_path / "one"
+    one.mkdir()
+    pick = sorted(many.rglob("*.png"))[-1]
+    shutil.copy(pick, one / pick.name)
+    refs = ["--reference_dir", str(BOTTLE / "train" / "good"), "--no_heatmaps"]
+    assert run(capsys, many, tmp_path / "a", "--recursive", *refs)[0] == 0
+    assert run(capsys, one, tmp_path / "b", *refs)[0] == 0
+    a = json.loads((tmp_path / "a" / "scores.json").read_text())
+    b = json.loads((tmp_path / "b" / "scores.json").read_text())
+    assert a["image_score"] == "per_image" and a["normal_level"] == b["normal_level"] > 0
+    rec = next(r for r in a["images"] if r["path"].endswith(f"/{pick.name}")
+               and pick.parent.name in r["path"])
+    assert b["images"][0]["score"] == rec["score"]  # bit-equal
+    mu = a["normal_level"]
+    for r in a["images"]:
+        s = min(max((r["map_max"] - mu) / mu, 0.0), 1.0)
+        assert r["score"] == pytest.approx(0.5 * (r["text_score"] + s), abs=1e-12)
 
 
 def test_recursive_skips_own_output(capsys, tmp_path, folder):
@@ -193,3 +219,57 @@ def test_thresholds_from_test_py(capsys, tmp_path):
     assert data["thresholds"]["image"] == pytest.approx(thr["image"])
     assert data["thresholds"]["pixel"] == pytest.approx(thr["pixel"])
     assert len(list((tmp_path / "out" / "masks").rglob("*.png"))) == data["n_scored"] == 6
+
+
+def test_resume_after_a_kill_loses_and_repeats_nothing(capsys, tmp_path, folder, monkeypatch):
+    from engine import scorers
+    args = ("--batch_size", "2")
+    assert run(capsys, folder, tmp_path / "whole", *args)[0] == 0
+    real, seen = scorers.TorchScorer.batches, []
+
+    def killed(self, *a, **k):
+        for b in real(self, *a, **k):
+            seen.append(len(b["path"]))
+            if len(seen) == 3:
+                raise KeyboardInterrupt  # the process dies with this batch in flight
+            yield b
+    monkeypatch.setattr(scorers.TorchScorer, "batches", killed)
+    save = tmp_path / "part"
+    code, _, err = run(capsys, folder, save, *args)
+    assert code == 130 and "interrupted" in err
+    assert not (save / "scores.csv").exists()  # nothing half-written
+    staged = list(save.glob(".staging-*/records-r0.jsonl"))
+    assert len(staged) == 1 and len(staged[0].read_text().splitlines()) >= 4
+    monkeypatch.setattr(scorers.TorchScorer, "batches", real)
+    code, out, err = run(capsys, folder, save, *args, "--resume")
+    assert code == 0, err
+    assert "resuming" in out
+    assert (save / "scores.csv").read_text() == (tmp_path / "whole" / "scores.csv").read_text()
+    a = json.loads((save / "scores.json").read_text())
+    b = json.loads((tmp_path / "whole" / "scores.json").read_text())
+    assert a["images"] == b["images"] and a["skipped"] == b["skipped"]
+    assert not list(save.glob(".staging-*")) and (save / "report.html").is_file()
+
+
+def test_heatmaps_share_one_scale(capsys, tmp_path, folder):
+    """One colour scale per run: the same map value is the same colour in every heatmap."""
+    from utils.visualize import ColorScale, fixed_scale, render_overlay
+    save = tmp_path / "out"
+    assert run(capsys, folder, save, "--pixel_threshold", "1.5")[0] == 0
+    data = json.loads((save / "scores.json").read_text())
+    assert data["heatmap_scale"] == {"vmin": 0.0, "vmax": 3.0,
+                                     "source": "pixel threshold 1.5 at mid-scale"}
+    assert fixed_scale(4).vmax == 4.0 and fixed_scale(4, 4).vmax == 12.0
+    assert fixed_scale(4, 4, normal_level=2.5).vmax == 5.0
+    gray = Image.new("RGB", (40, 30), (128, 128, 128))
+    scale = ColorScale(0.0, 4.0, "test")
+    normal = np.full((8, 8), 0.6, np.float32)  # a normal part: low everywhere
+    anomalous = normal.copy()
+    anomalous[2:5, 2:5] = 3.6  # a hot defect
+    _, a = render_overlay(gray, normal, scale)
+    _, b = render_overlay(gray, anomalous, scale)
+    assert a.shape == (30, 40, 3)  # at the image's resolution, not the map's
+    np.testing.assert_array_equal(a[-1, -1], b[-1, -1])  # same value, same colour
+    assert a[..., 2].mean() > a[..., 0].mean()  # the normal part is drawn cool (blue)
+    hot = b[8:14, 10:16]
+    assert hot[..., 0].mean() > hot[..., 2].mean()  # the defect hot (red)

@@ -25,10 +25,11 @@ class _ConsoleHandler(logging.Handler):
             self.handleError(record)
 
 
-def setup_logging(save_path: Path | None = None) -> logging.Logger:
-    """Console logging, plus ``<save_path>/log.txt`` (appended) when given."""
+def setup_logging(save_path: Path | None = None, quiet: bool = False) -> logging.Logger:
+    """Console logging, plus ``<save_path>/log.txt`` (appended) when given; ``quiet`` keeps
+    only warnings and errors (the other ranks of a torchrun)."""
     log = logging.getLogger(LOGGER)
-    log.setLevel(logging.INFO)
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
     for h in log.handlers:  # close the log.txt of an earlier run in this process
         h.close()
     log.handlers.clear()

@@ -35,13 +35,15 @@ class PredictReport:
     """
 
     def __init__(self, out_dir: Path, title: str, info: dict[str, Any], *, panel_px: int = 126,
-                 quality: int = JPEG_QUALITY) -> None:
+                 quality: int = JPEG_QUALITY, fresh: bool = True) -> None:
         self.out_dir = Path(out_dir)
         self.title = title
         self.info = dict(info)
         self.panel_px = panel_px
         self.quality = quality
-        self.files = fresh_files_dir(self.out_dir)
+        # fresh=False keeps the thumbnails already there (a resumed, streaming run)
+        self.files = fresh_files_dir(self.out_dir) if fresh else self.out_dir / FILES_DIR
+        self.files.mkdir(parents=True, exist_ok=True)
         self.records: list[dict[str, Any]] = []
 
     @property
@@ -50,7 +52,7 @@ class PredictReport:
         return self.out_dir / REPORT_NAME
 
     def add(self, path: str, score: float, image_thumb: np.ndarray, overlay_thumb: np.ndarray,
-            anomalous: bool | None = None) -> None:
+            anomalous: bool | None = None, name: str | None = None) -> dict[str, Any]:
         """Write ``report_files/<NNNNN>.jpg`` (image | overlay, JPEG) and keep a small record.
 
         Args:
@@ -58,14 +60,23 @@ class PredictReport:
             score: its image score.
             image_thumb, overlay_thumb: ``[H, W, 3]`` uint8 RGB (any size; shrunk here).
             anomalous: the verdict at the image threshold, ``None`` without one.
+            name: the thumbnail's file stem (default: the running number).
+
+        Returns:
+            The record kept (JSON-able; ``add_record`` takes it back, e.g. after a resume).
         """
         i = len(self.records)
-        file = self.files / f"{i:05d}.jpg"
+        file = self.files / f"{name or f'{i:05d}'}.jpg"
         w, h = save_row(file, [as_rgb(image_thumb, "image_thumb"),
                                as_rgb(overlay_thumb, "overlay_thumb")], self.panel_px, self.quality)
         self.records.append({"path": str(path), "score": float(score),
                              "src": f"{FILES_DIR}/{file.name}", "w": w, "h": h,
                              "anomalous": None if anomalous is None else bool(anomalous)})
+        return self.records[-1]
+
+    def add_record(self, record: dict[str, Any]) -> None:
+        """Keep a record that ``add`` returned earlier (its thumbnail is already on disk)."""
+        self.records.append(dict(record))
 
     def _rank_key(self, i: int) -> tuple[float, int]:
         """Sort key of record ``i``: score descending, NaN last, ties in the order added."""

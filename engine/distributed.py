@@ -1,0 +1,107 @@
+"""Several processes with ``torchrun``: ranks, devices, sharding, gathering (torch.distributed).
+
+A plain ``python test.py`` has no ``WORLD_SIZE`` and stays one process with no distributed
+set-up. Under ``torchrun --nproc_per_node N`` (and ``--nnodes/--node_rank`` as torchrun defines
+them) each rank takes ``cuda:LOCAL_RANK`` with NCCL when GPUs are present, the CPU with gloo
+otherwise. Sharding is by image, strided: rank r takes items r, r + N, r + 2N, ... of a list
+every rank builds identically, so the shards differ by at most one item. Results are gathered
+on rank 0 (objects over the CPU), which alone writes the outputs. If a rank fails, torchrun
+stops the others (its exit status is non-zero); collective calls also time out after
+``APRILGAN_DIST_TIMEOUT`` seconds (default 1800) so nothing hangs forever.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import os
+from dataclasses import dataclass
+from typing import Any, Sequence, TypeVar
+
+import torch
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the run (rank 0 of 1 without torchrun)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    def shard(self, items: Sequence[T]) -> list[T]:
+        """This rank's items: ``items[rank::world]``."""
+        return list(items[self.rank::self.world])
+
+    def device(self, asked: str | None) -> str | None:
+        """``cuda:LOCAL_RANK`` under torchrun with GPUs (``--device`` for one process)."""
+        if self.enabled and torch.cuda.is_available() and (asked is None or asked.startswith("cuda")):
+            return f"cuda:{self.local_rank}"
+        return asked
+
+    def gather(self, obj: Any) -> list[Any] | None:
+        """Every rank's ``obj`` on rank 0 (in rank order), None elsewhere."""
+        if not self.enabled:
+            return [obj]
+        out = [None] * self.world if self.main else None
+        torch.distributed.gather_object(obj, out, dst=0)
+        return out
+
+    def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank."""
+        if not self.enabled:
+            return obj
+        box = [obj]
+        torch.distributed.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def all_ok(self, ok: bool) -> bool:
+        """True on every rank when every rank is ok (a failure anywhere fails everywhere)."""
+        if not self.enabled:
+            return ok
+        flags = [None] * self.world
+        torch.distributed.all_gather_object(flags, bool(ok))
+        return all(flags)
+
+    def barrier(self) -> None:
+        if self.enabled:
+            torch.distributed.barrier()
+
+
+_CURRENT = Dist()
+
+
+def setup() -> Dist:
+    """Join the torchrun process group when launched by torchrun; a no-op otherwise."""
+    global _CURRENT
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        _CURRENT = Dist()
+        return _CURRENT
+    import torch.distributed as td
+
+    if not td.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        timeout = dt.timedelta(seconds=float(os.environ.get("APRILGAN_DIST_TIMEOUT", "1800")))
+        if backend == "nccl":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        td.init_process_group(backend, timeout=timeout)
+    _CURRENT = Dist(td.get_rank(), td.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+    return _CURRENT
+
+
+def current() -> Dist:
+    return _CURRENT
+
+
+def teardown() -> None:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
