@@ -31,16 +31,19 @@ def main(argv: list[str] | None = None) -> int:
         from engine.preflight import check_pretrained
 
         check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch loads
-        from engine import evaluation
+        from engine import distributed, evaluation
         from engine.result_set import ResultSet
         from utils.log import setup_logging
 
-        with ResultSet(cfg.save_path, resolved(cfg)) as results:  # lock; files staged
-            log = setup_logging(results.dir)
-            job = evaluation.prepare(cfg, log, results.dir)  # check, plan the runs, build
-            per_category = evaluation.run(job)  # one backbone pass, metrics
-            evaluation.write(job, per_category, config_json(cfg, device=str(job.device)))
-            results.commit({"timings": job.timings})  # the whole set moves into place
+        dist = distributed.setup()  # one process, or a rank of torchrun
+        with ResultSet(cfg.save_path, resolved(cfg), dist=dist) as results:  # lock; staged
+            log = setup_logging(results.dir if dist.main else None, quiet=not dist.main)
+            job = evaluation.prepare(cfg, log, results.dir, dist)  # check, plan, build
+            per_category = evaluation.run(job)  # one backbone pass (sharded), metrics
+            if dist.main:
+                evaluation.write(job, per_category, config_json(cfg, device=str(job.device)))
+                results.commit({"timings": job.timings})  # the whole set moves into place
+        distributed.teardown()
 
     return run_main(body, cfg.debug)
 

@@ -102,6 +102,13 @@ class EvalConfig(ModelConfig):
                            "the paper), per_image (0.5 * (text + the map maximum's rise above "
                            "the references' own level); depends on nothing but the image), or "
                            "both (metrics of both, side by side)", choices=IMAGE_SCORES)
+    heatmap_scale: str = opt("auto", "colour scale of the overlays (--visualize, report.html): "
+                             "auto (one per category and run: its pixel threshold at "
+                             "mid-scale) or image (each map scaled to its own min-max, as "
+                             "before)", choices=HEATMAP_SCALES)
+    heatmap_max_side: int = opt(1024, "largest side of an overlay in pixels (drawn at the "
+                                "image's resolution up to this)", minimum=64)
+    no_report: bool = opt(False, "do not write report.html (tables, curves, galleries)")
     feature_store: str | None = opt(None, "folder of stored backbone outputs of this dataset "
                                     "(shared with train.py --cache_features on the same data): "
                                     "stored test images skip the backbone, new ones are added",

@@ -105,3 +105,31 @@ def current() -> Dist:
 def teardown() -> None:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.destroy_process_group()
+
+
+def gather_category(dist: Dist, res: dict, n_banks: int) -> dict | None:
+    """Rank 0: every rank's share of a category's ``run_category`` results, merged back into
+    the category's order (by ``positions``), counts summed; None on the other ranks."""
+    if not dist.enabled:
+        return res
+    parts = dist.gather(res)
+    if not dist.main:
+        return None
+    parts = [p for p in parts if p["positions"]]
+    pos = [q for p in parts for q in p["positions"]]
+    order = torch.as_tensor(sorted(range(len(pos)), key=pos.__getitem__), dtype=torch.long)
+
+    def cat(items: list[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(items)[order]
+
+    out = {"logits": [cat([p["logits"][s] for p in parts]) for s in range(len(parts[0]["logits"]))],
+           "distances": [[cat([p["distances"][b][s] for p in parts])
+                          for s in range(len(parts[0]["distances"][b]))] for b in range(n_banks)],
+           "text_score": cat([torch.from_numpy(p["text_score"]) for p in parts]).numpy(),
+           "gt_px": cat([torch.from_numpy(p["gt_px"]) for p in parts]).numpy(),
+           "gt_sp": cat([torch.from_numpy(p["gt_sp"]) for p in parts]).numpy(),
+           "paths": [q for _, q in sorted(zip(pos, [x for p in parts for x in p["paths"]]))],
+           "positions": sorted(pos),
+           "backbone_images": sum(p["backbone_images"] for p in parts),
+           "backbone_seconds": max(p["backbone_seconds"] for p in parts)}
+    return out

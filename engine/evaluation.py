@@ -20,20 +20,20 @@ from datasets import load_meta, make_samples
 from datasets.anomaly_dataset import AnomalyDataset, Sample
 from datasets.feature_cache import FeatureCache, TrainItems, collate_train
 from datasets.loaders import loader
-from datasets.transforms import open_image
 from datasets.validate import check_samples, check_split
 from metrics import METRIC_KEYS
 from models.april_gan import AprilGAN
 from prompts import TextFeatureBank, load_prompts
 from utils.io import atomic_write_json, atomic_write_text
 from utils.npz_stream import NpzStreamWriter
-from utils.visualize import save_overlay
 
 from .config import EvalConfig
 from .features import encode_batch, open_store
 from .inference import build_bank, normal_level, progress, reference_tokens, run_category
 from .loading import build_model, load_projections, resolve_device, trained_with
-from .metric_pool import CategoryTask, MetricPool, final_maps, zero_shot_maps
+from .distributed import Dist, gather_category
+from .eval_outputs import draw_category, finish_reports, run_maps
+from .metric_pool import CategoryTask, MetricPool
 from .result_set import check_free_space
 from .results import pct, write_metrics, write_summary
 from .runs import FewShotRun, Run, plan_runs
@@ -54,6 +54,9 @@ class EvalJob:
     workers: int
     log: logging.Logger
     store: FeatureCache | None = None
+    dist: Dist = field(default_factory=Dist)
+    reports: dict = field(default_factory=dict)  # run -> EvalReport
+    kept: dict = field(default_factory=dict)  # category -> (results, levels) until collected
     backbone_images: int = 0
     seconds: float = 0.0
     columns: dict = field(default_factory=dict)
@@ -63,7 +66,7 @@ class EvalJob:
         return self.out if len(self.runs) == 1 else self.out / run.folder()
 
 
-def prepare(cfg: EvalConfig, log: logging.Logger, out: Path) -> EvalJob:
+def prepare(cfg: EvalConfig, log: logging.Logger, out: Path, dist: Dist | None = None) -> EvalJob:
     """Index the data, plan the runs (references drawn or read), check prompts, build the model."""
     root = Path(cfg.data_path)
     meta = load_meta(root, cfg.dataset)
@@ -76,7 +79,8 @@ def prepare(cfg: EvalConfig, log: logging.Logger, out: Path) -> EvalJob:
     refs = {p for r in runs if isinstance(r, FewShotRun) for v in r.references.values() for p in v}
     check_samples(root, [Sample(p, "", "", "good", 0) for p in sorted(refs)])
     check_free_space(out, _output_bytes(cfg, n, len(runs)), "the result files")
-    device = resolve_device(cfg.device)
+    dist = dist or Dist()
+    device = resolve_device(dist.device(cfg.device))
     model, tokenizer = build_model(
         cfg.model, cfg.pretrained, cfg.image_size, cfg.features_list,
         cfg.few_shot_features if cfg.mode == "few_shot" else (), cfg.config_path, device)
@@ -91,7 +95,7 @@ def prepare(cfg: EvalConfig, log: logging.Logger, out: Path) -> EvalJob:
              f"{sum(map(len, test.values()))} test images), stages {model.features_list}"
              + (f", memory stages {model.few_shot_features}, runs "
                 f"{', '.join(r.label for r in few)}" if few else ""))
-    return EvalJob(cfg, out, root, test, runs, model, text, device, workers, log, store)
+    return EvalJob(cfg, out, root, test, runs, model, text, device, workers, log, store, dist)
 
 
 def _output_bytes(cfg: EvalConfig, n_images: int, n_runs: int) -> int:
@@ -108,34 +112,42 @@ def metrics_device(cfg: EvalConfig, model_device: torch.device) -> torch.device:
 def run(job: EvalJob) -> dict[Run, dict[str, dict]]:
     """The pass over the categories; returns {run: {category: result}} (files streamed).
 
-    A result is what ``metric_pool.score_category`` returns for that run and category.
+    A result is what ``metric_pool.score_category`` returns for that run and category. Under
+    torchrun every rank infers its share of each category's images and rank 0, which gathers
+    them back into order, computes the metrics and writes every file (other ranks return {}).
     """
-    cfg, size, runs = job.cfg, job.cfg.image_size, job.runs
+    cfg, size, runs, main = job.cfg, job.cfg.image_size, job.runs, job.dist.main
     writers: dict[Run, NpzStreamWriter] = {}
-    if cfg.save_predictions:
+    if cfg.save_predictions and main:
         n = sum(map(len, job.test.values()))
         for r in runs:
             w = writers[r] = NpzStreamWriter(job.run_dir(r) / "predictions.npz")
             w.begin("anomaly_maps", (n, size, size), np.float32)
     per_cat: dict[Run, dict] = {r: {} for r in runs}
     job.columns = {r: {"img_paths": [], "cls_names": [], "gt_sp": [], "pr_sp": []} for r in runs}
-    pool, pending = MetricPool(cfg.metric_workers, metrics_device(cfg, job.device)), {}
-    t0 = time.time()
+    pool = MetricPool(cfg.metric_workers if main else 0, metrics_device(cfg, job.device))
+    pending, few, t0 = {}, any(isinstance(r, FewShotRun) for r in runs), time.time()
     try:
         for cls in job.test:
             res, levels = _infer_category(job, cls)
-            few = any(isinstance(r, FewShotRun) for r in runs)
+            res = gather_category(job.dist, res, len(runs) if few else 0)
+            if not main:
+                continue
+            job.backbone_images += res["backbone_images"]
+            job.timings["backbone_s"] += res["backbone_seconds"]
             task = CategoryTask(res["logits"], res["distances"] if few else [None], levels,
                                 res["text_score"], res["gt_px"], res["gt_sp"], size,
                                 not cfg.no_mvtec_aupro, cfg.image_score)
             pending[cls] = pool.submit(task)
+            job.kept[cls] = (res, levels)
             for r in runs:
                 c = job.columns[r]
                 c["img_paths"] += res["paths"]
                 c["cls_names"] += [cls] * len(res["paths"])
                 c["gt_sp"].append(res["gt_sp"])
-            if writers or cfg.visualize:
-                _write_maps(job, cls, res, writers)
+            for i, r in enumerate(runs):
+                if r in writers:
+                    writers[r].write(run_maps(res, i, few, size))
             if pool.inline:
                 _collect(job, cls, pending[cls].result(), per_cat)
         if not pool.inline:
@@ -159,13 +171,15 @@ def run(job: EvalJob) -> dict[Run, dict[str, dict]]:
 
 
 def _collect(job: EvalJob, cls: str, results: list[dict], per_cat: dict) -> None:
-    """File one category's results under each run; log the first run's line and warnings."""
+    """File one category's results under each run, draw its overlays and report section, log."""
     for r, res in zip(job.runs, results):
         per_cat[r][cls] = res
         job.columns[r]["pr_sp"].append(res["score"])
         job.timings["metrics_s"] += res["seconds"]
         for w in res["warnings"]:
             job.log.warning(f"warning: {cls} ({r.label}): {w}")
+    res, levels = job.kept.pop(cls)
+    draw_category(job, cls, res, results, levels)
     log_category(job.log, cls, results[0]["metrics"])
 
 
@@ -181,50 +195,38 @@ def _infer_category(job: EvalJob, cls: str):
         t0 = time.perf_counter()
         wanted = [p for r in few for p in r.references[cls]]
         tokens = reference_tokens(job.model, job.root, wanted, job.cfg.batch_size, job.workers,
-                                  job.device)
-        job.timings["backbone_s"] += time.perf_counter() - t0
-        job.backbone_images += len(tokens)
+                                  job.device)  # on every rank: the banks are built identically
+        if job.dist.main:
+            job.timings["backbone_s"] += time.perf_counter() - t0
+            job.backbone_images += len(tokens)
         banks = [build_bank(job.model, cls, r.references[cls], tokens) for r in few]
         levels = [normal_level(job.model, r.references[cls], tokens, text, job.cfg.image_size)
                   for r in few]
-    bar = progress(len(job.test[cls]), cls)
+    samples = job.test[cls]
+    cats = list(job.test)
+    first = sum(len(job.test[c]) for c in cats[:cats.index(cls)])  # global index of image 0
+    mine = [i for i in range(len(samples)) if (first + i) % job.dist.world == job.dist.rank]
+    bar = progress(len(mine), cls)
     try:
-        batches, encode = _batches(job, cls)
+        batches, encode = _batches(job, [samples[i] for i in mine])
         res = run_category(job.model, batches, text, banks, job.device, bar.update, encode)
     finally:  # also on error: clear the bar so an error message starts its own line
         bar.close()
-    job.backbone_images += res["backbone_images"]
-    job.timings["backbone_s"] += res["backbone_seconds"]
+    res["positions"] = mine
     return res, levels
 
 
-def _batches(job: EvalJob, cls: str):
-    """The category's batches, and how to encode them (from the feature store when there)."""
+def _batches(job: EvalJob, samples: list[Sample]):
+    """The batches of ``samples``, and how to encode them (from the feature store when there)."""
     cfg = job.cfg
     if job.store is None:
-        return loader(job.root, job.test[cls], cfg.image_size, cfg.batch_size, job.workers), None
-    items = TrainItems(AnomalyDataset(job.root, job.test[cls], cfg.image_size), job.store)
+        return loader(job.root, samples, cfg.image_size, cfg.batch_size, job.workers), None
+    items = TrainItems(AnomalyDataset(job.root, samples, cfg.image_size), job.store)
     items.set_epoch(0)
     job.store.missing = len(set(items.keys) - items.cached)
     batches = DataLoader(items, batch_size=cfg.batch_size, shuffle=False,
                          num_workers=job.workers, collate_fn=collate_train)
     return batches, lambda b: encode_batch(job.model, b, items, job.device)
-
-
-def _write_maps(job: EvalJob, cls: str, res: dict, writers: dict) -> None:
-    """predictions.npz rows and overlays of one category, per run (maps made on the CPU)."""
-    size = job.cfg.image_size
-    zs = zero_shot_maps(res["logits"], size, torch.device("cpu"))
-    few = any(isinstance(r, FewShotRun) for r in job.runs)
-    for i, r in enumerate(job.runs):
-        maps = final_maps(zs, res["distances"][i] if few else None, size).numpy()
-        if r in writers:
-            writers[r].write(maps)
-        if job.cfg.visualize:
-            vis = job.run_dir(r) / "overlays" / cls
-            for p, m, g in zip(res["paths"], maps, res["gt_px"]):
-                save_overlay(vis / (p.replace("/", "_").rsplit(".", 1)[0] + ".png"),
-                             open_image(job.root / p), m, g)
 
 
 def write(job: EvalJob, per_cat: dict[Run, dict], config_text: str) -> dict[Run, dict]:
@@ -249,6 +251,7 @@ def write(job: EvalJob, per_cat: dict[Run, dict], config_text: str) -> dict[Run,
     atomic_write_text(save / "config.json", config_text)
     if n_runs > 1:
         write_summary(save, {(r.k, r.seed): results[r] for r in job.runs}, log=job.log)
+    finish_reports(job, results)
     t = job.timings
     atomic_write_json(save / "timings.json", {
         "backbone_s": round(t["backbone_s"], 3), "metrics_s": round(t["metrics_s"], 3),

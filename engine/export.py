@@ -263,7 +263,7 @@ def prepare(cfg: ExportConfig, log: logging.Logger) -> ExportJob:
 
     from .inference import build_bank, normal_level, reference_tokens
     from .loading import build_model, load_projections, resolve_device, trained_with
-    from .prediction import resolve_thresholds
+    from .thresholds import resolve_thresholds
 
     def warn(where: str, why: str) -> None:
         log.warning(f"warning: {where}: {why}")

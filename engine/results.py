@@ -19,6 +19,8 @@ from utils.log import plural
 
 def pct(v: float) -> str:
     """A fraction as a percentage with one decimal (``nan`` when undefined, never ``-0.0``)."""
+    if v is None:
+        return "nan"
     text = f"{100 * v:.1f}"
     return "0.0" if text == "-0.0" else text
 

@@ -246,3 +246,35 @@ def test_latency_benchmark_smoke(tmp_path, monkeypatch, capsys):
         (m, b) for m in ("zero_shot", "few_shot") for b in ("torch", "onnxruntime")}
     assert all(row["ms_per_image_b1"] > 0 and row["images_per_s_b8"] > 0 for row in rows)
     assert "ms/img b1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mode", ["zero_shot", "few_shot"])
+def test_predict_with_onnx_writes_what_torch_writes(exports, mode, tmp_path, capsys):
+    """predict.py --onnx FILE (no checkpoint, no model flags) = predict.py with torch."""
+    import predict
+
+    fx, size = FIXTURES["vit"]
+    common = ["--image_dir", str(BOTTLE / "test"), "--recursive", "--save_maps", "--maps_dtype",
+              "float32", "--no_report"]
+    refs = ["--reference_dir", str(REFS)] if mode == "few_shot" else []
+    assert predict.main([*common, "--object_name", "bottle", "--save_path",
+                         str(tmp_path / "torch"), *fx.model_args(size), *refs,
+                         *(THRESHOLDS if mode == "few_shot" else [])]) == 0
+    assert predict.main([*common, "--onnx", str(exports("vit", mode)), "--save_path",
+                         str(tmp_path / "onnx")]) == 0, capsys.readouterr().err
+    a = json.loads((tmp_path / "torch" / "scores.json").read_text())
+    b = json.loads((tmp_path / "onnx" / "scores.json").read_text())
+    assert [r["path"] for r in a["images"]] == [r["path"] for r in b["images"]]
+    for x, y in zip(a["images"], b["images"]):
+        assert abs(x["score"] - y["score"]) <= SCORE_TOL
+        assert x.get("anomalous") == y.get("anomalous")  # the sidecar's thresholds apply
+        assert (tmp_path / "onnx" / y["heatmap"]).is_file()
+    ma, mb = np.load(tmp_path / "torch" / "maps.npz"), np.load(tmp_path / "onnx" / "maps.npz")
+    assert max_diff(ma["anomaly_maps"], mb["anomaly_maps"]) <= MAP_TOL
+    assert b["mode"] == mode and b["normal_level"] == pytest.approx(a["normal_level"], rel=1e-6) \
+        if mode == "few_shot" else b["normal_level"] is None
+    # a file for another object is refused with both names
+    code = predict.main([*common, "--onnx", str(exports("vit", mode)), "--object_name", "screw",
+                         "--save_path", str(tmp_path / "x")])
+    err = capsys.readouterr().err
+    assert code == 2 and "screw" in err and "bottle" in err and "Traceback" not in err

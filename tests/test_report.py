@@ -30,7 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 def expected_cell(v: float) -> str:
     """metrics.json's value as the table must print it (metrics.md's pct; NaN as —)."""
-    return "—" if isinstance(v, float) and math.isnan(v) else pct(v)
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else pct(v)
 
 
 @pytest.fixture(scope="module")
@@ -288,9 +288,9 @@ def test_reports_render_in_headless_chromium(run, tmp_path):
             " t.tHead.rows[0].cells[5].click();"  # auroc_sp, descending first
             " return Array.from(t.rows).slice(1).map(r => r.cells[0].textContent.trim()); })()")
         per = run.metrics["per_category"]
-        want = sorted((c for c in per if not math.isnan(per[c]["auroc_sp"])),
-                      key=lambda c: -per[c]["auroc_sp"])
-        assert order == want + [c for c in per if math.isnan(per[c]["auroc_sp"])] + ["mean"]
+        undefined = {c for c in per if per[c]["auroc_sp"] is None}  # null in strict JSON
+        want = sorted((c for c in per if c not in undefined), key=lambda c: -per[c]["auroc_sp"])
+        assert order == want + [c for c in per if c in undefined] + ["mean"]
         browser.collect_errors(page)
         assert page.errors == []
         p2 = browser.open(predict, 1024, 768)
