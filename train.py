@@ -38,22 +38,25 @@ def train(cfg: TrainConfig) -> dict:
     from engine.preflight import check_pretrained
 
     check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch loads
-    from engine import training
+    from engine import distributed, training
     from engine.result_set import ResultSet
     from errors import Interrupted
     from utils.cli import resolved
     from utils.log import setup_logging
 
     save = Path(cfg.save_path)
-    with ResultSet(save, resolved(cfg), staged=False) as run:  # lock, run.json
+    dist = distributed.setup()  # one process, or a rank of torchrun (DDP)
+    with ResultSet(save, resolved(cfg), staged=False, dist=dist) as run:  # lock, run.json
         try:
-            out = training.train(cfg, setup_logging(save))
+            out = training.train(cfg, setup_logging(save if dist.main else None,
+                                                    quiet=not dist.main))
         except KeyboardInterrupt:
             done = sorted(save.glob("epoch_*.pth"), key=lambda p: int(p.stem.split("_")[1]))
             raise Interrupted(
                 f"resume with --resume {done[-1]} --epoch {cfg.epoch}" if done else
                 "no checkpoint was written yet; start again") from None
         run.commit({"checkpoints": out["checkpoints"]})
+    distributed.teardown()
     return out
 
 

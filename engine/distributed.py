@@ -41,6 +41,21 @@ class Dist:
         """This rank's items: ``items[rank::world]``."""
         return list(items[self.rank::self.world])
 
+    def split(self, batch: Sequence[T]) -> list[T]:
+        """This rank's contiguous part of one global batch (sizes differ by at most one; a
+        short last batch may leave a rank nothing)."""
+        n, w = len(batch), self.world
+        lo = self.rank * (n // w) + min(self.rank, n % w)
+        return list(batch[lo:lo + n // w + (self.rank < n % w)])
+
+    def sum(self, t: torch.Tensor) -> torch.Tensor:
+        """The sum of ``t`` over the ranks (``t`` itself for one process)."""
+        if not self.enabled:
+            return t
+        t = t.clone()
+        torch.distributed.all_reduce(t)
+        return t
+
     def device(self, asked: str | None) -> str | None:
         """``cuda:LOCAL_RANK`` under torchrun with GPUs (``--device`` for one process)."""
         if self.enabled and torch.cuda.is_available() and (asked is None or asked.startswith("cuda")):

@@ -42,6 +42,7 @@ from utils.io import atomic_torch_save, atomic_write_text, file_digest
 from utils.log import plural
 from utils.rng import rng_state, set_rng_state, setup_seed
 
+from . import distributed
 from .config import MOSAIC_DATASETS, TrainConfig
 from .loading import (build_model, checkpoint_weights, read_checkpoint, resolve_device,
                       trained_with, warn_settings_differ)
@@ -155,6 +156,13 @@ def restore(cfg: TrainConfig, ckpt: dict | None, model: AprilGAN, optimizer,
     return done
 
 
+def empty_loss(model: AprilGAN, device: torch.device) -> torch.Tensor:
+    """0 through the projections (an empty share of a batch, so the rank joins DDP's step)."""
+    dims = [fc.in_features for fc in model.projections.module.fc]
+    outs = model.projections([torch.zeros(0, 1, c, device=device) for c in dims])
+    return sum(o.sum() for o in outs) * 0.0
+
+
 def check_finite(loss: torch.Tensor, model: AprilGAN, epoch: int, step: int, last: str) -> None:
     """NonFiniteError naming epoch and step when the loss or a gradient is NaN/inf."""
     where = f"epoch {epoch + 1}, step {step + 1}"
@@ -213,7 +221,11 @@ def train(cfg: TrainConfig, log: logging.Logger) -> dict:
                  "datasets only (as released)")
     dataset = training_dataset(root, samples, cfg.image_size, aug, cfg.seed,
                                cfg.synthesize_anomalies, cfg.texture_dir)
-    device = resolve_device(cfg.device)
+    dist = distributed.current()
+    if dist.enabled and cfg.batch_size % dist.world:
+        raise ConfigError(f"--batch_size {cfg.batch_size} is the global batch and must divide by "
+                          f"the {dist.world} processes (each takes batch_size / processes)")
+    device = resolve_device(dist.device(cfg.device))
     setup_seed(cfg.seed)  # released order: seed, CLIP, linear layers
     model, tokenizer = build_model(cfg.model, cfg.pretrained, cfg.image_size, cfg.features_list,
                                    (), cfg.config_path, device)
@@ -227,9 +239,19 @@ def train(cfg: TrainConfig, log: logging.Logger) -> dict:
     text_bank = TextFeatureBank(model.backbone.encode_text, tokenizer, prompts, device)
     texts = {c: text_bank(c) for c in dict.fromkeys(s.cls_name for s in samples)}  # [D, 2] each
     config = resolved(cfg, device=str(device))
-    atomic_write_text(save / "config.json", json.dumps(config, indent=2, default=str) + "\n")
+    if dist.main:
+        atomic_write_text(save / "config.json", json.dumps(config, indent=2, default=str) + "\n")
+    projections = model.projections  # what the checkpoints hold
+    if dist.enabled:  # gradients all-reduced over the ranks; the frozen backbone is not wrapped
+        from torch.nn.parallel import DistributedDataParallel
+        model.projections = DistributedDataParallel(projections)
 
-    items = TrainItems(dataset, make_cache(cfg, model, device) if cfg.cache_features else None)
+    cache = None
+    for turn in (0, 1) if cfg.cache_features else ():  # rank 0 makes the folder first
+        if dist.main == (turn == 0):
+            cache = make_cache(cfg, model, device)
+        dist.barrier()
+    items = TrainItems(dataset, cache)
     workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
     synth = f", synthesize_anomalies {cfg.synthesize_anomalies}" if cfg.synthesize_anomalies else ""
     log.info(f"training on {what}"
@@ -245,20 +267,31 @@ def train(cfg: TrainConfig, log: logging.Logger) -> dict:
             items.cache.missing = len(wanted - items.cached)
         seed = int(np.random.SeedSequence([cfg.seed, epoch]).generate_state(1)[0])
         order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
-        loader = DataLoader(items, batch_size=cfg.batch_size, sampler=order, num_workers=workers,
-                            collate_fn=collate_train)
+        steps = [order[a:a + cfg.batch_size] for a in range(0, len(order), cfg.batch_size)]
+        mine = [dist.split(step) for step in steps]  # this rank's part of each global batch
+        loader = iter(DataLoader(items, batch_sampler=[m for m in mine if m], num_workers=workers,
+                                 collate_fn=collate_train))
         model.train()
         losses, n_bb = [], 0
-        for step, batch in enumerate(tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epoch}",
-                                          leave=False, dynamic_ncols=True)):
-            t_bb = time.perf_counter()
-            tokens, embed, n = encode_batch(model, batch, items, device)
-            out["backbone_s"] += time.perf_counter() - t_bb
-            n_bb += n
-            text = torch.stack([texts[c] for c in batch["cls_name"]])  # [B, D, 2]
-            loss = batch_loss(model, tokens, embed, text, batch["mask"].to(device))
+        for step, part in enumerate(tqdm(mine, desc=f"epoch {epoch + 1}/{cfg.epoch}",
+                                         leave=False, dynamic_ncols=True, disable=not dist.main)):
             optimizer.zero_grad()
-            loss.backward()
+            if part:
+                batch = next(loader)
+                t_bb = time.perf_counter()
+                tokens, embed, n = encode_batch(model, batch, items, device)
+                out["backbone_s"] += time.perf_counter() - t_bb
+                n_bb += n
+                text = torch.stack([texts[c] for c in batch["cls_name"]])  # [b, D, 2]
+                loss = batch_loss(model, tokens, embed, text, batch["mask"].to(device))
+            else:  # an empty share of a short last batch still joins the gradient all-reduce
+                loss = empty_loss(model, device)
+            # DDP averages the ranks' gradients: weight each by its share of the global batch,
+            # so the update is the one-process update of the whole batch (SPEC §6 loss is a
+            # mean over images)
+            share = len(part) / len(steps[step])
+            (loss * share * dist.world).backward()
+            loss = dist.sum(loss.detach() * share)
             check_finite(loss, model, epoch, step, last)
             optimizer.step()
             losses.append(loss.item())
@@ -268,13 +301,18 @@ def train(cfg: TrainConfig, log: logging.Logger) -> dict:
             log.info(f"epoch [{epoch + 1}/{cfg.epoch}], loss:{np.mean(losses):.4f}")
         if (epoch + 1) % cfg.save_freq == 0 or epoch + 1 == cfg.epoch:
             path = save / f"epoch_{epoch + 1}.pth"
-            atomic_torch_save(path, {
-                CHECKPOINT_KEY: model.projections.state_dict(), "config": config,
-                "trained_with": trained_with(cfg), "optimizer": optimizer.state_dict(),
-                "epoch": epoch + 1, "rng": rng_state()})
+            if dist.main:  # one writer; the others know the name (for Ctrl-C and NaN messages)
+                atomic_torch_save(path, {
+                    CHECKPOINT_KEY: projections.state_dict(), "config": config,
+                    "trained_with": trained_with(cfg), "optimizer": optimizer.state_dict(),
+                    "epoch": epoch + 1, "rng": rng_state()})
+            dist.barrier()
             out["checkpoints"].append(str(path))
             last = str(path)
     out["seconds"] = time.time() - t0
+    model.projections = projections
+    if not dist.main:
+        return out
     atomic_write_text(save / "timings.json", json.dumps({
         "backbone_s": round(out["backbone_s"], 3), "metrics_s": 0.0,
         "total_s": round(out["seconds"], 3), "backbone_images": out["backbone_images"]}) + "\n")

@@ -1,0 +1,168 @@
+"""torchrun with 2 CPU processes (gloo, loopback, tiny model): the same results as one process,
+a resumable sharded predict.py, DDP training equal to one process, and a failing rank that ends
+the run instead of hanging."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import GOLDEN, REPO, VIT, require
+
+BOTTLE = GOLDEN / "data" / "mvtec" / "bottle"
+TIMEOUT = 300
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def torchrun(script: str, *args: str, n: int = 2, cwd: Path, wait: bool = True):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
+           "--master_addr", "127.0.0.1", "--master_port", str(_port()), str(REPO / script),
+           *map(str, args)]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True,
+                          timeout=TIMEOUT)
+
+
+def single(script: str, *args: str, cwd: Path):
+    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd,
+                          env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+
+
+def kill_all(proc) -> None:
+    """SIGKILL torchrun and its ranks (torchrun starts each rank in a session of its own)."""
+    kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+    for pid in [proc.pid, *map(int, kids.stdout.split())]:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait(timeout=60)
+    time.sleep(0.5)
+
+
+def _ok(r) -> None:
+    assert r.returncode == 0, (r.stdout or "")[-3000:] + (r.stderr or "")[-3000:]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _needs_fixtures():
+    require(VIT.weights, VIT.data("mvtec") / "meta.json")
+
+
+@pytest.mark.parametrize("mode", ["zero_shot", "few_shot"])
+def test_evaluation_with_two_processes_equals_one(tmp_path, mode):
+    extra = ["--k_shot", "1", "2", "--seed", "1", "2"] if mode == "few_shot" else []
+    args = VIT.args("mvtec", tmp_path / "X", mode, "--no_report", *extra)
+    one = [a if a != str(tmp_path / "X") else str(tmp_path / "one") for a in args]
+    two = [a if a != str(tmp_path / "X") else str(tmp_path / "two") for a in args]
+    _ok(single("test.py", *one, cwd=tmp_path))
+    _ok(torchrun("test.py", *two, cwd=tmp_path))
+    runs = ["k1_seed1", "k1_seed2", "k2_seed1", "k2_seed2"] if mode == "few_shot" else ["."]
+    for r in runs:
+        a = json.loads((tmp_path / "one" / r / "metrics.json").read_text())
+        b = json.loads((tmp_path / "two" / r / "metrics.json").read_text())
+        assert a == b  # bit-equal on the CPU with gloo
+    assert not (tmp_path / "two" / ".lock").exists()
+
+
+def _predict_args(image_dir: Path, save: Path) -> list[str]:
+    return ["--image_dir", str(image_dir), "--recursive", "--object_name", "bottle",
+            "--save_path", str(save), "--reference_dir", str(BOTTLE / "train" / "good"),
+            "--batch_size", "2", "--no_report", *VIT.model_args(84)]
+
+
+@pytest.fixture
+def big_folder(tmp_path) -> Path:
+    """120 images (the bottle test images, copied), so a run can be killed half-way."""
+    d = tmp_path / "many"
+    d.mkdir()
+    src = sorted((BOTTLE / "test").rglob("*.png"))
+    for i in range(120):
+        shutil.copy(src[i % len(src)], d / f"{i:04d}.png")
+    return d
+
+
+def test_sharded_predict_equals_one_process_and_resumes_after_a_kill(tmp_path, big_folder):
+    _ok(single("predict.py", *_predict_args(big_folder, tmp_path / "one"), cwd=tmp_path))
+    save = tmp_path / "two"
+    proc = torchrun("predict.py", *_predict_args(big_folder, save), cwd=tmp_path, wait=False)
+    t0 = time.time()
+    while time.time() - t0 < TIMEOUT:  # kill the whole run once some records are on disk
+        lines = sum(len(f.read_text().splitlines()) for f in save.glob(".staging-*/records-r*"))
+        if lines >= 20 or proc.poll() is not None:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    kill_all(proc)
+    assert not (save / "scores.csv").exists()
+    left = sorted(str(p.relative_to(save)) for p in save.rglob("*") if "heatmaps" not in p.parts)
+    assert any(p.endswith("progress.json") for p in left), left
+    r = torchrun("predict.py", *_predict_args(big_folder, save), "--resume", cwd=tmp_path)
+    _ok(r)
+    assert "resuming" in r.stdout + r.stderr
+    assert (save / "scores.csv").read_text() == (tmp_path / "one" / "scores.csv").read_text()
+    rows = (save / "scores.csv").read_text().splitlines()[1:]
+    assert len(rows) == len({r.split(",")[0] for r in rows}) == 120  # none lost, none twice
+
+
+def test_a_failing_rank_ends_the_run(tmp_path, big_folder):
+    proc = torchrun("predict.py", *_predict_args(big_folder, tmp_path / "out"), cwd=tmp_path,
+                    wait=False)
+    t0 = time.time()
+    while time.time() - t0 < TIMEOUT and not list((tmp_path / "out").glob(".staging-*/records-r1*")):
+        time.sleep(0.2)
+    kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+    ranks = [int(p) for p in kids.stdout.split()]
+    assert len(ranks) == 2, kids.stdout
+    os.kill(ranks[-1], signal.SIGKILL)  # one rank dies
+    t1 = time.time()
+    code = proc.wait(timeout=120)
+    assert code != 0 and time.time() - t1 < 120
+
+
+def test_ddp_training_equals_one_process(tmp_path):
+    base = ["--dataset", "mvtec", "--train_data_path", str(VIT.data("mvtec")), "--model",
+            VIT.model_name, "--config_path", str(VIT.config), "--pretrained", str(VIT.weights),
+            "--image_size", "84", "--features_list", *map(str, VIT.stages), "--device", "cpu",
+            "--batch_size", "4", "--aug_rate", "0.5"]
+
+    def ckpt(folder: str, epoch: int) -> dict:
+        return torch.load(tmp_path / folder / f"epoch_{epoch}.pth", weights_only=True)[
+            "trainable_linearlayer"]
+
+    def gap(a: dict, b: dict) -> float:
+        return max((a[k] - b[k]).abs().max().item() for k in a)
+
+    init = ["--epoch", "2", "--init_checkpoint", str(VIT.checkpoint)]
+    _ok(single("train.py", *base, *init, "--save_path", str(tmp_path / "one"), cwd=tmp_path))
+    _ok(torchrun("train.py", *base, *init, "--save_path", str(tmp_path / "two"), cwd=tmp_path))
+    for epoch in (1, 2):  # the same global batches, sample order and mosaics
+        assert gap(ckpt("one", epoch), ckpt("two", epoch)) <= 1e-6
+    # resume across world sizes: the 2-process run continued by 1 process = 1 process alone
+    for folder in ("one", "two"):
+        _ok(single("train.py", *base, "--epoch", "3", "--save_path", str(tmp_path / folder),
+                   "--resume", str(tmp_path / folder / "epoch_2.pth"), cwd=tmp_path))
+    assert gap(ckpt("one", 3), ckpt("two", 3)) <= 1e-6
+    bad = torchrun("train.py", *base[:-4], "--batch_size", "3", "--epoch", "1",
+                   "--save_path", str(tmp_path / "bad"), cwd=tmp_path)
+    assert bad.returncode != 0 and "--batch_size 3" in bad.stdout + bad.stderr
