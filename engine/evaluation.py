@@ -88,8 +88,12 @@ def prepare(cfg: EvalConfig, log: logging.Logger, out: Path, dist: Dist | None =
     model.eval()
     text = TextFeatureBank(model.backbone.encode_text, tokenizer, prompts, device)
     workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
-    store = (open_store(cfg.feature_store, cfg, model, device, cfg.dataset, root, "--feature_store")
-             if cfg.feature_store else None)
+    store = None
+    for turn in (0, 1) if cfg.feature_store else ():  # rank 0 makes the folder first
+        if dist.main == (turn == 0):
+            store = open_store(cfg.feature_store, cfg, model, device, cfg.dataset, root,
+                               "--feature_store")
+        dist.barrier()
     few = [r for r in runs if isinstance(r, FewShotRun)]
     log.info(f"{cfg.mode} on {cfg.dataset} ({len(test)} categories, "
              f"{sum(map(len, test.values()))} test images), stages {model.features_list}"

@@ -31,6 +31,7 @@ from tqdm import tqdm
 from datasets import Sample, load_meta, make_samples
 from datasets.feature_cache import FeatureCache, TrainItems, collate_train
 from datasets.normal_only import folder_samples, training_dataset
+from datasets.validate import check_split
 from errors import CheckpointError, ConfigError, NonFiniteError
 from losses import segmentation_loss
 from models.anomaly_maps import stage_probabilities
@@ -188,6 +189,7 @@ def training_set(cfg: TrainConfig, log: logging.Logger) -> tuple[Path, dict[str,
     root = Path(cfg.train_data_path)
     per_cat = make_samples(root, cfg.train_split, cfg.categories, cfg.dataset,
                            load_meta(root, cfg.dataset))
+    check_split(root, per_cat)  # every image and mask readable and fitting, before training
     return root, per_cat, f"{cfg.dataset} {root} ({cfg.train_split} split, "
 
 
