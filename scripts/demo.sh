@@ -108,10 +108,11 @@ cat <<EOF
 Where things are:
   data:        $DATA/{mvtec,visa} (meta.json in each)
   checkpoint:  $CKPT
-  zero-shot:   $RES/visa_zero_shot/ (metrics.json/.md/.csv, thresholds.json, overlays/)
-  few-shot:    $RES/visa_few_shot/ (k1_seed1/, k2_seed1/ with references.json, overlays/;
-               summary_k1.md, summary_k2.md)
-  predict.py:  $RES/predict_candle/ (scores.csv, scores.json, heatmaps/, masks/)
+  zero-shot:   $RES/visa_zero_shot/ (report.html, metrics.json/.md/.csv, thresholds.json, overlays/)
+  few-shot:    $RES/visa_few_shot/ (report.html; k1_seed1/, k2_seed1/ with report.html,
+               references.json, overlays/; summary_k1.md, summary_k2.md)
+  predict.py:  $RES/predict_candle/ (report.html, scores.csv, scores.json, heatmaps/, masks/)
+Open the report.html files in any browser (they work offline).
 Demo finished in $((SECONDS - T0)) s.
 EOF
 loud

@@ -163,4 +163,6 @@ if [[ "$FEW" == 1 ]]; then
         "${COMMON[@]}" "${PASS[@]}"
 fi
 step compare_paper -- run "$PYTHON" scripts/compare_paper.py --results "$RESULTS"
-echo "done: tables in $RESULTS (comparison.md, comparison.csv), step times in $TIMINGS"
+run "$PYTHON" -m engine.report protocol "$RESULTS"  # index.html: every run's report + the comparison
+echo "done: tables in $RESULTS (comparison.md, comparison.csv), step times in $TIMINGS;"
+echo "      open $RESULTS/index.html for every run's report and the paper comparison"

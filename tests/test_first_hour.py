@@ -38,7 +38,7 @@ def test_train_help_states_the_paper_epochs():
     r = subprocess.run([sys.executable, "train.py", "--help"], cwd=REPO, capture_output=True,
                        text=True, timeout=60)
     flat = " ".join(r.stdout.split())
-    assert "[default: 3 for mvtec/folder, 15 for visa, as in the paper]" in flat
+    assert "[default: 3 for mvtec/folder, 15 for visa, as in the paper" in flat
 
 
 def _mvtec_args(tmp_path, *model):

@@ -296,6 +296,11 @@ def test_demo_end_to_end(tmp_path):
         assert_sane_table((res / "visa_few_shot" / f"summary_k{k}.md").read_text(), cats)
     scores = list(csv.DictReader(open(res / "predict_candle" / "scores.csv")))
     assert scores and all(0.0 <= float(r["score"]) <= 1.0 for r in scores)
+    # every run wrote a valid, self-contained report.html
+    from report_html import assert_files_exist, parse_page
+    for rel in ("visa_zero_shot", "visa_few_shot", "visa_few_shot/k1_seed1", "predict_candle"):
+        page = res / rel / "report.html"
+        assert_files_exist(page, parse_page(page))
     print(f"demo took {elapsed:.1f} s")
 
     # the README's offline predict.py example runs on the demo's outputs, as written
@@ -329,6 +334,8 @@ def test_reproduce_tiny_protocol(tmp_path):
     rows = list(csv.DictReader(open(res / "comparison.csv")))
     ours = [float(r["ours"]) for r in rows if r["ours"] not in ("", "nan")]
     assert ours and all(0.0 <= v <= 100.0 for v in ours)
+    index = (res / "index.html").read_text()
+    assert "mvtec_zero_shot/report.html" in index and "visa_few_shot" in index
     timings = (res / "timings.txt").read_text()
     assert re.search(r"train_mvtec: \d+ s \(backbone [\d.]+ s for \d+ images, metrics", timings)
     # by the few-shot step every test image is in the stores (trainings and zero-shot filled
