@@ -179,3 +179,33 @@ def test_metric_workers_give_the_same_results(tmp_path):
     pa, pb = load_predictions(out["0"] / "predictions.npz"), load_predictions(out["2"] / "predictions.npz")
     np.testing.assert_array_equal(pa["pr_sp"], pb["pr_sp"])
     np.testing.assert_array_equal(pa["anomaly_maps"], pb["anomaly_maps"])
+
+
+def test_image_score_per_image_and_both(tmp_path):
+    """--image_score: the metrics of the score in use; both sets side by side with 'both'."""
+    ds = DATASET_NAMES[0]
+    require(VIT.refs(ds))
+    out = {}
+    for how in ("released", "per_image", "both"):
+        out[how] = tmp_path / how
+        assert run_test_main(VIT.args(ds, out[how], "few_shot", "--save_predictions",
+                                      "--no_mvtec_aupro", "--reference_list", str(VIT.refs(ds)),
+                                      "--image_score", how)) == 0
+    m = {h: json.loads((p / "metrics.json").read_text()) for h, p in out.items()}
+    assert m["released"]["image_score"] == "released" and m["per_image"]["image_score"] == "per_image"
+    for c in m["released"]["per_category"]:
+        for k in ("auroc_px", "ap_px", "pro"):  # the maps do not change
+            assert m["per_image"]["per_category"][c][k] == m["released"]["per_category"][c][k]
+        assert m["both"]["per_category"][c] == m["released"]["per_category"][c]
+        side = m["both"]["per_image_score"]["per_category"][c]
+        for k in ("auroc_sp", "f1_sp", "ap_sp"):
+            assert side[k] == pytest.approx(m["per_image"]["per_category"][c][k], abs=1e-12)
+    assert "per-image score" in (out["both"] / "metrics.md").read_text()
+    thr = json.loads((out["both"] / "thresholds.json").read_text())["per_category"]
+    assert all("image_per_image" in v for v in thr.values())
+    # per_image scores: 0.5 * (text + clip((max - mu) / mu, 0, 1)), each image on its own
+    p = load_predictions(out["per_image"] / "predictions.npz")
+    r = load_predictions(out["released"] / "predictions.npz")
+    np.testing.assert_array_equal(p["anomaly_maps"], r["anomaly_maps"])
+    assert not np.allclose(p["pr_sp"], r["pr_sp"])
+    assert np.all((p["pr_sp"] >= 0) & (p["pr_sp"] <= 1))

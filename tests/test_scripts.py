@@ -269,10 +269,38 @@ def assert_sane_table(md: str, categories: set[str], n_cols: int = len(METRICS))
         assert len(values) == n_cols and all(0.0 <= v <= 100.0 for v in values), (name, values)
 
 
-def test_demo_end_to_end(tmp_path):
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """The offline demo, run once from an empty folder (default output folder ./demo_out)."""
+    tmp_path = tmp_path_factory.mktemp("demo")
     t0 = time.time()
-    r = bash("demo.sh", cwd=tmp_path, timeout=600)  # default output folder: ./demo_out
-    elapsed = time.time() - t0
+    r = bash("demo.sh", cwd=tmp_path, timeout=600)
+    return tmp_path, r, time.time() - t0
+
+
+def test_demo_reports_render_in_chromium(demo):
+    """Each of the demo's runs wrote a report.html that a headless browser renders."""
+    from report_browser import Chromium, find_chromium
+    tmp_path, r, _ = demo
+    assert r.returncode == 0, r.stderr[-3000:]
+    binary = find_chromium()
+    if binary is None:
+        pytest.skip("Chromium not found (/usr/bin/chromium or chromium on PATH): install the "
+                    "Debian package chromium (.ci/run does) to run the browser test")
+    res = tmp_path / "demo_out" / "results"
+    with Chromium(binary) as browser:
+        for rel in ("visa_zero_shot", "visa_few_shot/k1_seed1", "predict_candle"):
+            page = browser.open(res / rel / "report.html", 1280, 900)
+            png = page.shoot()
+            assert png.startswith(b"\x89PNG") and len(png) > 20_000, rel  # not a blank page
+            assert page.evaluate("Array.from(document.images).filter("
+                                 "i => !(i.complete && i.naturalWidth > 0)).length") == 0, rel
+            browser.collect_errors(page)
+            assert page.errors == [], (rel, page.errors)
+
+
+def test_demo_end_to_end(demo):
+    tmp_path, r, elapsed = demo
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "MEANINGLESS" in r.stdout and "Demo finished" in r.stdout
     res = tmp_path / "demo_out" / "results"
