@@ -10,6 +10,7 @@ Mask: pixels > 0 of the mask read as 8-bit gray -> 0/255 "L" image -> Resize((S,
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -102,12 +103,20 @@ def read_image(path: str | Path) -> Image.Image:
     Raises DatasetError (one line naming the file) when it is missing or unreadable.
     """
     path = Path(path)
+    with image_errors(path):
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+
+
+@contextlib.contextmanager
+def image_errors(path: Path):
+    """Every way PIL can fail on ``path`` (missing, not an image, cut short, over the size
+    limit) as one DatasetError line naming the file and the fix."""
     if not path.is_file():
         raise DatasetError(f"image not found: {path}")
     try:
-        with Image.open(path) as im:
-            im.load()
-            img = im.copy()
+        yield
     except Image.DecompressionBombError:
         raise too_large(path, header_size(path)) from None
     except UnidentifiedImageError as e:
@@ -115,7 +124,6 @@ def read_image(path: str | Path) -> Image.Image:
                            "file") from e
     except (OSError, SyntaxError, ValueError) as e:
         raise DatasetError(f"cannot read image {path}: {e}. Replace or remove the file") from e
-    return img
 
 
 def binary_mask_image(path: str | Path) -> Image.Image:

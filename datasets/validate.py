@@ -9,28 +9,19 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from errors import DatasetError
 
 from .anomaly_dataset import Sample
-from .transforms import NOT_AN_IMAGE, binary_mask_image, header_size, too_large
+from .transforms import binary_mask_image, image_errors
 
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the header, after PIL's integrity check (DatasetError if bad)."""
-    if not path.is_file():
-        raise DatasetError(f"image not found: {path}")
-    try:
+    with image_errors(path):
         with Image.open(path) as im:
             size = im.size
             im.verify()
-    except Image.DecompressionBombError:
-        raise too_large(path, header_size(path)) from None
-    except UnidentifiedImageError as e:
-        raise DatasetError(f"cannot read image {path}: {NOT_AN_IMAGE}. Replace or remove the "
-                           "file") from e
-    except (OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"cannot read image {path}: {e}. Replace or remove the file") from e
     if min(size) < 1:
         raise DatasetError(f"image {path} is empty ({size[0]}x{size[1]} pixels)")
     return size

@@ -16,7 +16,6 @@ exact); everything else is as above. Synthesized samples, like mosaics, are neve
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -39,11 +38,12 @@ from models.april_gan import AprilGAN
 from models.projection import CHECKPOINT_KEY
 from prompts import TextFeatureBank, load_prompts
 from utils.cli import resolved
-from utils.io import atomic_torch_save, atomic_write_text, file_digest
+from utils.io import atomic_torch_save, atomic_write_text
 from utils.log import plural
 from utils.rng import rng_state, set_rng_state, setup_seed
 
 from . import distributed
+from .features import encode_batch, open_store
 from .config import MOSAIC_DATASETS, TrainConfig
 from .loading import (build_model, checkpoint_weights, read_checkpoint, resolve_device,
                       trained_with, warn_settings_differ)
@@ -73,51 +73,13 @@ def batch_loss(model: AprilGAN, patch_tokens: dict[int, torch.Tensor], image_emb
 
 
 def make_cache(cfg: TrainConfig, model: AprilGAN, device: torch.device) -> FeatureCache:
-    """Open (or create) the feature store of this run's backbone weights, size and data.
-
-    The key holds the sha256 of the weights file (or the hub tag), the model config's sha1,
-    the image size, the dataset root and the precision; a folder made under another key is
-    refused. Stages are stored one file each, so other stage lists share the folder.
-    """
-    info, s = model.backbone.info, cfg.image_size
-    layout = [(f"stage{n}", (info[n].grid ** 2, info[n].dim)) for n in model.features_list]
-    layout += [("image_embed", (model.backbone.embed_dim,)), ("mask", (s, s))]
-    cfg_text = Path(cfg.config_path).read_bytes() if cfg.config_path else b""
-    weights = Path(cfg.pretrained)
-    key = {"model": cfg.model,
-           "weights": f"sha256:{file_digest(weights)}" if weights.is_file() else f"tag:{cfg.pretrained}",
-           "config_sha1": hashlib.sha1(cfg_text).hexdigest(), "image_size": s,
-           "dataset": "image_dir" if cfg.train_image_dir else cfg.dataset,
-           "data_root": str(Path(cfg.train_image_dir or cfg.train_data_path).resolve()),
-           "autocast": model.backbone.use_autocast(torch.empty(0, device=device))}
-    return FeatureCache(cfg.cache_features, key, layout)
-
-
-def encode_batch(model: AprilGAN, batch: dict, items: TrainItems, device: torch.device):
-    """Backbone outputs of a batch: uncached images go through the backbone (and, if not
-    augmented, into the cache); cached ones are read. Returns (tokens, embed, n_backbone)."""
-    stages, feats = model.features_list, batch["features"]
-    rows = {f"stage{s}": [None] * len(feats) for s in stages}
-    rows["image_embed"] = [None] * len(feats)
-    todo = [j for j, f in enumerate(feats) if f is None]
-    if todo:
-        enc = model.encode(batch["image"].to(device))
-        if items.cache and not items.cache.checked:
-            items.cache.reserve(enc["patch_tokens"][stages[0]].dtype)
-        for k, j in enumerate(todo):
-            for s in stages:
-                rows[f"stage{s}"][j] = enc["patch_tokens"][s][k]
-            rows["image_embed"][j] = enc["image_embed"][k]
-            if items.cache and not batch["augmented"][j]:
-                items.cache.put(items.keys[batch["index"][j]],
-                                {n: r[j] for n, r in rows.items()} | {"mask": batch["mask"][j]})
-    for j, f in enumerate(feats):
-        if f is not None:
-            for n in rows:
-                rows[n][j] = f[n].to(device)
-    # cached and fresh rows may differ in dtype (fp16 tokens on GPU); the head works in fp32
-    tokens = {s: torch.stack([r.float() for r in rows[f"stage{s}"]]) for s in stages}  # [B, L, C]
-    return tokens, torch.stack([r.float() for r in rows["image_embed"]]), len(todo)
+    """Open (or create) the feature store of this run's backbone weights, size and data
+    (``engine.features``: the folder ``test.py --feature_store`` shares on the same data)."""
+    if cfg.train_image_dir:
+        return open_store(cfg.cache_features, cfg, model, device, "image_dir", cfg.train_image_dir,
+                          "--cache_features")
+    return open_store(cfg.cache_features, cfg, model, device, cfg.dataset, cfg.train_data_path,
+                      "--cache_features")
 
 
 def restore(cfg: TrainConfig, ckpt: dict | None, model: AprilGAN, optimizer,
