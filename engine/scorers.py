@@ -13,8 +13,7 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from datasets.folder import readable_batches
-from datasets.folder import readable_images
+from datasets.folder import readable_batches, readable_images
 from prompts import TextFeatureBank, load_prompts
 
 from .config import PredictConfig
