@@ -218,9 +218,10 @@ def train(cfg: TrainConfig, log: logging.Logger) -> dict:
     items = TrainItems(dataset, cache)
     workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
     synth = f", synthesize_anomalies {cfg.synthesize_anomalies}" if cfg.synthesize_anomalies else ""
-    log.info(f"training on {what}"
-             f"{plural(len(per_cat), 'category', 'categories')}, {len(samples)} images, {sum(s.anomaly for s in samples)} anomalous), "
-             f"aug_rate {aug}{synth}, {plural(cfg.epoch, 'epoch')}")
+    n_bad = sum(s.anomaly for s in samples)
+    log.info(f"training on {what}{plural(len(per_cat), 'category', 'categories')}, "
+             f"{len(samples)} images, {n_bad} anomalous), aug_rate {aug}{synth}, "
+             f"{plural(cfg.epoch, 'epoch')}")
     out = {"epoch_losses": [], "backbone_images": 0, "checkpoints": [], "backbone_s": 0.0}
     last = str(save / f"epoch_{start}.pth") if start else ""
     t0 = time.time()
