@@ -20,6 +20,9 @@ from utils.cli import Config, opt
 
 # The paper's training epochs per dataset: 3 on MVTec AD (for VisA), 15 on VisA (for MVTec AD).
 PAPER_EPOCHS = {"mvtec": 3, "folder": 3, "visa": 15}
+# Training from normal images with synthesized anomalies (--train_split train, --train_image_dir):
+# chosen on synthetic data of generator seeds 0-2 (scripts/benchmark_normal_only.py).
+NORMAL_ONLY_EPOCHS = 10
 # The released mosaic augmentation exists only for MVTec-layout data.
 MOSAIC_DATASETS = ("mvtec", "folder")
 # The paper's few-shot protocol (test_few_shot.sh): k in {1, 2, 4}, 5 seeds.
@@ -133,7 +136,8 @@ class TrainConfig(ModelConfig):
     aug_rate: float = opt(0.2, "probability of the 2x2 mosaic per sample (MVTec layout only; "
                           "ignored for visa, as released)", minimum=0.0, maximum=1.0)
     epoch: int | None = opt(None, "total epochs", minimum=1,
-                            default_text="3 for mvtec/folder, 15 for visa, as in the paper")
+                            default_text="3 for mvtec/folder, 15 for visa, as in the paper; "
+                            f"{NORMAL_ONLY_EPOCHS} with --train_split train or --train_image_dir")
     learning_rate: float = opt(1e-3, "Adam learning rate", minimum=0.0)
     print_freq: int = opt(1, "log the mean loss every N epochs", minimum=1)
     save_freq: int = opt(1, "write epoch_N.pth every N epochs (and after the last)", minimum=1)
@@ -178,7 +182,8 @@ class TrainConfig(ModelConfig):
                               "restores the weights)")
         self._check_normal_only()
         if self.epoch is None:
-            self.epoch = PAPER_EPOCHS[self.dataset]
+            normal_only = self.train_split == "train" or self.train_image_dir
+            self.epoch = NORMAL_ONLY_EPOCHS if normal_only else PAPER_EPOCHS[self.dataset]
 
     def _check_normal_only(self) -> None:
         """ConfigError for flag combinations of normal-only training that cannot work."""

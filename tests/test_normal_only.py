@@ -84,6 +84,17 @@ def test_train_split_runs_and_resumes_exactly(tmp_path):
     assert "warning" not in log
 
 
+def test_normal_only_epoch_default():
+    from engine.config import NORMAL_ONLY_EPOCHS, PAPER_EPOCHS
+
+    base = ["--synthesize_anomalies", "0.5"]
+    assert train.parse_args(base + ["--train_split", "train"]).epoch == NORMAL_ONLY_EPOCHS
+    assert train.parse_args(base + ["--train_image_dir", "x", "--object_name", "o"]).epoch == \
+        NORMAL_ONLY_EPOCHS
+    assert train.parse_args(["--dataset", "visa"]).epoch == PAPER_EPOCHS["visa"]  # as released
+    assert train.parse_args(base + ["--train_split", "train", "--epoch", "2"]).epoch == 2
+
+
 def test_training_moves_the_weights_and_visa_train_rows(tmp_path):
     out = train.train(train.parse_args(args(tmp_path, "--train_split", "train",
                                             "--synthesize_anomalies", "1", "--epoch", "1",
