@@ -1,4 +1,4 @@
-"""Score a folder of your own images of one object with APRIL-GAN (no labels needed).
+r"""Score a folder of your own images of one object with APRIL-GAN (no labels needed).
 
     python predict.py --image_dir my_parts/ --object_name screw --save_path results/my_parts \
         --checkpoint_path exps/pretrained/visa_pretrained.pth

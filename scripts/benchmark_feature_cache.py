@@ -1,4 +1,4 @@
-"""Benchmark ``train.py --cache_features``: backbone images, wall time, and equal weights.
+r"""Benchmark ``train.py --cache_features``: backbone images, wall time, and equal weights.
 
 For each ``--aug_rate`` it trains the same run from the same initial projections without a cache,
 with a fresh (empty) feature cache, and again with that now-filled cache ("cache_warm", e.g. a

@@ -1,4 +1,4 @@
-"""Measure evaluation throughput and peak memory of the test.py inner loop on random images.
+r"""Measure evaluation throughput and peak memory of the test.py inner loop on random images.
 
 Speed and memory do not depend on the weights, so the model is built with random weights
 (``--pretrained none``) and nothing is downloaded. Per batch it times what ``test.py`` does:

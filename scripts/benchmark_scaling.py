@@ -1,4 +1,4 @@
-"""Images/s of test.py and predict.py with 1 process and with N processes (torchrun).
+r"""Images/s of test.py and predict.py with 1 process and with N processes (torchrun).
 
     python scripts/benchmark_scaling.py                        # tiny model, synthetic data, CPU
     python scripts/benchmark_scaling.py --nproc 4 --model ViT-B-16 --pretrained none \

@@ -1,4 +1,4 @@
-"""Disk a feature store needs for the test splits of some datasets, checked against free space.
+r"""Disk a feature store needs for the test splits of some datasets, checked against free space.
 
     python scripts/feature_store_size.py --store exps/feature_store --data data/mvtec data/visa \
         --model ViT-L-14-336 --image_size 518 --features_list 6 12 18 24

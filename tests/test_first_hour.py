@@ -32,6 +32,9 @@ def test_help_needs_no_torch_and_states_each_default_once(script):
     flat = " ".join(text.split())
     assert "[default: cuda if available, else cpu]" in flat
     assert "[default: ViT-L-14-336]" in flat and "[default: 6 12 18 24]" in flat
+    # the examples' line continuations survive (a non-raw docstring would join the lines)
+    examples = [ln for ln in text.splitlines() if ln.lstrip().startswith("python ")]
+    assert examples and not any(re.search(r"\S {6,}--", ln) for ln in examples), examples
 
 
 def test_train_help_states_the_paper_epochs():
