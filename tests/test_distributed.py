@@ -166,3 +166,19 @@ def test_ddp_training_equals_one_process(tmp_path):
     bad = torchrun("train.py", *base[:-4], "--batch_size", "3", "--epoch", "1",
                    "--save_path", str(tmp_path / "bad"), cwd=tmp_path)
     assert bad.returncode != 0 and "--batch_size 3" in bad.stdout + bad.stderr
+
+
+def test_ddp_normal_only_training_equals_one_process(tmp_path):
+    """Synthesized anomalies are drawn per (seed, epoch, index): sharding does not change them."""
+    base = ["--dataset", "mvtec", "--train_data_path", str(VIT.data("mvtec")), "--model",
+            VIT.model_name, "--config_path", str(VIT.config), "--pretrained", str(VIT.weights),
+            "--image_size", "84", "--features_list", *map(str, VIT.stages), "--device", "cpu",
+            "--batch_size", "4", "--train_split", "train", "--synthesize_anomalies", "0.5",
+            "--epoch", "1", "--init_checkpoint", str(VIT.checkpoint)]
+    _ok(single("train.py", *base, "--save_path", str(tmp_path / "one"), cwd=tmp_path))
+    _ok(torchrun("train.py", *base, "--save_path", str(tmp_path / "two"), cwd=tmp_path))
+    one, two = (torch.load(tmp_path / f / "epoch_1.pth", weights_only=True)["trainable_linearlayer"]
+                for f in ("one", "two"))
+    start = torch.load(VIT.checkpoint, weights_only=True)["trainable_linearlayer"]
+    assert max((one[k] - two[k]).abs().max().item() for k in one) <= 1e-6
+    assert max((one[k] - start[k]).abs().max().item() for k in one) > 1e-4  # it trained
