@@ -116,15 +116,21 @@ def readable_batches(root: Path, paths: Sequence[str], size: int, batch_size: in
         stop_workers(it)
 
 
-def readable_images(folder: Path, paths: Sequence[str], warn: Warn) -> list[str]:
-    """The files that open as images; the others are reported through ``warn`` and dropped."""
+def readable_images(folder: Path, paths: Sequence[str], warn: Warn | None,
+                    empty: str | None = None) -> list[str]:
+    """The files that open as images; the others are reported through ``warn`` and dropped.
+
+    Raises:
+        DatasetError: none opens (``empty``, or a message about reference images).
+    """
     ok = []
     for p in paths:
         try:
             open_image(folder / p)
             ok.append(p)
         except DatasetError as e:
-            warn(p, _reason(e))
+            if warn:
+                warn(p, _reason(e))
     if not ok:
-        raise DatasetError(f"no readable reference images in {folder}")
+        raise DatasetError(empty or f"no readable reference images in {folder}")
     return ok

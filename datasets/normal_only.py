@@ -22,9 +22,8 @@ from PIL import Image
 from errors import DatasetError
 
 from .anomaly_dataset import AnomalyDataset, Sample, load_pair, mosaic
-from .folder import list_files
+from .folder import list_files, readable_images
 from .synthesis import AnomalySynthesizer
-from .transforms import open_image
 
 # Separates the synthesis draws from the mosaic draws of the same (seed, epoch, index).
 SYNTH_STREAM = 0x53594E  # "SYN"
@@ -60,17 +59,8 @@ def folder_samples(folder: str | Path, object_name: str, recursive: bool = False
     """
     folder = Path(folder)
     paths = list_files(folder, recursive, warn=warn, what="--train_image_dir")
-    ok = []
-    for p in paths:
-        try:
-            open_image(folder / p)
-            ok.append(p)
-        except DatasetError as e:
-            if warn:
-                warn(p, str(e).splitlines()[0])
-    if not ok:
-        raise DatasetError(f"no readable images in --train_image_dir {folder} "
-                           f"({len(paths)} files tried)")
+    ok = readable_images(folder, paths, warn, f"no readable images in --train_image_dir "
+                                              f"{folder} ({len(paths)} files tried)")
     return [Sample(p, "", object_name, "good", 0) for p in ok]
 
 
