@@ -233,3 +233,19 @@ def compare_metrics(ours_json: Path, expected_json: Path, tol: float, pro_tol: f
             if not abs(table[c][k] - v) <= t:
                 bad.append(f"{c}/{k}: ours {table[c][k]:.8f} expected {v:.8f}")
     assert not bad, "; ".join(bad)
+
+
+@pytest.fixture
+def count_backbone(monkeypatch):
+    """Counts the images that go through ClipBackbone.forward: ``count_backbone["n"]``."""
+    from models.backbone import ClipBackbone
+
+    seen = {"n": 0}
+    original = ClipBackbone.forward
+
+    def forward(self, images):
+        seen["n"] += images.shape[0]
+        return original(self, images)
+
+    monkeypatch.setattr(ClipBackbone, "forward", forward)
+    return seen

@@ -11,20 +11,6 @@ import torch
 
 import train
 from conftest import VIT, load_predictions, require, run_test_main
-from models.backbone import ClipBackbone
-
-
-@pytest.fixture
-def count_backbone(monkeypatch):
-    seen = {"n": 0}
-    original = ClipBackbone.forward
-
-    def forward(self, images):
-        seen["n"] += images.shape[0]
-        return original(self, images)
-
-    monkeypatch.setattr(ClipBackbone, "forward", forward)
-    return seen
 
 
 def _eval(save, *extra, ds="mvtec", mode="few_shot"):

@@ -20,7 +20,6 @@ from conftest import assert_user_error
 from datasets import AnomalyDataset, collate, make_samples
 from engine.training import batch_loss
 from engine.loading import build_model
-from models.backbone import ClipBackbone
 from engine.loading import load_projections
 from prompts import TextFeatureBank
 from utils.rng import rng_state, set_rng_state
@@ -118,20 +117,6 @@ def test_resume_equals_uninterrupted(tmp_path):
     # nothing left to do: a clear error
     assert train.main(vit_args(tmp_path / "part", "--epoch", "3", "--resume",
                                str(tmp_path / "part" / "epoch_3.pth"))) == 2
-
-
-@pytest.fixture
-def count_backbone(monkeypatch):
-    """Counts the images that go through ClipBackbone.forward."""
-    seen = {"n": 0}
-    original = ClipBackbone.forward
-
-    def forward(self, images):
-        seen["n"] += images.shape[0]
-        return original(self, images)
-
-    monkeypatch.setattr(ClipBackbone, "forward", forward)
-    return seen
 
 
 def test_feature_cache_same_weights_fewer_backbone_images(tmp_path, count_backbone):
