@@ -138,6 +138,15 @@ def test_f1_point_is_on_the_roc_curve():
         assert f1_point_fpr(curves[key]) == pytest.approx(direct, abs=1e-12)
 
 
+def test_histogram_ticks_of_packed_scores_print_apart():
+    from engine.report.plots import tick_digits
+
+    packed = np.linspace(0.99981, 0.99995, 5)
+    digits = tick_digits(packed)
+    assert len({f"{t:.{digits}g}" for t in packed}) == 5 and digits == 5
+    assert tick_digits(np.linspace(0.0, 1.0, 5)) == 3  # ordinary ranges keep 3 digits
+
+
 def test_report_package_imports_no_torch_and_no_pyplot():
     code = ("import sys; import engine.report; "
             "bad = [m for m in ('torch', 'matplotlib.pyplot', 'cv2') if m in sys.modules]; "

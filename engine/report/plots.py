@@ -98,6 +98,17 @@ def _curve_axes(ax, curves: dict[str, dict | None], kind: str) -> None:
         ax.legend(loc="lower left", fontsize=6.5, frameon=False)
 
 
+def tick_digits(ticks: np.ndarray, least: int = 3, most: int = 10) -> int:
+    """The fewest significant digits (≥ ``least``) that print every tick differently.
+
+    Scores packed near one value (e.g. 0.99981 .. 0.99995) would all print as "1" at 3 digits.
+    """
+    for digits in range(least, most + 1):
+        if len({f"{t:.{digits}g}" for t in ticks}) == len(ticks):
+            return digits
+    return most
+
+
 def _histogram_axes(ax, scores: np.ndarray, labels: np.ndarray, threshold: float | None,
                     bins: int) -> None:
     """Normal vs anomalous image-score histograms on shared bins, the threshold dashed."""
@@ -118,8 +129,9 @@ def _histogram_axes(ax, scores: np.ndarray, labels: np.ndarray, threshold: float
             ax.hist(part, bins=edges, color=colour, alpha=0.55, label=f"{name} ({part.size})")
     if threshold is not None and math.isfinite(threshold):
         ax.axvline(threshold, color=MARK, ls="--", lw=1.2, label=f"threshold {threshold:.4g}")
-    ax.set_xticks(np.linspace(lo, hi, 5))
-    ax.xaxis.set_major_formatter("{x:.3g}")
+    ticks = np.linspace(lo, hi, 5)
+    ax.set_xticks(ticks)
+    ax.xaxis.set_major_formatter("{x:.%dg}" % tick_digits(ticks))
     ax.legend(fontsize=6.5, frameon=False)
     ax.set_xlabel("image score", fontsize=8)
     ax.set_ylabel("images", fontsize=8)
