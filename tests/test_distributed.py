@@ -140,45 +140,49 @@ def test_a_failing_rank_ends_the_run(tmp_path, big_folder):
     assert code != 0 and time.time() - t1 < 120
 
 
-def test_ddp_training_equals_one_process(tmp_path):
-    base = ["--dataset", "mvtec", "--train_data_path", str(VIT.data("mvtec")), "--model",
+def _train_args(*extra: str, batch_size: int = 4) -> list[str]:
+    """train.py on the fixture's MVTec data with the tiny ViT (batch 4: 2 per rank with 2)."""
+    return ["--dataset", "mvtec", "--train_data_path", str(VIT.data("mvtec")), "--model",
             VIT.model_name, "--config_path", str(VIT.config), "--pretrained", str(VIT.weights),
             "--image_size", "84", "--features_list", *map(str, VIT.stages), "--device", "cpu",
-            "--batch_size", "4", "--aug_rate", "0.5"]
+            *extra, "--batch_size", str(batch_size)]
+
+
+def _weights(path: Path) -> dict:
+    return torch.load(path, weights_only=True)["trainable_linearlayer"]
+
+
+def _gap(a: dict, b: dict) -> float:
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def test_ddp_training_equals_one_process(tmp_path):
+    base = _train_args("--aug_rate", "0.5")
 
     def ckpt(folder: str, epoch: int) -> dict:
-        return torch.load(tmp_path / folder / f"epoch_{epoch}.pth", weights_only=True)[
-            "trainable_linearlayer"]
-
-    def gap(a: dict, b: dict) -> float:
-        return max((a[k] - b[k]).abs().max().item() for k in a)
+        return _weights(tmp_path / folder / f"epoch_{epoch}.pth")
 
     init = ["--epoch", "2", "--init_checkpoint", str(VIT.checkpoint)]
     _ok(single("train.py", *base, *init, "--save_path", str(tmp_path / "one"), cwd=tmp_path))
     _ok(torchrun("train.py", *base, *init, "--save_path", str(tmp_path / "two"), cwd=tmp_path))
     for epoch in (1, 2):  # the same global batches, sample order and mosaics
-        assert gap(ckpt("one", epoch), ckpt("two", epoch)) <= 1e-6
+        assert _gap(ckpt("one", epoch), ckpt("two", epoch)) <= 1e-6
     # resume across world sizes: the 2-process run continued by 1 process = 1 process alone
     for folder in ("one", "two"):
         _ok(single("train.py", *base, "--epoch", "3", "--save_path", str(tmp_path / folder),
                    "--resume", str(tmp_path / folder / "epoch_2.pth"), cwd=tmp_path))
-    assert gap(ckpt("one", 3), ckpt("two", 3)) <= 1e-6
-    bad = torchrun("train.py", *base[:-4], "--batch_size", "3", "--epoch", "1",
+    assert _gap(ckpt("one", 3), ckpt("two", 3)) <= 1e-6
+    bad = torchrun("train.py", *_train_args("--epoch", "1", batch_size=3),
                    "--save_path", str(tmp_path / "bad"), cwd=tmp_path)
     assert bad.returncode != 0 and "--batch_size 3" in bad.stdout + bad.stderr
 
 
 def test_ddp_normal_only_training_equals_one_process(tmp_path):
     """Synthesized anomalies are drawn per (seed, epoch, index): sharding does not change them."""
-    base = ["--dataset", "mvtec", "--train_data_path", str(VIT.data("mvtec")), "--model",
-            VIT.model_name, "--config_path", str(VIT.config), "--pretrained", str(VIT.weights),
-            "--image_size", "84", "--features_list", *map(str, VIT.stages), "--device", "cpu",
-            "--batch_size", "4", "--train_split", "train", "--synthesize_anomalies", "0.5",
-            "--epoch", "1", "--init_checkpoint", str(VIT.checkpoint)]
+    base = _train_args("--train_split", "train", "--synthesize_anomalies", "0.5", "--epoch", "1",
+                       "--init_checkpoint", str(VIT.checkpoint))
     _ok(single("train.py", *base, "--save_path", str(tmp_path / "one"), cwd=tmp_path))
     _ok(torchrun("train.py", *base, "--save_path", str(tmp_path / "two"), cwd=tmp_path))
-    one, two = (torch.load(tmp_path / f / "epoch_1.pth", weights_only=True)["trainable_linearlayer"]
-                for f in ("one", "two"))
-    start = torch.load(VIT.checkpoint, weights_only=True)["trainable_linearlayer"]
-    assert max((one[k] - two[k]).abs().max().item() for k in one) <= 1e-6
-    assert max((one[k] - start[k]).abs().max().item() for k in one) > 1e-4  # it trained
+    one, two = (_weights(tmp_path / f / "epoch_1.pth") for f in ("one", "two"))
+    assert _gap(one, two) <= 1e-6
+    assert _gap(one, _weights(VIT.checkpoint)) > 1e-4  # it trained
