@@ -1,4 +1,4 @@
-"""Dataset indexing (meta.json), loading, preprocessing and reference images (SPEC §2, §8).
+"""Dataset indexing (meta.json), loading, preprocessing and reference images (METHOD §2, §8).
 
 The names below load their module on first use, so ``import datasets`` (and the ``--help`` of
 the scripts) does not import torch.

@@ -1,4 +1,4 @@
-"""Samples indexed by ``meta.json`` and the torch Dataset that loads them (SPEC §2, §6, §8).
+"""Samples indexed by ``meta.json`` and the torch Dataset that loads them (METHOD §2, §6, §8).
 
 Indexing (``make_samples``) is separate from loading (``AnomalyDataset``), and checks every
 record up front so a bad dataset fails before any work is done.
@@ -114,7 +114,7 @@ def load_pair(root: Path, s: Sample) -> tuple[Image.Image, Image.Image]:
 
 
 def mosaic(root: Path, pool: Sequence[Sample], rng: np.random.Generator) -> tuple[Image.Image, Image.Image]:
-    """2x2 mosaic of 4 images (and masks) from one category's test split (SPEC §6).
+    """2x2 mosaic of 4 images (and masks) from one category's test split (METHOD §6).
 
     As released: each tile picks a defect type uniformly (``good`` included), then a file of
     that type uniformly; tiles are pasted at the first image's size, row-major.

@@ -1,4 +1,4 @@
-"""Dataset layouts and the standard categories of MVTec AD and VisA (SPEC §8), in their order."""
+"""Dataset layouts and the standard categories of MVTec AD and VisA (METHOD §8), in their order."""
 from __future__ import annotations
 
 DATASETS = ("mvtec", "visa", "folder")  # folder: any dataset in the MVTec layout

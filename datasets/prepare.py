@@ -1,4 +1,4 @@
-"""Index a dataset folder into ``meta.json`` in the released format (SPEC §8).
+"""Index a dataset folder into ``meta.json`` in the released format (METHOD §8).
 
     python -m datasets.prepare {mvtec,visa,folder} ROOT
 

@@ -1,4 +1,4 @@
-"""Image and mask preprocessing exactly as released (SPEC §2).
+"""Image and mask preprocessing exactly as released (METHOD §2).
 
 Image: Resize((S, S), bicubic) -- a squash that ignores the aspect ratio -- then CenterCrop(S)
 (a no-op), convert to RGB (after the resize, so grayscale categories are resized as "L"),

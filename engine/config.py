@@ -4,7 +4,7 @@
 ``TrainConfig`` and ``PredictConfig`` extend it. The command lines are generated from these
 fields (``utils.cli``), the bash scripts read the same defaults through
 ``python -m engine.config --shell``, and the resolved config is written to ``config.json``
-(and into every checkpoint). Defaults are the released settings (SPEC §9).
+(and into every checkpoint). Defaults are the released settings (METHOD §9).
 
     python -m engine.config --shell     # MODEL=ViT-L-14-336 ... as bash assignments
 """
@@ -49,7 +49,7 @@ def check_device_name(flag: str, name: str | None, auto: bool = False) -> None:
 
 @dataclass
 class ModelConfig(Config):
-    """The backbone flags of the released scripts (SPEC §9), shared by all entry points."""
+    """The backbone flags of the released scripts (METHOD §9), shared by all entry points."""
 
     model: str = opt("ViT-L-14-336", "open_clip model name, or the stem of --config_path", group=M)
     pretrained: str = opt("openai", "pretrained tag (from the cache or the hub), a local weights "

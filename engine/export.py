@@ -3,9 +3,9 @@
 The graph maps a preprocessed batch ``images`` [B, 3, S, S] float32 (B dynamic; preprocessing
 as ``datasets.transforms.image_transform``, recorded in the sidecar) to
 
-    text_score  [B]        softmax(100 * f_img @ T)[:, 1]                      (SPEC §4)
+    text_score  [B]        softmax(100 * f_img @ T)[:, 1]                      (METHOD §4)
     anomaly_map [B, S, S]  M = sum_n softmax(up(logits_n))[:, 1]               (zero-shot)
-                           M + sum_m up(1 - max_j cos(tokens_m, bank_m[j]))    (few-shot, SPEC §5)
+                           M + sum_m up(1 - max_j cos(tokens_m, bank_m[j]))    (few-shot, METHOD §5)
     map_max     [B]        max over the S x S pixels of anomaly_map
     image_score [B]        zero-shot: text_score;
                            few-shot:  0.5 * (text_score + clip((map_max - mu) / mu, 0, 1))
@@ -18,8 +18,8 @@ mu the references' normal level (``engine.inference.normal_level``): the per-ima
 ``models.anomaly_maps.per_image_scores``, which depends on nothing but the image, the references
 and the model.
 
-Beside ``FILE.onnx`` goes ``FILE.onnx.json`` (``sidecar_path``; format and reader in
-``engine.onnx_runtime``): what a runtime needs to feed and read the graph -- preprocessing,
+Beside ``FILE.onnx`` goes ``FILE.onnx.json`` (``sidecar_path``; format, writer and reader in
+``engine.onnx_sidecar``): what a runtime needs to feed and read the graph -- preprocessing,
 stages, object, mode, score definition with mu, thresholds, model and checkpoint, opset,
 versions. Both files are written atomically. torch is imported inside the functions, so
 ``export.py --help`` stays fast.
@@ -41,17 +41,12 @@ from errors import ConfigError, ModelLoadError
 from utils.cli import opt
 
 from .config import ModelConfig
+from .onnx_sidecar import INPUT, OUTPUTS, sidecar_path  # noqa: F401 - part of this API
 
 EXPORTERS = ("dynamo", "torchscript")
 DEFAULT_OPSET = 18
-SIDECAR_FORMAT = "aprilgan-onnx"
-SIDECAR_VERSION = 1
-INPUT = "images"
-OUTPUTS = ("image_score", "anomaly_map", "text_score", "map_max")
 # ONNX vs torch on the verification batch: beyond these the export is refused
 VERIFY_TOL = {"anomaly_map": 1e-3, "map_max": 1e-3, "text_score": 1e-4, "image_score": 1e-3}
-ZERO_SHOT_SCORE = "text_score = softmax(100 * normalize(image_embed) . T)[1]"
-FEW_SHOT_SCORE = "0.5 * (text_score + clip((map_max - mu) / mu, 0, 1))"
 
 
 @dataclass
@@ -92,11 +87,6 @@ class ExportConfig(ModelConfig):
         super().__post_init__()
         if self.few_shot_features is None:
             self.few_shot_features = list(self.features_list)
-
-
-def sidecar_path(onnx_path: str | os.PathLike) -> Path:
-    """``FILE.onnx`` -> ``FILE.onnx.json``."""
-    return Path(str(onnx_path) + ".json")
 
 
 def check_output(output: str | os.PathLike) -> Path:
@@ -323,7 +313,7 @@ def write(job: ExportJob, log: logging.Logger) -> dict:
 
     from utils.io import atomic_write, atomic_write_json
 
-    from .onnx_runtime import sidecar
+    from .onnx_sidecar import sidecar
 
     cfg = job.cfg
     out = check_output(cfg.output)

@@ -4,12 +4,14 @@ Every fault here is a user-facing error (``errors``): a missing or unreachable w
 model config that is not one, a checkpoint that is not a checkpoint, holds pickled code, is cut
 short, has non-finite weights or does not fit the model. The positional grid is resized to the
 run size when the weights load (open_clip's ``force_image_size``: bicubic, antialiased,
-align_corners=False), e.g. ViT-L-14-336 at 518 px goes from 24x24 to 37x37 (SPEC §1).
+align_corners=False), e.g. ViT-L-14-336 at 518 px goes from 24x24 to 37x37 (METHOD §1).
 """
 from __future__ import annotations
 
 import logging
+import math
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Sequence
@@ -20,7 +22,8 @@ import torch.nn as nn
 
 from errors import CheckpointError, ConfigError, ModelLoadError, NonFiniteError
 from models.april_gan import AprilGAN
-from models.backbone import ClipBackbone, num_stages, resolve_stages
+from models.backbone import (ClipBackbone, attnpool_grid, encoder_kind, num_stages,
+                             resnet_grid, resolve_stages)
 from models.projection import StageProjections, projection_state
 from utils.io import read_json
 
@@ -29,7 +32,7 @@ from .preflight import HUB_HOST, NO_WEIGHTS, is_file_argument, offline_error
 
 log = logging.getLogger("aprilgan")
 
-# settings a checkpoint written by train.py remembers (SPEC §6 extra keys), checked on load
+# settings a checkpoint written by train.py remembers (METHOD §6 extra keys), checked on load
 REMEMBERED = ("model", "image_size", "features_list")
 
 
@@ -155,7 +158,7 @@ def load_clip(model_name: str, pretrained: str | None, image_size: int,
         source = resolve_weights(model_name, tag) or tag
     try:
         with warnings.catch_warnings():
-            # the released method uses the plain-GELU config with OpenAI weights (SPEC §1)
+            # the released method uses the plain-GELU config with OpenAI weights (METHOD §1)
             warnings.filterwarnings("ignore", message=".*QuickGELU mismatch.*")
             model = open_clip.create_model(model_name, pretrained=source, **kwargs)
     except RuntimeError as e:
@@ -163,8 +166,7 @@ def load_clip(model_name: str, pretrained: str | None, image_size: int,
         if "size mismatch" in msg or "Missing key" in msg or "Unexpected key" in msg:
             hint = ""
             if "attnpool.positional_embedding" in msg:
-                hint = (" ResNet attention-pool grids are not resized by open_clip: use an image "
-                        "size S with S // 32 equal to the checkpoint's grid.")
+                hint = " " + attnpool_hint(msg, image_size)
             raise ModelLoadError(
                 f"weights {tag!r} do not fit model {model_name!r} at image size {image_size}."
                 f"{hint} ({msg.splitlines()[0][:300]})") from e
@@ -182,6 +184,30 @@ def load_clip(model_name: str, pretrained: str | None, image_size: int,
 def tokenizer_for(model_name: str):
     """The open_clip tokenizer of ``model_name`` (call after ``load_clip``)."""
     return open_clip.get_tokenizer(model_name)
+
+
+def attnpool_hint(msg: str, image_size: int) -> str:
+    """Why ResNet weights do not load at ``image_size``, with both grids and the sizes that fit.
+
+    open_clip builds a ResNet's attention pool for a grid of S // 32 cells and never resizes the
+    weights' positional embedding ([G*G + 1, C]), so the weights load only when S // 32 == G.
+    """
+    shapes = re.findall(r"torch\.Size\(\[(\d+), \d+\]\)", msg)
+    if len(shapes) < 2:
+        return ("ResNet attention-pool grids are not resized by open_clip: use an image size S "
+                "with S // 32 equal to the weights' grid.")
+    grid = math.isqrt(int(shapes[0]) - 1)
+    return (f"The weights' attention pool has a {grid}x{grid} grid, made for image sizes "
+            f"{fitting_sizes(grid)}; --image_size {image_size} builds one of {image_size // 32}x"
+            f"{image_size // 32} (S // 32) and open_clip does not resize it: use an image size "
+            f"from {fitting_sizes(grid)}.")
+
+
+def fitting_sizes(grid: int) -> str:
+    """The image sizes S at which a ResNet attention pool of ``grid`` x ``grid`` runs:
+    S // 32 == grid and layer4's grid ``resnet_grid(S, 4)`` == grid, i.e. 32 G ... 32 G + 30."""
+    ok = [s for s in range(32 * grid, 32 * grid + 32) if resnet_grid(s, 4) == grid]
+    return f"{ok[0]} to {ok[-1]}"
 
 
 # --------------------------------------------------------------------------- checkpoints
@@ -252,7 +278,7 @@ def load_projections(proj: StageProjections, path: str | Path, settings: dict | 
 
 
 def trained_with(cfg) -> dict:
-    """The settings a checkpoint remembers (an extra key SPEC §6 allows)."""
+    """The settings a checkpoint remembers (an extra key METHOD §6 allows)."""
     name = Path(cfg.config_path).stem if cfg.config_path else cfg.model
     return {"model": name, "image_size": int(cfg.image_size),
             "features_list": [int(s) for s in cfg.features_list]}
@@ -260,14 +286,26 @@ def trained_with(cfg) -> dict:
 
 # --------------------------------------------------------------------------- the model
 def check_image_size(visual: nn.Module, image_size: int, model_name: str) -> None:
-    """ConfigError when the patch (ViT) or the total stride 32 (ResNet) does not divide S."""
-    patch = getattr(visual, "patch_size", None)
-    step = int(patch[0] if isinstance(patch, tuple) else patch) if patch else 32
+    """ConfigError when the model cannot run at S.
+
+    ViT: the patch size must divide S. ResNet: layer4's token grid at S (``resnet_grid``) must
+    be the grid the attention pool was built for (its positional embedding); any such S works,
+    a multiple of 32 or not (e.g. 80 or 88 for weights made at 64 px).
+    """
+    if encoder_kind(visual) == "resnet":
+        grid, pool = resnet_grid(image_size, 4), attnpool_grid(visual)
+        if grid != pool:
+            raise ConfigError(
+                f"--image_size {image_size} gives layer4 of {model_name!r} a {grid}x{grid} grid, "
+                f"but its attention pool has a {pool}x{pool} grid: use an image size from "
+                f"{fitting_sizes(pool)}")
+        return
+    patch = visual.patch_size
+    step = int(patch[0] if isinstance(patch, tuple) else patch)
     if image_size % step:
         lo, hi = image_size // step * step, (image_size // step + 1) * step
-        what = f"the patch size {step}" if patch else "the ResNet's total stride 32"
-        raise ConfigError(f"--image_size {image_size} is not a multiple of {what} of "
-                          f"{model_name!r}: use {lo or hi} or {hi}")
+        raise ConfigError(f"--image_size {image_size} is not a multiple of the patch size {step} "
+                          f"of {model_name!r}: use {lo or hi} or {hi}")
 
 
 def build_model(model_name: str, pretrained: str | None, image_size: int,

@@ -1,7 +1,7 @@
 """A category's metrics for every run, computed inline, in a thread (GPU) or in processes (CPU).
 
 ``score_category`` turns one category's patch-resolution results into, for each run, the final
-maps, the image scores (SPEC §5, and the per-image score) and the metrics of SPEC §7. All the
+maps, the image scores (METHOD §5, and the per-image score) and the metrics of METHOD §7. All the
 runs of a category share its masks, their connected components and the zero-shot part of the
 maps, so those are made once. ``MetricPool`` runs it inline, in one background thread when the
 metrics run on a GPU (the backbone goes on meanwhile), or in spawned worker processes with one
@@ -62,7 +62,7 @@ def zero_shot_maps(logits: Sequence[torch.Tensor], size: int, device: torch.devi
 
 
 def image_scores_of(task: CategoryTask, run: int, maps_max: np.ndarray) -> dict[str, np.ndarray]:
-    """The image scores of one run: ``released`` (SPEC §5) and, in few-shot, ``per_image``."""
+    """The image scores of one run: ``released`` (METHOD §5) and, in few-shot, ``per_image``."""
     if task.distances[run] is None:
         return {"released": task.text_score, "per_image": task.text_score}
     released = combined_image_scores(task.text_score, maps_max)

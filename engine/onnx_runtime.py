@@ -1,110 +1,26 @@
-"""The sidecar of an exported APRIL-GAN graph (written and read here) and scoring with the
-graph through onnxruntime (``OnnxModel``).
+"""Scoring with an exported APRIL-GAN graph through onnxruntime (``OnnxModel``); the sidecar
+it reads beside the graph is defined in ``engine.onnx_sidecar``.
 
     model = OnnxModel("exports/screw.onnx")           # reads exports/screw.onnx.json too
     model.check(object_name="screw", image_size=518)  # ConfigError naming both values if not
     x = np.stack([model.preprocess(Image.open(p)) for p in paths])   # [B, 3, S, S] float32
     out = model.run(x)  # image_score [B], anomaly_map [B, S, S], text_score [B], map_max [B]
 
-Sidecar ``FILE.onnx.json`` (``format`` "aprilgan-onnx", ``format_version`` 1; ``sidecar``):
-    export_id        matches the ONNX metadata ``aprilgan.export_id`` (a stale sidecar is refused)
-    onnx_file, object_name, mode ("zero_shot" | "few_shot"), image_size S
-    input            {"name": "images", "shape": ["batch", 3, S, S], "dtype": "float32"}
-    outputs          {name: shape} of image_score, anomaly_map, text_score, map_max
-    preprocessing    size [S, S], resize "squash", interpolation "bicubic", center_crop S,
-                     color "RGB", scale "1/255", mean, std (OpenAI), layout "CHW"
-    features_list, few_shot_features ([] zero-shot)
-    map              formula, range [0, #features + 2 * #few_shot_features]
-    score            name ("text" | "per_image"), formula, text_score formula, normal_level mu
-    references       {dir, files, count, recursive} or null
-    thresholds       {image, pixel, source} or null
-    model            {name, pretrained, config_path, embed_dim, kind}; checkpoint {path, sha256}
-    prompts, opset, exporter, verification {max_abs_diff per output, batch}, created, versions
-
 Providers: the CUDA provider when onnxruntime has it (``device`` None), else the CPU.
 """
 from __future__ import annotations
 
-import platform
-from datetime import datetime
 from pathlib import Path
-from typing import Any, Sequence
 
 import numpy as np
 
-from datasets.transforms import OPENAI_MEAN, OPENAI_STD
 from errors import ConfigError, ModelLoadError
-from utils.io import file_digest, read_json
 
-from .export import (FEW_SHOT_SCORE, INPUT, OUTPUTS, SIDECAR_FORMAT, SIDECAR_VERSION,
-                     ZERO_SHOT_SCORE, sidecar_path)
+from .onnx_sidecar import INPUT, OUTPUTS, read_sidecar
 
 CPU, CUDA = "CPUExecutionProvider", "CUDAExecutionProvider"
-# key -> type every sidecar must hold
-REQUIRED = {"format": str, "format_version": int, "object_name": str, "mode": str,
-            "image_size": int, "preprocessing": dict, "score": dict, "features_list": list}
 
 
-# --------------------------------------------------------------------------- writing
-def sidecar(job, export_id: str, verification: dict | None) -> dict:
-    """The sidecar dict of an ``engine.export.ExportJob`` (the format: this module's docstring)."""
-
-    cfg, s = job.cfg, int(job.cfg.image_size)
-    few = job.mode == "few_shot"
-    fs = list(job.model.few_shot_features) if few else []
-    n_zero, n_few = len(cfg.features_list), len(fs)
-    absolute = lambda p: str(Path(p).expanduser().resolve()) if p else None  # noqa: E731
-    pretrained = cfg.pretrained if not Path(cfg.pretrained).expanduser().is_file() else \
-        absolute(cfg.pretrained)
-    return {
-        "format": SIDECAR_FORMAT, "format_version": SIDECAR_VERSION, "export_id": export_id,
-        "onnx_file": Path(cfg.output).name, "object_name": cfg.object_name, "mode": job.mode,
-        "image_size": s,
-        "input": {"name": INPUT, "shape": ["batch", 3, s, s], "dtype": "float32"},
-        "outputs": {n: ["batch", s, s] if n == "anomaly_map" else ["batch"] for n in OUTPUTS},
-        "preprocessing": {"size": [s, s], "resize": "squash", "interpolation": "bicubic",
-                          "center_crop": s, "color": "RGB", "scale": "1/255",
-                          "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD), "layout": "CHW",
-                          "same_as": "datasets.transforms.image_transform"},
-        "features_list": list(cfg.features_list), "few_shot_features": fs,
-        "map": {"formula": "sum_n softmax(upsample(logits_n))[1]" + (
-            " + sum_m upsample(1 - max cos(tokens_m, bank_m))" if few else ""),
-            "range": [0.0, float(n_zero + 2 * n_few)]},
-        "score": {"name": "per_image" if few else "text",
-                  "formula": FEW_SHOT_SCORE if few else ZERO_SHOT_SCORE,
-                  "text_score": ZERO_SHOT_SCORE, "normal_level": job.mu},
-        "references": ({"dir": absolute(cfg.reference_dir), "files": list(job.refs),
-                        "count": len(job.refs), "recursive": cfg.reference_recursive}
-                       if few else None),
-        "thresholds": job.thresholds if job.thresholds.get("source") else None,
-        "model": {"name": Path(cfg.config_path).stem if cfg.config_path else cfg.model,
-                  "pretrained": pretrained, "config_path": absolute(cfg.config_path),
-                  "embed_dim": int(job.model.backbone.embed_dim),
-                  "kind": job.model.backbone.kind},
-        "checkpoint": {"path": absolute(cfg.checkpoint_path),
-                       "sha256": file_digest(cfg.checkpoint_path)},
-        "prompts": {"dir": absolute(cfg.prompt_dir), "object_name": cfg.object_name},
-        "opset": int(cfg.opset), "exporter": cfg.exporter,
-        "verification": {"max_abs_diff": verification, "batch": 2} if verification else None,
-        "created": datetime.now().astimezone().isoformat(timespec="seconds"),
-        "versions": versions(),
-    }
-
-
-def versions() -> dict[str, str]:
-    """Versions of the packages that made (and run) the graph."""
-    import importlib.metadata as md
-
-    out = {"python": platform.python_version()}
-    for name in ("torch", "open_clip_torch", "onnx", "onnxscript", "onnxruntime", "numpy"):
-        try:
-            out[name] = md.version(name)
-        except md.PackageNotFoundError:
-            pass
-    return out
-
-
-# --------------------------------------------------------------------------- reading
 def _ort():
     try:
         import onnxruntime
@@ -146,39 +62,6 @@ def make_session(model: str | Path | bytes, device: str | None = None):
         what = "the serialised model" if isinstance(model, bytes) else str(model)
         text = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise ModelLoadError(f"onnxruntime cannot load {what}: {text}") from e
-
-
-def read_sidecar(onnx_path: str | Path) -> dict:
-    """The sidecar of ``onnx_path``, checked; ModelLoadError when missing or broken."""
-    path = sidecar_path(onnx_path)
-    hint = "export.py writes it beside the ONNX file; keep the two together"
-    meta = read_json(path, "ONNX sidecar", error=ModelLoadError, hint=hint)
-    if meta.get("format") != SIDECAR_FORMAT:
-        raise ModelLoadError(f"ONNX sidecar {path} is not an export.py sidecar (format "
-                             f"{meta.get('format')!r}, expected {SIDECAR_FORMAT!r}); {hint}")
-    for key, tp in REQUIRED.items():
-        if not isinstance(meta.get(key), tp) or isinstance(meta.get(key), bool):
-            raise ModelLoadError(f"ONNX sidecar {path} is broken: {key!r} missing or not a "
-                                 f"{tp.__name__}; export again")
-    if meta["format_version"] > SIDECAR_VERSION:
-        raise ModelLoadError(f"ONNX sidecar {path} has format version {meta['format_version']}; "
-                             f"this code reads up to {SIDECAR_VERSION}: update the code")
-    if meta["mode"] not in ("zero_shot", "few_shot"):
-        raise ModelLoadError(f"ONNX sidecar {path} is broken: mode {meta['mode']!r}")
-    pre = meta["preprocessing"]
-    if pre.get("resize") != "squash" or not _close(pre.get("mean"), OPENAI_MEAN) or \
-            not _close(pre.get("std"), OPENAI_STD):
-        raise ModelLoadError(f"ONNX sidecar {path} asks for a preprocessing this runtime does "
-                             f"not implement (resize {pre.get('resize')!r}, mean "
-                             f"{pre.get('mean')}, std {pre.get('std')})")
-    return meta
-
-
-def _close(values: Any, expected: Sequence[float]) -> bool:
-    try:
-        return len(values) == len(expected) and np.allclose(values, expected, rtol=0, atol=1e-7)
-    except TypeError:
-        return False
 
 
 class OnnxModel:

@@ -1,7 +1,7 @@
 """predict.py's loop: score a folder of images of one object (no labels needed), streaming.
 
-Zero-shot by default (SPEC §4): image score = the text score, anomaly map = the stage maps.
-With ``--reference_dir`` it is few-shot (SPEC §5): the memory-bank term is added to the map and
+Zero-shot by default (METHOD §4): image score = the text score, anomaly map = the stage maps.
+With ``--reference_dir`` it is few-shot (METHOD §5): the memory-bank term is added to the map and
 the image score is, by default, the per-image score ``0.5 * (text + clip((max map - mu) / mu,
 0, 1))`` (``models.anomaly_maps.per_image_scores``: mu from the references alone, so a score
 never depends on the other images); ``--image_score released`` gives the released score, with
@@ -79,6 +79,15 @@ class PredictJob:
     def warn(self, path: str, why: str) -> None:
         """A warning line on stderr (also under the progress bar) and in log.txt."""
         self.log.warning(f"warning: {path}: {why}")
+
+
+def settle_object_name(cfg: PredictConfig) -> None:
+    """With ``--onnx`` and no ``--object_name``, the object the graph was exported for (its
+    sidecar), so the log, scores.json, config.json and the report all name it."""
+    if cfg.onnx and not cfg.object_name:
+        from .onnx_sidecar import read_sidecar
+
+        cfg.object_name = read_sidecar(cfg.onnx)["object_name"]
 
 
 def fingerprint(config: dict) -> dict:

@@ -24,7 +24,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from errors import ConfigError, EnvironmentFault, Interrupted, RunLockedError, os_fault
+from errors import (ConfigError, EnvironmentFault, Interrupted, RunLockedError, one_line,
+                    os_fault)
 from utils.io import atomic_write_json, atomic_write_text
 
 LOCK, JOURNAL, RUN_JSON, PROGRESS = ".lock", ".commit.json", "run.json", "progress.json"
@@ -107,6 +108,7 @@ class ResultSet:
         if not self.main:  # other ranks write into rank 0's staging folder
             self.dir = Path(self.dist.broadcast(None))
             return self
+        self.created = _missing_folders(self.save)  # removed again if the run fails early
         check_output_folder(self.save)
         self._lock()
         try:
@@ -207,6 +209,7 @@ class ResultSet:
             self.committed = True
             return
         old = self._old_files()
+        (self.save / FAILED_LOG).unlink(missing_ok=True)  # an earlier attempt's: not of this set
         plan = {"staging": self.dir.name, "remove": sorted(set(old) - set(new) - {RUN_JSON}),
                 "move": new + [RUN_JSON]}
         atomic_write_json(self.save / JOURNAL, plan)
@@ -254,17 +257,64 @@ class ResultSet:
             return
         try:
             if not self.committed:
-                if self.staged and self.fingerprint is not None and any(
-                        f.stat().st_size for f in self.dir.glob("records*.jsonl")):
-                    pass  # partial results kept for --resume (a later run without it cleans them)
-                elif self.staged:
-                    log = self.dir / "log.txt"
-                    if log.is_file():  # keep the failed attempt's log beside the old set
-                        os.replace(log, self.save / FAILED_LOG)
-                    shutil.rmtree(self.dir, ignore_errors=True)
-                else:
-                    stopped = exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, Interrupted))
-                    self._write_run_json("interrupted" if stopped
-                                         else "failed", [], {"error": str(exc) if exc else ""})
+                self._failed(exc_type, exc)
         finally:
             self._unlock()
+            if not self.committed:
+                self._remove_if_empty()
+
+    def _failed(self, exc_type, exc) -> None:
+        """After a failure: keep what --resume needs, else leave no partial result behind.
+
+        A staged run's failure log (``log.failed.txt``: the error, the command and the log so
+        far) is kept in a folder that existed before the run (beside an earlier result set, which
+        stays whole; the next complete set removes it); a folder this run created is removed.
+        """
+        stopped = exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, Interrupted))
+        error = "interrupted" if exc_type is KeyboardInterrupt else (
+            one_line(exc) if exc is not None else "the run ended without committing its results")
+        if self.staged and self.fingerprint is not None and any(
+                f.stat().st_size for f in self.dir.glob("records*.jsonl")):
+            return  # partial results kept for --resume (a later run without it cleans them)
+        if self.staged:
+            log = self.dir / "log.txt"
+            text = log.read_text(encoding="utf-8", errors="replace") if log.is_file() else ""
+            shutil.rmtree(self.dir, ignore_errors=True)
+            if not getattr(self, "created", None):  # a folder that was there: say why it failed
+                atomic_write_text(self.save / FAILED_LOG, failure_text(error, text))
+            return
+        if getattr(self, "created", None) and not self._leftovers():
+            return  # nothing written into the new folder: it goes
+        self._write_run_json("interrupted" if stopped else "failed", [], {"error": error})
+
+    def _leftovers(self) -> set[str]:
+        """What is in ``save`` besides the lock, run.json and log.txt."""
+        return set(os.listdir(self.save)) - {LOCK, RUN_JSON, "log.txt"}
+
+    def _remove_if_empty(self) -> None:
+        """Remove the folders this run created when nothing of it is left worth keeping."""
+        created = getattr(self, "created", [])
+        if not created or not self.save.is_dir() or self._leftovers():
+            return
+        for name in (RUN_JSON, "log.txt"):
+            (self.save / name).unlink(missing_ok=True)
+        for folder in created:  # deepest first; a folder something else wrote into stays
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+def _missing_folders(save: Path) -> list[Path]:
+    """``save`` and those of its parents that do not exist yet, deepest first."""
+    out, p = [], save.absolute()
+    while not p.exists() and p != p.parent:
+        out.append(p)
+        p = p.parent
+    return out
+
+
+def failure_text(error: str, log: str) -> str:
+    """The content of ``log.failed.txt``: when, the error, the command, then the run's log."""
+    head = (f"failed: {_now()}\nerror: {error}\ncommand: {' '.join([sys.executable, *sys.argv])}\n")
+    return head + ("\n" + log if log.strip() else "")

@@ -2,7 +2,7 @@
 
 ``metrics.json`` = ``{"per_category": {cat: {metric: float}}, "mean": {metric: float},
 "vand": {...}, ...run info}``, unrounded fractions in [0, 1]. Tables are in percent with one
-decimal, columns auroc_px, f1_px, ap_px, pro, auroc_sp, f1_sp, ap_sp (SPEC §7).
+decimal, columns auroc_px, f1_px, ap_px, pro, auroc_sp, f1_sp, ap_sp (METHOD §7).
 """
 from __future__ import annotations
 

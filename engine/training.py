@@ -1,4 +1,4 @@
-"""train.py's loop: focal + Dice training of the per-stage projections (SPEC §6).
+"""train.py's loop: focal + Dice training of the per-stage projections (METHOD §6).
 
 As released: the *test* split of every category is the training set, only the projections are
 trained (Adam, lr 1e-3, betas (0.5, 0.999), no schedule, seed 111), the loss is the sum over
@@ -252,7 +252,7 @@ def train(cfg: TrainConfig, log: logging.Logger) -> dict:
             else:  # an empty share of a short last batch still joins the gradient all-reduce
                 loss = empty_loss(model, device)
             # DDP averages the ranks' gradients: weight each by its share of the global batch,
-            # so the update is the one-process update of the whole batch (SPEC §6 loss is a
+            # so the update is the one-process update of the whole batch (METHOD §6 loss is a
             # mean over images)
             share = len(part) / len(steps[step])
             (loss * share * dist.world).backward()

@@ -1,4 +1,4 @@
-"""Segmentation losses of APRIL-GAN training, exactly as released (SPEC §6).
+"""Segmentation losses of APRIL-GAN training, exactly as released (METHOD §6).
 
 APRIL-GAN (Chen et al., 2023, arXiv:2305.17382) trains the per-stage linear projections with
 the sum over stages n of a focal loss and a binary Dice loss on the stage's probability map

@@ -1,9 +1,9 @@
-"""Anomaly detection and segmentation metrics of APRIL-GAN (SPEC §7).
+"""Anomaly detection and segmentation metrics of APRIL-GAN (METHOD §7).
 
 Pure functions of arrays: numpy on the CPU, torch on a CUDA device, the same algorithm
 and the same values on both (one value sort per category, integer counts, float64
 arithmetic in numpy). ``from metrics import pro`` gives the released ``cal_pro_score``
-(SPEC §9). For a category::
+(METHOD §9). For a category::
 
     regions = mask_regions(gt_px)           # connected components, once per mask set
     values = category_metrics(gt_px, pr_px, gt_sp, pr_sp, device="cuda", regions=regions)

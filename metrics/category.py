@@ -1,4 +1,4 @@
-"""All metrics of one category from one sort of its pixels, on the CPU or a torch device (SPEC §7).
+"""All metrics of one category from one sort of its pixels, on the CPU or a torch device (METHOD §7).
 
 :func:`category_metrics_and_curves` computes the pixel metrics (AUROC, AP, F1-max and its
 threshold, the released ``pro``, the MVTec ``mvtec_aupro``) from one value sort of the

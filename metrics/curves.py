@@ -1,4 +1,4 @@
-"""Metric values and curves from integer score counts, in float64 numpy (SPEC §7).
+"""Metric values and curves from integer score counts, in float64 numpy (METHOD §7).
 
 The counting half (:mod:`metrics.counting`) reduces a binary ranking problem with
 ``n_pos`` positive and ``n_neg`` negative samples to its K distinct positive scores

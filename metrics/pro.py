@@ -3,7 +3,7 @@
 PRO (Bergmann et al., "The MVTec Anomaly Detection Dataset", IJCV 2021, eq. for the
 per-region overlap) averages, over every connected ground-truth region, the fraction
 of the region's pixels predicted anomalous. Two integrals of PRO against the false
-positive rate (FPR) are provided and must never be mixed up (SPEC §7):
+positive rate (FPR) are provided and must never be mixed up (METHOD §7):
 
 * :func:`pro` -- APRIL-GAN's released ``cal_pro_score`` (reported as ``pro``; the
   released log calls it ``aupro``): a 200-step threshold grid, points with FPR < 0.3,

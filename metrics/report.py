@@ -1,4 +1,4 @@
-"""Per-category metric dicts, their mean, the VAND summary and the paper tables (SPEC §7).
+"""Per-category metric dicts, their mean, the VAND summary and the paper tables (METHOD §7).
 
 Each category gets a flat ``{metric: fraction}`` dict (:func:`category_metrics`, defined in
 :mod:`metrics.category`); the mean over categories is unweighted (:func:`mean_metrics`);

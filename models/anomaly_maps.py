@@ -1,4 +1,4 @@
-"""Anomaly maps and image scores of APRIL-GAN, as released (SPEC §4, §5).
+"""Anomaly maps and image scores of APRIL-GAN, as released (METHOD §4, §5).
 
 Zero-shot, per stage n (text features T [D, 2], column 1 = abnormal):
     logits_n = 100 * normalize(fc_n(tokens_n)) @ T             [B, h*w, 2] -> [B, 2, h, w]
@@ -60,7 +60,7 @@ def upsample(x: torch.Tensor, size: int) -> torch.Tensor:
 def stage_probabilities(logits: Sequence[torch.Tensor], size: int) -> list[torch.Tensor]:
     """Per stage [B, 2, h, h] logits -> [B, 2, S, S] probabilities: upsample, then softmax.
 
-    Training uses both channels (SPEC §6); the maps use channel 1 (``zero_shot_map``).
+    Training uses both channels (METHOD §6); the maps use channel 1 (``zero_shot_map``).
     """
     return [torch.softmax(upsample(l.float(), size), dim=1) for l in logits]
 

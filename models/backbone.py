@@ -16,6 +16,7 @@ uses its running statistics and a score never depends on what else is in the bat
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -44,6 +45,21 @@ def encoder_kind(visual: nn.Module) -> str:
     raise ValueError(
         f"unsupported image encoder {type(visual).__name__}: only open_clip VisionTransformer "
         "and ModifiedResNet towers expose the stages this method needs")
+
+
+def resnet_grid(image_size: int, stage: int) -> int:
+    """Side of the square token grid of ResNet stage ``stage`` (1-based, 1..4) at input side S.
+
+    The stem's stride-2 convolution (kernel 3, padding 1) gives ceil(S / 2), its 2x2 average
+    pool halves that (floor), and layers 2..4 halve it again each (floor):
+    ``grid(S, n) = floor(ceil(S / 2) / 2 ** n)``; e.g. S = 80 gives 20, 10, 5, 2.
+    """
+    return ((int(image_size) + 1) // 2) // 2 ** int(stage)
+
+
+def attnpool_grid(visual: nn.Module) -> int:
+    """Side of the grid a ResNet's attention pool was built for (its positional embedding)."""
+    return math.isqrt(int(visual.attnpool.positional_embedding.shape[0]) - 1)
 
 
 def num_stages(visual: nn.Module) -> int:
@@ -107,8 +123,7 @@ class ClipBackbone(nn.Module):
             return StageInfo(stage, int(v.transformer.width), self.image_size // int(patch))
         layer = getattr(v, f"layer{stage}")
         dim = int(layer[-1].bn3.num_features)
-        # stem downsamples by 4, layer n>1 by a further 2 each
-        return StageInfo(stage, dim, self.image_size // (4 * 2 ** (stage - 1)))
+        return StageInfo(stage, dim, resnet_grid(self.image_size, stage))
 
     @property
     def device(self) -> torch.device:
@@ -132,7 +147,7 @@ class ClipBackbone(nn.Module):
             return self._forward(self.clip.visual, images)
 
     def use_autocast(self, images: torch.Tensor) -> bool:
-        """fp16 autocast on CUDA (SPEC §1), unless ``self.autocast`` forces it on or off."""
+        """fp16 autocast on CUDA (METHOD §1), unless ``self.autocast`` forces it on or off."""
         return images.is_cuda if self.autocast is None else bool(self.autocast)
 
     def _forward(self, v: nn.Module, images: torch.Tensor) -> dict[str, object]:

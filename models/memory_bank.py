@@ -1,4 +1,4 @@
-"""Per-stage memory banks of normal reference tokens for few-shot APRIL-GAN (SPEC §5).
+"""Per-stage memory banks of normal reference tokens for few-shot APRIL-GAN (METHOD §5).
 
 Bank of stage n = the raw stage-n patch tokens (no class token, no projection) of the k
 reference images, stacked: [k * h * w, C_n]. Lifecycle (STYLE 6): ``setup`` fills it, then

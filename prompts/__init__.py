@@ -1,4 +1,4 @@
-"""Prompt ensemble: editable state/template files and the text-feature encoder (SPEC §3)."""
+"""Prompt ensemble: editable state/template files and the text-feature encoder (METHOD §3)."""
 from .ensemble import (PROMPT_DIR, PromptSet, TextFeatureBank, build_prompts,
                        ensemble_text_features, load_prompts)
 

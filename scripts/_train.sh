@@ -1,5 +1,5 @@
 # Body of train_mvtec.sh and train_visa.sh (sourced after _common.sh). The caller sets
-# DS (mvtec|visa), NAME, OTHER (the dataset the weights are for), EPOCHS, AUG, TIME and FOR_FLAG.
+# DS (mvtec|visa), NAME, OTHER (the dataset the weights are for), EPOCHS, AUG and FOR_FLAG.
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then
     echo "scripts/$(basename "$0") is the shared body of train_mvtec.sh and train_visa.sh; run one of those" 
@@ -24,7 +24,7 @@ Writes DIR/epoch_1.pth ... epoch_N.pth, config.json and log.txt.
 $MODEL_FLAGS_HELP
 
 Relative paths are taken from the folder you run the script in; defaults are in the repository.
-Expected time on one 24 GB GPU: about $TIME (an estimate, not a measurement).
+Expected time: see the README's protocol table (estimates, not measured on a GPU).
 EOF2
 }
 

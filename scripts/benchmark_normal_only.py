@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{a.learning_rate}, aug_rate {a.aug_rate}")
     print("U = untrained (linear-random.pth), N = normal-only (own train/good + synthesized "
           "anomalies), S = supervised (other layout's test split); zero-shot, %; the zero-shot "
-          "image score is the text score of the image embedding (SPEC §4), so the projections "
+          "image score is the text score of the image embedding (METHOD §4), so the projections "
           "do not change the image metrics\n")
     print("\n".join(table(results)) + "\n")
     for layout, d in g.items():

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The checks that need a GPU, in one go: the CUDA test suite (golden zero-/few-shot and training
-# on CUDA in float32 at the SPEC tolerances, fp16-autocast drift, metrics on the GPU against the
+# on CUDA in float32 at the METHOD §9 tolerances, fp16-autocast drift, metrics on the GPU against the
 # CPU), ViT-L-14-336 at 518 px images/s and peak memory at batch 8 (random weights, nothing
 # downloaded), and the metrics benchmark on CUDA. Writes one summary file.
 #
@@ -17,13 +17,20 @@ if [[ "${1:-}" == -h || "${1:-}" == --help ]]; then
     exit 0
 fi
 OUT="${1:-$REPO/results/gpu_check}"
+cd "$REPO"
+"$PYTHON" -c "import torch" 2>/dev/null || "$PYTHON" -m pip install -q -r requirements.txt
+# without a CUDA device nothing below can run: one line, exit 1, nothing written
+DEVICE="$("$PYTHON" -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')" 2>/dev/null || true)"
+if [[ -z "$DEVICE" ]]; then
+    echo "gpu_check.sh: no CUDA device (torch.cuda.is_available() is False); run it on a machine with an NVIDIA GPU" >&2
+    exit 1
+fi
+"$PYTHON" -c "import open_clip, sklearn" 2>/dev/null || "$PYTHON" -m pip install -q -r requirements.txt
 mkdir -p "$OUT"
 SUMMARY="$OUT/gpu_check_summary.txt"
-cd "$REPO"
-"$PYTHON" -c "import torch, open_clip, sklearn" 2>/dev/null || "$PYTHON" -m pip install -q -r requirements.txt
 {
     echo "# scripts/gpu_check.sh, $(date '+%Y-%m-%d %H:%M:%S')"
-    "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, '|', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'NO CUDA DEVICE')"
+    "$PYTHON" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, '|', torch.cuda.get_device_name(0))"
 } > "$SUMMARY"
 status=0
 echo "== 1/3 CUDA test suite" | tee -a "$SUMMARY"

@@ -3,14 +3,9 @@
 # VisA (15 epochs) -> zero-shot on both -> few-shot k = 1, 2, 4 x seeds 1..5 on both ->
 # scripts/compare_paper.py (our tables beside the paper's, with the difference).
 #
-# Expected on one 24 GB GPU -- ESTIMATED, not measured: about 1-2 h in all, peak GPU memory
-# about 4-6 GB. Basis, per step (see each script's header): training about 5-10 min (MVTec,
-# 5,175 backbone passes) + 20-40 min (VisA, 32,430 passes) of ViT-L/14-336 at 518 px (1,369
-# patch tokens, about 1 TFLOP per image, roughly 20-40 images/s in fp16); zero-shot about
-# 5-10 min and few-shot about 0.5-1.5 h, mostly CPU time for the metrics at 518x518 (about
-# 0.09 s per map on one core, measured for the metrics alone; 16 runs x 3,887 maps, shared
-# by the --metric_workers processes). The script
-# measures each step and writes the times to RESULTS/timings.txt.
+# Expected time and GPU memory: the README's protocol table ("2. The protocol"), the one place
+# the estimates are stated, with their basis.
+# The script measures each step and writes the times to RESULTS/timings.txt.
 #
 # Every model/epoch setting can be overridden, so the same protocol runs end to end on a tiny
 # model in about a minute: see scripts/reproduce_tiny.sh.
@@ -46,7 +41,7 @@ paper (RESULTS/comparison.md and .csv).
 $MODEL_FLAGS_HELP
 
 Relative paths are taken from the folder you run the script in; defaults are in the repository.
-Expected time on one 24 GB GPU: about 1-2 h (an estimate, not a measurement).
+Expected time: see the README's protocol table (estimates, not measured on a GPU).
 EOF
 }
 

@@ -189,6 +189,10 @@ def assert_no_results(save: Path) -> None:
         return
     left = {p.relative_to(save).as_posix() for p in save.rglob("*")}
     assert left <= ALLOWED_AFTER_ERROR, f"files left in {save}: {sorted(left - ALLOWED_AFTER_ERROR)}"
+    failed = save / "log.failed.txt"
+    if failed.exists():  # kept only to say why: never empty
+        text = failed.read_text()
+        assert "error: " in text and "command: " in text, text
 
 
 def copy_dataset(ds: str, dst: Path, with_meta: bool = True) -> Path:
@@ -221,18 +225,60 @@ def expected_metrics(path: Path) -> dict[str, dict[str, float]]:
 
 
 def compare_metrics(ours_json: Path, expected_json: Path, tol: float, pro_tol: float) -> None:
-    """Every fixture metric, per category and mean, within ``tol`` (``pro`` within ``pro_tol``)."""
+    """Every fixture metric, per category and mean, within ``tol`` (``pro`` within ``pro_tol``).
+
+    ``pro`` is a step function of the maps (a 200-point threshold grid from the category's
+    minimum and maximum), so map differences of float rounding (a one-ulp difference in the
+    text features, times 100, whose pattern depends on the CPU's kernels) can move a pixel
+    across a threshold. A ``pro`` outside ``pro_tol`` is accepted only when the run saved its
+    predictions and all of this holds, so the residual is the maps' rounding and nothing else:
+    our maps equal the expected ones within the map tolerance (1e-4), ``metrics.pro`` gives the
+    released value on the expected maps (1e-6), and our reported ``pro`` is ``metrics.pro`` of
+    our own maps (1e-9).
+    """
     ours = json.loads(ours_json.read_text())
     table = {**ours["per_category"], "mean": ours["mean"]}
     exp = expected_metrics(expected_json)
     assert set(exp) == set(table)
-    bad = []
+    bad, pro_off = [], []
     for c, metrics in exp.items():
         for k, v in metrics.items():
             t = pro_tol if k == "pro" else tol
             if not abs(table[c][k] - v) <= t:
-                bad.append(f"{c}/{k}: ours {table[c][k]:.8f} expected {v:.8f}")
+                (pro_off if k == "pro" else bad).append(
+                    (c, f"{c}/{k}: ours {table[c][k]:.8f} expected {v:.8f}"))
+    bad = [b for _, b in bad]
+    if pro_off:
+        bad += _unexplained_pro(ours_json.parent / "predictions.npz", expected_json, table, exp,
+                                pro_off)
     assert not bad, "; ".join(bad)
+
+
+def _unexplained_pro(ours_npz: Path, expected_json: Path, table: dict, exp: dict,
+                     off: list) -> list[str]:
+    """The ``pro`` differences that map rounding does not explain (see ``compare_metrics``)."""
+    npz = expected_json.with_name(expected_json.name.replace("_metrics.json", ".npz"))
+    if not ours_npz.is_file() or not npz.is_file():
+        return [msg for _, msg in off]
+    from metrics import pro
+
+    ours, expd = load_predictions(ours_npz), load_predictions(npz)
+    maps, emaps = aligned(ours, expd, "anomaly_maps")
+    out = []
+    cats = [c for c, _ in off if c != "mean"]
+    for c, msg in off:
+        if c == "mean":  # explained when every category's pro is
+            mean = np.mean([table[k]["pro"] for k in table if k != "mean"])
+            if not abs(mean - table["mean"]["pro"]) <= 1e-9 or not cats:
+                out.append(msg)
+            continue
+        i = expd["cls_names"] == c
+        masks = expd["gt_masks"][i]
+        if not (np.abs(maps[i] - emaps[i]).max() <= 1e-4
+                and abs(pro(masks, emaps[i]) - exp[c]["pro"]) <= 1e-6
+                and abs(pro(masks, maps[i]) - table[c]["pro"]) <= 1e-9):
+            out.append(msg + " (not explained by map rounding)")
+    return out
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ nothing of the project outside itself, and nothing imports the entry points.
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,47 @@ def test_no_code_file_over_400_lines():
         if n > 400:
             long.append(f"{f.relative_to(REPO)}: {n}")
     assert not long, long
+
+
+def _engine_siblings(path: Path) -> set[str]:
+    """The ``engine`` modules one engine file imports (``from .x import`` or ``engine.x``)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom):
+            if node.level == 1 and node.module:
+                out.add(node.module.split(".")[0])
+            elif node.level == 0 and (node.module or "").startswith("engine."):
+                out.add(node.module.split(".")[1])
+    return out
+
+
+def test_export_and_onnx_runtime_share_the_sidecar_module_not_each_other():
+    export, runtime = (_engine_siblings(REPO / "engine" / f"{n}.py") for n in ("export", "onnx_runtime"))
+    assert "onnx_runtime" not in export and "export" not in runtime
+    assert "onnx_sidecar" in export and "onnx_sidecar" in runtime
+
+
+def _text_files() -> list[Path]:
+    """What a user of the repository reads: code, scripts, docs, prompt files (no fixtures)."""
+    out = [p for p in project_code_files() if "tests" not in p.parts]
+    for pattern in ("*.md", "scripts/*.sh", "prompts/*.txt", "prompts/*.json", "docs/*.md",
+                    "engine/report/templates/*"):
+        out += sorted(REPO.glob(pattern))
+    return out
+
+
+def test_nothing_user_facing_cites_a_document_outside_the_repository():
+    """Help texts and docstrings cite docs/METHOD.md (in the repository), and every section
+    they cite exists there."""
+    method = (REPO / "docs" / "METHOD.md").read_text(encoding="utf-8")
+    sections = {int(n) for n in re.findall(r"^## §(\d+) ", method, flags=re.M)}
+    assert sections == set(range(1, 10))
+    bad, cited = [], set()
+    for f in _text_files():
+        text = f.read_text(encoding="utf-8")
+        if "SPEC" in text or "../shared" in text or "shared/golden" in text:
+            bad.append(str(f.relative_to(REPO)))
+        for group in re.findall(r"METHOD (§\d+(?:\s*[,/]\s*§?\d+)*)", text):
+            cited |= {int(n) for n in re.findall(r"\d+", group)}
+    assert not bad, f"cite a file users do not have: {bad}"
+    assert cited and cited <= sections, sorted(cited - sections)

@@ -1,4 +1,4 @@
-"""The frozen CLIP stage backbone and the projection checkpoints (SPEC §1, §6; STYLE 3, 5).
+"""The frozen CLIP stage backbone and the projection checkpoints (METHOD §1, §6; STYLE 3, 5).
 
 Tiny random models from the golden fixtures: a ViT with 8 blocks and a ModifiedResNet.
 """
@@ -188,7 +188,7 @@ def test_separate_few_shot_stages_one_pass():
     assert len(model.projections.fc) == 2
 
 
-# --- checkpoint format (SPEC §6) ---------------------------------------------------------------
+# --- checkpoint format (METHOD §6) ---------------------------------------------------------------
 
 def test_fixture_checkpoints_load_weights_only():
     for fx in (VIT, RN):

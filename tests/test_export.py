@@ -273,8 +273,14 @@ def test_predict_with_onnx_writes_what_torch_writes(exports, mode, tmp_path, cap
     assert max_diff(ma["anomaly_maps"], mb["anomaly_maps"]) <= MAP_TOL
     assert b["mode"] == mode and b["normal_level"] == pytest.approx(a["normal_level"], rel=1e-6) \
         if mode == "few_shot" else b["normal_level"] is None
+    # no --object_name: the sidecar's object is named everywhere
+    assert a["object_name"] == b["object_name"] == "bottle"
+    assert json.loads((tmp_path / "onnx" / "config.json").read_text())["object_name"] == "bottle"
+    assert json.loads((tmp_path / "onnx" / "run.json").read_text())["config"]["object_name"] == "bottle"
+    assert "files of 'bottle'" in (tmp_path / "onnx" / "log.txt").read_text()
     # a file for another object is refused with both names
     code = predict.main([*common, "--onnx", str(exports("vit", mode)), "--object_name", "screw",
                          "--save_path", str(tmp_path / "x")])
     err = capsys.readouterr().err
     assert code == 2 and "screw" in err and "bottle" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()  # failed before any result: no new folder

@@ -1,4 +1,4 @@
-"""Few-shot evaluation (SPEC §5, §9): golden replay with --reference_list on both ViT fixtures,
+"""Few-shot evaluation (METHOD §5, §9): golden replay with --reference_list on both ViT fixtures,
 and the paper protocol (several k and seeds in one pass) on the MVTec fixture.
 """
 from __future__ import annotations
@@ -42,7 +42,7 @@ def test_predictions_match_golden(few_shot_run):
     exp = load_predictions(VIT.expected_npz(ds, "few_shot"))
     maps, emaps = aligned(ours, exp, "anomaly_maps")
     np.testing.assert_allclose(maps, emaps, rtol=0, atol=MAP_TOL)
-    # pr_sp is the score the metrics use: in few-shot the combined score of SPEC §5
+    # pr_sp is the score the metrics use: in few-shot the combined score of METHOD §5
     score, escore = aligned(ours, exp, "pr_sp", "pr_sp_fewshot_combined")
     np.testing.assert_allclose(score, escore, rtol=0, atol=SCORE_TOL)
     gt, egt = aligned(ours, exp, "gt_sp")

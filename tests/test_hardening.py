@@ -225,6 +225,38 @@ def test_a_result_set_is_replaced_as_a_whole(tmp_path):
         assert not (save / JOURNAL).exists()
 
 
+def test_a_failed_run_leaves_no_new_folder_and_no_empty_log(tmp_path):
+    """A run that fails before any result leaves no folder it created; beside an earlier set it
+    leaves log.failed.txt holding the error and the command, which the next set removes."""
+    from engine.result_set import FAILED_LOG
+    from errors import DatasetError
+    from utils.log import setup_logging
+
+    save = tmp_path / "new" / "res"
+    with pytest.raises(DatasetError):
+        with ResultSet(save, {"n": 1}) as rs:
+            setup_logging(rs.dir)  # log.txt opened, nothing written yet
+            raise DatasetError("no images in my_dir")
+    assert not (tmp_path / "new").exists()
+    with ResultSet(save, {"n": 2}) as rs:  # an earlier set, then a failure beside it
+        (rs.dir / "metrics.json").write_text("{}")
+        rs.commit()
+    with pytest.raises(DatasetError):
+        with ResultSet(save, {"n": 3}) as rs:
+            setup_logging(rs.dir).info("scoring 3 files")
+            raise DatasetError("no images in my_dir")
+    text = (save / FAILED_LOG).read_text()
+    assert "error: no images in my_dir" in text and "command: " in text
+    assert "scoring 3 files" in text
+    assert {p.name for p in save.iterdir()} == {"metrics.json", "run.json", FAILED_LOG}
+    with ResultSet(save, {"n": 4}) as rs:
+        (rs.dir / "metrics.json").write_text("{}")
+        rs.commit()
+    assert not (save / FAILED_LOG).exists()  # an earlier attempt's log is not part of this set
+    assert json.loads((save / "run.json").read_text())["files"] == ["metrics.json"]
+    setup_logging(None)
+
+
 def test_metrics_json_is_strict_with_reasons(data, tmp_path):
     m = json.loads((data / "meta.json").read_text())
     m["test"]["bottle"] = [e for e in m["test"]["bottle"] if not e["anomaly"]]  # one class

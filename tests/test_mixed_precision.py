@@ -1,6 +1,6 @@
 """The GPU code paths before the first GPU: fp16 autocast forced on the CPU through every entry
 point (APRILGAN_AUTOCAST=1), and a CUDA suite (``-m cuda``) that runs the golden zero-/few-shot
-and training checks on a GPU in float32 at the SPEC tolerances and reports the fp16 drift."""
+and training checks on a GPU in float32 at the METHOD §9 tolerances and reports the fp16 drift."""
 from __future__ import annotations
 
 import json

@@ -1,5 +1,5 @@
 """The pure model pieces: memory-bank lifecycle and state, the nearest-neighbour search by
-chunks, and the map formulas (one place each; SPEC §4, §5)."""
+chunks, and the map formulas (one place each; METHOD §4, §5)."""
 from __future__ import annotations
 
 import pytest
@@ -56,6 +56,6 @@ def test_zero_shot_map_is_the_abnormal_channel_of_the_stage_probabilities():
     probs = stage_probabilities(logits, 12)
     assert all(p.shape == (2, 2, 12, 12) for p in probs)
     torch.testing.assert_close(zero_shot_map(logits, 12), probs[0][:, 1] + probs[1][:, 1])
-    # upsample first, then softmax (SPEC §4): not the other way round
+    # upsample first, then softmax (METHOD §4): not the other way round
     other = upsample(torch.softmax(logits[0], dim=1), 12)[:, 1]
     assert not torch.allclose(probs[0][:, 1], other)

@@ -1,8 +1,8 @@
-"""ResNet (ModifiedResNet) CLIP path against the golden/resnet fixture (SPEC §1, §4, §5).
+"""ResNet (ModifiedResNet) CLIP path against the golden/resnet fixture (METHOD §1, §4, §5).
 
 Stages are layer1..layer4 read row-major as tokens (no class token), the backbone runs in eval mode
 so BatchNorm uses its stored statistics (batching does not change results), and the attention
-pool's grid is not resized, so an image size that does not fit the checkpoint must fail clearly.
+pool's grid is not resized (sizes: tests/test_resnet_sizes.py).
 """
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import (DATASET_NAMES, RN, aligned, assert_no_results, assert_user_error,
-                      compare_metrics, load_predictions, require, run_test_main)
+from conftest import (DATASET_NAMES, RN, aligned, compare_metrics, load_predictions, require,
+                      run_test_main)
 from engine.loading import build_model
 
 MAP_TOL = 1e-4
@@ -74,19 +74,6 @@ def test_few_shot_replay(tmp_path):
                                rtol=0, atol=COMBINED_TOL)
     compare_metrics(save / "metrics.json", RN.expected_metrics(ds, "few_shot"), METRIC_TOL, PRO_TOL)
     assert json.loads((save / "references.json").read_text()) == json.loads(RN.refs(ds).read_text())
-
-
-def test_image_size_that_does_not_fit_the_attention_pool(tmp_path, capsys):
-    """The attention-pool positional grid is not resized: S // 32 must match the checkpoint."""
-    require(RN.weights)
-    native = RN.image_size()
-    bad = (native // 32 + 1) * 32  # 96 for the 64-px fixture
-    save = tmp_path / "out"
-    argv = RN.args("mvtec", save) + ["--image_size", str(bad)]
-    code = run_test_main(argv)
-    line = assert_user_error(code, capsys.readouterr().err, str(bad))
-    assert "image size" in line
-    assert_no_results(save)
 
 
 def test_stage_subset_builds_projections_from_the_model():

@@ -374,3 +374,18 @@ def test_reproduce_tiny_protocol(tmp_path):
                                              .read_text()).values() for p in v}
     assert re.search(rf"test_few_shot: \d+ s \(backbone [\d.]+ s for {len(refs)} images", timings)
     assert (tmp_path / "rt" / "exps" / "feature_store" / "mvtec" / "manifest.json").is_file()
+
+
+def test_gpu_check_without_cuda_stops_at_once(tmp_path):
+    """Without a CUDA device gpu_check.sh says so in one line, exits 1 and writes nothing."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA device")
+    out = tmp_path / "gpu"
+    r = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), str(out)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1
+    assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "no CUDA device" in r.stderr
+    assert not out.exists()

@@ -1,4 +1,4 @@
-"""Zero-shot evaluation reproduces the released code on both ViT golden fixtures (SPEC §4, §7, §9).
+"""Zero-shot evaluation reproduces the released code on both ViT golden fixtures (METHOD §4, §7, §9).
 
 test.py runs once per dataset (module-scoped fixture) with --save_predictions; the tests then
 compare predictions.npz and metrics.json with the fixture, image by image (matched by img_path),
