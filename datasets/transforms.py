@@ -21,6 +21,8 @@ from torchvision import transforms as T
 
 from errors import DatasetError
 
+from .normalization import OPENAI_MEAN, OPENAI_STD
+
 NOT_AN_IMAGE = "not an image format PIL can read"
 # PIL refuses images above 2 x MAX_IMAGE_PIXELS (about 179 MP) as "decompression bombs"; the
 # environment variable APRILGAN_MAX_IMAGE_PIXELS raises the limit for huge inspection images.
@@ -50,8 +52,6 @@ def too_large(path: Path, size: tuple[int, int]) -> DatasetError:
         f"{pixel_limit() / 1e6:.0f} MP: resize it, or set APRILGAN_MAX_IMAGE_PIXELS to a "
         "larger pixel count if you trust the file")
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 
 
 def image_transform(image_size: int) -> T.Compose:

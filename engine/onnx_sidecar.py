@@ -28,7 +28,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from datasets.transforms import OPENAI_MEAN, OPENAI_STD
+from datasets.normalization import OPENAI_MEAN, OPENAI_STD
 from errors import ModelLoadError
 from utils.io import file_digest, read_json
 

@@ -23,9 +23,12 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from engine.config import ModelConfig  # noqa: E402
 from engine.loading import build_model  # noqa: E402
 from engine.inference import full_maps  # noqa: E402
 from models.memory_bank import MemoryBank  # noqa: E402
+
+DEFAULTS = ModelConfig()  # the one place the defaults are set
 
 
 def sync(device: torch.device) -> None:
@@ -36,11 +39,11 @@ def sync(device: torch.device) -> None:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--model", default="ViT-L-14-336")
+    p.add_argument("--model", default=DEFAULTS.model)
     p.add_argument("--config_path", default=None)
-    p.add_argument("--image_size", type=int, default=518)
-    p.add_argument("--features_list", type=int, nargs="+", default=[6, 12, 18, 24])
-    p.add_argument("--batch_size", type=int, default=8)
+    p.add_argument("--image_size", type=int, default=DEFAULTS.image_size)
+    p.add_argument("--features_list", type=int, nargs="+", default=DEFAULTS.features_list)
+    p.add_argument("--batch_size", type=int, default=DEFAULTS.batch_size)
     p.add_argument("--n_images", type=int, default=64, help="images timed (after one warm-up batch)")
     p.add_argument("--k_shot", type=int, default=4, help="reference images per memory bank")
     p.add_argument("--runs", type=int, default=15, help="few-shot banks searched per image (k x seeds)")

@@ -10,7 +10,7 @@
 #
 # WITH THE DEFAULT TINY RANDOM MODEL THE NUMBERS ARE MEANINGLESS: it shows the commands and the
 # output files, not the method's accuracy.
-# Expected: about 40-60 s on 2 CPU cores (measured: see the README), under 1 GB of memory.
+# Expected time and memory: measured, in the README ("Quick start"), the one place it is stated.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 

@@ -17,6 +17,9 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from engine.config import ModelConfig  # noqa: E402 - light: no torch
+
+DEFAULTS = ModelConfig()  # the one place the defaults are set
 
 
 def model_config(model: str, config_path: str | None) -> dict:
@@ -59,10 +62,10 @@ def main(argv: list[str] | None = None) -> int:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("--store", required=True, help="folder the stores go into")
     p.add_argument("--data", nargs="+", required=True, help="dataset roots (with meta.json)")
-    p.add_argument("--model", default="ViT-L-14-336")
+    p.add_argument("--model", default=DEFAULTS.model)
     p.add_argument("--config_path", default=None)
-    p.add_argument("--image_size", type=int, default=518)
-    p.add_argument("--features_list", type=int, nargs="+", default=[6, 12, 18, 24])
+    p.add_argument("--image_size", type=int, default=DEFAULTS.image_size)
+    p.add_argument("--features_list", type=int, nargs="+", default=DEFAULTS.features_list)
     p.add_argument("--device", default="", help="cuda (fp16 values) or cpu (fp32) [cuda if "
                    "available]")
     a = p.parse_args(argv)

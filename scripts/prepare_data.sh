@@ -7,9 +7,8 @@
 #                                                            # VisA_20220922.tar (or folders)
 #   bash scripts/prepare_data.sh --download                  # when online
 #
-# Expected time -- ESTIMATED, not measured: about 5-15 min for both (hashing 7.2 GB, extracting
-# the 4.9 GB .tar.xz is the slow part); disk: about 7 GB of archives + about 12 GB extracted.
-# No GPU needed.
+# Expected time: the README ("1. Data"), the one place it is stated. Disk: about 7 GB of
+# archives + about 12 GB extracted. No GPU needed.
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 APRILGAN_PROG="bash scripts/prepare_data.sh" exec "${PYTHON:-python}" "$HERE/prepare_data.py" "$@"

@@ -8,7 +8,7 @@
 # Model: tests/fixtures/golden/models/tiny-vit.json + tiny-vit-random.pt, 84 px, stages 2 4 6 8.
 #
 # THE NUMBERS ARE MEANINGLESS: random weights and synthetic images. Only the plumbing is tested.
-# Time and memory: measured, in the README ("The same protocol on a tiny model").
+# Expected time and memory: measured, in the README ("The same protocol on a tiny model").
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/_common.sh"
 
