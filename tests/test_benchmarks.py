@@ -16,12 +16,22 @@ def run(*args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
+def load_script(name: str):
+    """A script of scripts/ as a module (its ``main(argv)`` runs in this process)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "scripts" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 def test_benchmark_inference_tiny(tmp_path):
     out = tmp_path / "inference.json"
-    r = run("scripts/benchmark_inference.py", "--device", "cpu", "--n_images", "4",
-            "--batch_size", "2", "--model", "tiny-vit", "--config_path", str(TINY),
-            "--image_size", "84", "--features_list", "2", "4", "6", "8", "--out", str(out))
-    assert r.returncode == 0, r.stderr
+    bench = load_script("benchmark_inference")
+    assert bench.main(["--device", "cpu", "--n_images", "4", "--batch_size", "2", "--model",
+                       "tiny-vit", "--config_path", str(TINY), "--image_size", "84",
+                       "--features_list", "2", "4", "6", "8", "--out", str(out)]) == 0
     res = json.loads(out.read_text())
     assert res["images"] == 4 and res["images_per_s_total"] > 0
     assert set(res["images_per_s"]) == {"backbone", "head", "memory_banks", "full_maps"}

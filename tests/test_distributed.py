@@ -13,10 +13,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from conftest import GOLDEN, REPO, VIT, require
+from conftest import GOLDEN, REPO, VIT, copy_dataset, require
 
 BOTTLE = GOLDEN / "data" / "mvtec" / "bottle"
 TIMEOUT = 300
@@ -44,8 +45,23 @@ def torchrun(script: str, *args: str, n: int = 2, cwd: Path, wait: bool = True):
 
 
 def single(script: str, *args: str, cwd: Path):
-    return subprocess.run([sys.executable, str(REPO / script), *map(str, args)], cwd=cwd,
-                          env=_env(), capture_output=True, text=True, timeout=TIMEOUT)
+    """The one-process baseline, run in this process (``main(argv)``, no start-up cost) with
+    one torch thread like each rank, so the two runs do the same float operations."""
+    import predict
+    import train
+    from conftest import load_repo_test_module
+
+    main = {"test.py": load_repo_test_module().main, "train.py": train.main,
+            "predict.py": predict.main}[script]
+    here, threads = os.getcwd(), torch.get_num_threads()
+    os.chdir(cwd)
+    torch.set_num_threads(1)
+    try:
+        code = main([str(a) for a in args])
+    finally:
+        torch.set_num_threads(threads)
+        os.chdir(here)
+    return subprocess.CompletedProcess([script, *args], code, "", "")
 
 
 def kill_all(proc) -> None:
@@ -71,8 +87,16 @@ def _needs_fixtures():
 
 @pytest.mark.parametrize("mode", ["zero_shot", "few_shot"])
 def test_evaluation_with_two_processes_equals_one(tmp_path, mode):
+    """Bit-equal metrics, and the gathered predictions in the one-process order: each image's
+    path with its own score, label and map, with shards of unequal size (a category of 5)."""
+    data = copy_dataset("mvtec", tmp_path / "data")
+    meta = json.loads((data / "meta.json").read_text())
+    first = next(iter(meta["test"]))
+    meta["test"][first] = meta["test"][first][:-1]  # an odd count: shards of 3 and 2
+    (data / "meta.json").write_text(json.dumps(meta))
     extra = ["--k_shot", "1", "2", "--seed", "1", "2"] if mode == "few_shot" else []
-    args = VIT.args("mvtec", tmp_path / "X", mode, "--no_report", *extra)
+    args = VIT.args("mvtec", tmp_path / "X", mode, "--no_report", "--save_predictions", *extra)
+    args[args.index("--data_path") + 1] = str(data)
     one = [a if a != str(tmp_path / "X") else str(tmp_path / "one") for a in args]
     two = [a if a != str(tmp_path / "X") else str(tmp_path / "two") for a in args]
     _ok(single("test.py", *one, cwd=tmp_path))
@@ -82,6 +106,11 @@ def test_evaluation_with_two_processes_equals_one(tmp_path, mode):
         a = json.loads((tmp_path / "one" / r / "metrics.json").read_text())
         b = json.loads((tmp_path / "two" / r / "metrics.json").read_text())
         assert a == b  # bit-equal on the CPU with gloo
+        pa, pb = (np.load(tmp_path / d / r / "predictions.npz") for d in ("one", "two"))
+        expected = [e["img_path"] for c in meta["test"].values() for e in c]
+        assert list(pa["img_paths"]) == list(pb["img_paths"]) == expected
+        for key in ("cls_names", "gt_sp", "pr_sp", "anomaly_maps"):
+            np.testing.assert_array_equal(pa[key], pb[key], err_msg=key)
     assert not (tmp_path / "two" / ".lock").exists()
 
 
@@ -172,9 +201,20 @@ def test_ddp_training_equals_one_process(tmp_path):
         _ok(single("train.py", *base, "--epoch", "3", "--save_path", str(tmp_path / folder),
                    "--resume", str(tmp_path / folder / "epoch_2.pth"), cwd=tmp_path))
     assert _gap(ckpt("one", 3), ckpt("two", 3)) <= 1e-6
-    bad = torchrun("train.py", *_train_args("--epoch", "1", batch_size=3),
-                   "--save_path", str(tmp_path / "bad"), cwd=tmp_path)
-    assert bad.returncode != 0 and "--batch_size 3" in bad.stdout + bad.stderr
+
+
+def test_a_global_batch_that_does_not_split_is_refused(tmp_path, capsys, monkeypatch):
+    """--batch_size 3 over 2 processes: one error line (checked in one process that sees the
+    world size torchrun would give it, before any collective call)."""
+    import train
+    from engine import distributed
+
+    monkeypatch.setattr(distributed, "current", lambda: distributed.Dist(0, 2, 0))
+    code = train.main(_train_args("--epoch", "1", batch_size=3) + ["--save_path",
+                                                                   str(tmp_path / "bad")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--batch_size 3" in err and "2 processes" in err
+    assert not list((tmp_path / "bad").glob("epoch_*.pth"))
 
 
 def test_ddp_normal_only_training_equals_one_process(tmp_path):

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import GOLDEN, REPO, RN, VIT, assert_user_error
 
@@ -77,12 +78,13 @@ def batch(size: int) -> np.ndarray:
 
 
 @torch.no_grad()
-def torch_outputs(arch: str, mode: str, x: np.ndarray) -> dict:
+def torch_outputs(arch: str, mode: str, x: np.ndarray, few_stages: list[int] | None = None
+                  ) -> dict:
     """The torch path from the model's parts: maps [N, S, S], scores [N] (float64)."""
     fx, size = FIXTURES[arch]
     few = mode == "few_shot"
     model, tok = build_model(fx.model_name, str(fx.weights), size, fx.stages,
-                             fx.stages if few else (), str(fx.config))
+                             (few_stages or fx.stages) if few else (), str(fx.config))
     load_projections(model.projections, fx.checkpoint)
     model.eval()
     text = TextFeatureBank(model.backbone.encode_text, tok, load_prompts(None, ["bottle"]),
@@ -132,6 +134,23 @@ def test_onnx_equals_torch_for_any_batch(exports, arch, mode):
         for k in ex.OUTPUTS:
             joined = np.concatenate([p[k] for p in parts])
             assert max_diff(joined, got[k]) <= (1e-5 if k == "anomaly_map" else 1e-6), (k, parts)
+
+
+def test_memory_stages_other_than_the_map_stages(tmp_path):
+    """--few_shot_features 2 4 with --features_list 1 2 3 4: recorded, and the graph uses them."""
+    out = tmp_path / "rn_fs24.onnx"
+    ex.run(export.parse_args(argv("resnet", "few_shot", out, "--few_shot_features", "2", "4",
+                                  "--exporter", "torchscript")), setup_logging())
+    model = OnnxModel(out)
+    assert model.meta["features_list"] == RN.stages and model.meta["few_shot_features"] == [2, 4]
+    assert model.meta["map"]["range"] == [0.0, float(len(RN.stages) + 2 * 2)]
+    x = batch(FIXTURES["resnet"][1])
+    got, ref = model.run(x), torch_outputs("resnet", "few_shot", x, few_stages=[2, 4])
+    assert max_diff(got["anomaly_map"], ref["anomaly_map"]) <= MAP_TOL
+    assert max_diff(got["image_score"], ref["image_score"]) <= SCORE_TOL
+    assert model.meta["score"]["normal_level"] == pytest.approx(ref["mu"], rel=1e-9)
+    every = torch_outputs("resnet", "few_shot", x)  # the four stages: another map
+    assert max_diff(got["anomaly_map"], every["anomaly_map"]) > 1e-2
 
 
 def test_sidecar_content(exports):
@@ -199,6 +218,12 @@ def test_runtime_errors(exports, tmp_path):
     ex.sidecar_path(lone).write_text(json.dumps({**sidecar, "image_size": 64}))
     with pytest.raises(ModelLoadError, match="84 px.*image_size 64"):
         OnnxModel(lone)
+    pre = sidecar["preprocessing"]
+    for other in ({"resize": "shortest"}, {"mean": [0.5, 0.5, 0.5]},
+                  {"std": [s * 1.01 for s in pre["std"]]}, {"mean": pre["mean"][:2]}):
+        ex.sidecar_path(lone).write_text(json.dumps({**sidecar, "preprocessing": {**pre, **other}}))
+        with pytest.raises(ModelLoadError, match="preprocessing"):
+            OnnxModel(lone)
     shutil.copy(ex.sidecar_path(exports("vit", "zero_shot")), ex.sidecar_path(lone))
     with pytest.raises(ModelLoadError, match="another export"):
         OnnxModel(lone)
@@ -273,6 +298,18 @@ def test_predict_with_onnx_writes_what_torch_writes(exports, mode, tmp_path, cap
     assert max_diff(ma["anomaly_maps"], mb["anomaly_maps"]) <= MAP_TOL
     assert b["mode"] == mode and b["normal_level"] == pytest.approx(a["normal_level"], rel=1e-6) \
         if mode == "few_shot" else b["normal_level"] is None
+    assert a["thresholds"]["image"] == b["thresholds"]["image"]
+    assert a["thresholds"]["pixel"] == b["thresholds"]["pixel"]
+    assert a["heatmap_scale"]["vmin"] == pytest.approx(b["heatmap_scale"]["vmin"], abs=MAP_TOL)
+    assert a["heatmap_scale"]["vmax"] == pytest.approx(b["heatmap_scale"]["vmax"], abs=MAP_TOL)
+    if mode == "few_shot":  # a pixel threshold: the same masks (up to pixels at the threshold)
+        assert a["thresholds"]["pixel"] == 2.5
+        for x, y in zip(a["images"], b["images"]):
+            ma_, mb_ = (np.asarray(Image.open(tmp_path / d / r["mask"])) > 0
+                        for d, r in (("torch", x), ("onnx", y)))
+            assert ma_.shape == mb_.shape and (ma_ != mb_).mean() <= 1e-3
+        assert any((np.asarray(Image.open(tmp_path / "onnx" / r["mask"])) > 0).any()
+                   for r in b["images"])
     # no --object_name: the sidecar's object is named everywhere
     assert a["object_name"] == b["object_name"] == "bottle"
     assert json.loads((tmp_path / "onnx" / "config.json").read_text())["object_name"] == "bottle"

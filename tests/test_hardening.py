@@ -67,6 +67,29 @@ def test_non_finite_loss_stops_training_before_saving(data, tmp_path, capsys, mo
     assert not list(save.glob("epoch_*.pth"))
 
 
+def test_one_non_finite_gradient_element_stops_training_before_the_step(data, tmp_path, capsys,
+                                                                         monkeypatch):
+    """A finite loss whose gradient has one NaN element: no optimizer step, no checkpoint."""
+    from engine import training
+    real, hooked, steps = training.batch_loss, [], []
+
+    def loss_with_one_bad_gradient(model, *a, **k):
+        if not hooked:
+            def poison(g):
+                g = g.clone()
+                g.view(-1)[3] = float("nan")
+                return g
+            hooked.append(model.projections.fc[1].weight.register_hook(poison))
+        return real(model, *a, **k)
+    monkeypatch.setattr(training, "batch_loss", loss_with_one_bad_gradient)
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(1))
+    save = tmp_path / "exp"
+    line = _fails(capsys, _train_args(data, save, "--epoch", "1"), "fc.1.weight",
+                  "epoch 1, step 1", entry=train.main)
+    assert "gradient" in line and steps == []
+    assert not list(save.glob("epoch_*.pth"))
+
+
 def test_overflowing_weights_name_the_image(data, tmp_path, capsys):
     huge = _ckpt(tmp_path, 3e38)  # finite weights whose projections overflow to inf
     line = _fails(capsys, _args(data, tmp_path / "res", "--checkpoint_path", str(huge)),
@@ -303,3 +326,20 @@ def test_ctrl_c_in_train_py_names_the_checkpoint(data, tmp_path, capsys, monkeyp
     assert f"--resume {save / 'epoch_1.pth'} --epoch 3" in err and "Traceback" not in err
     assert json.loads((save / "run.json").read_text())["status"] == "interrupted"
     assert not (save / LOCK).exists()
+
+
+@pytest.mark.parametrize("pid", ["dead", "mine", "missing"])
+def test_a_lock_of_another_host_is_never_taken_over(tmp_path, pid):
+    """On a shared disk the pid of a run on another machine says nothing about this one."""
+    from errors import RunLockedError
+
+    save = tmp_path / "res"
+    save.mkdir()
+    other = {"host": "not-" + os.uname().nodename, "started": "2026-01-01T00:00:00"}
+    if pid != "missing":
+        other["pid"] = 2 ** 22 + 12345 if pid == "dead" else os.getpid()
+    (save / LOCK).write_text(json.dumps(other))
+    with pytest.raises(RunLockedError, match=other["host"]):
+        with ResultSet(save, {"n": 1}):
+            pass
+    assert json.loads((save / LOCK).read_text()) == other  # left exactly as it was

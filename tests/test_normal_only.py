@@ -18,6 +18,7 @@ from PIL import Image
 import train
 from conftest import GOLDEN, REPO, assert_user_error
 from datasets import AnomalyDataset, make_samples
+from datasets import anomaly_dataset, normal_only
 from datasets.normal_only import (SynthesizingDataset, folder_samples, synthesis_seed,
                                   training_dataset)
 
@@ -105,16 +106,22 @@ def test_training_moves_the_weights_and_visa_train_rows(tmp_path):
     assert out["backbone_images"] == 10 and np.isfinite(out["epoch_losses"][0])
 
 
-def test_train_image_dir(tmp_path, image_dir, capsys):
+def test_train_image_dir(tmp_path, image_dir, capsys, monkeypatch):
     extra = ["--synthesize_anomalies", "0.5", "--object_name", "bottle", "--batch_size", "3",
-             "--epoch", "2"]
+             "--epoch", "2", "--aug_rate", "0.5"]
     a = args(tmp_path / "run", "--train_image_dir", str(image_dir), *extra)
     i = a.index("--train_data_path")
     del a[i:i + 2]  # no dataset root at all
+
+    def no_mosaic(*a, **k):
+        raise AssertionError("a mosaic was drawn for --train_image_dir")
+    monkeypatch.setattr(normal_only, "mosaic", no_mosaic)
+    monkeypatch.setattr(anomaly_dataset, "mosaic", no_mosaic)
     assert train.main(a) == 0
     err = capsys.readouterr().err
     assert "notes.txt" in err  # the unreadable file is named, not fatal
     log = (tmp_path / "run" / "log.txt").read_text()
+    assert "--aug_rate 0.5 ignored" in log
     assert f"the images of {image_dir} (bottle, 1 category, 4 images" in log
     c = ckpt(tmp_path / "run" / "epoch_2.pth")
     assert c["config"]["object_name"] == "bottle" and c["epoch"] == 2
@@ -157,6 +164,31 @@ def test_released_path_unchanged_at_p0():
             a, b = released[i], wrapped[i]
             assert torch.equal(a["image"], b["image"]) and torch.equal(a["mask"], b["mask"])
             assert a["augmented"] == b["augmented"] == released.is_augmented(i)
+
+
+class _CornerDefect:
+    """A stand-in synthesizer: paints the top-left 8 x 8 pixels and reports exactly those."""
+
+    def synth(self, img, epoch, index):
+        arr = np.array(img)
+        arr[:8, :8] = 255
+        changed = np.zeros(arr.shape[:2], bool)
+        changed[:8, :8] = True
+        return Image.fromarray(arr), changed
+
+
+def test_synthesis_on_a_defective_image_keeps_the_real_defect():
+    """The training mask is the real defect OR the synthesized one (never one of them only)."""
+    samples = [s for c in make_samples(MVTEC, "test").values() for s in c]
+    i = next(k for k, s in enumerate(samples) if s.anomaly)
+    plain = AnomalyDataset(MVTEC, samples, 84, 0.0, 111)[i]["mask"]
+    ds = SynthesizingDataset(MVTEC, samples, 84, 0.0, 111, 1.0, _CornerDefect())
+    item = ds[i]
+    assert plain.sum() > 0 and item["label"] == 1 and item["augmented"]
+    assert bool((item["mask"] >= plain).all())  # every real defect pixel is still a defect
+    corner = item["mask"][:2, :2]  # 8 px of the original size cover the first pixels at 84
+    assert bool((corner == 1).all())
+    assert item["mask"].sum() > plain.sum()
 
 
 def test_synthesis_is_seeded_per_epoch_and_index():

@@ -118,10 +118,8 @@ def _flags_without_few_shot_features(args: list[str]) -> list[str]:
 def test_same_flags_as_vit_for_all_entry_points(tmp_path):
     """A ResNet takes the flags a ViT takes: test.py few-shot (memory stages default to
     --features_list), predict.py with references, and train.py, all without ResNet-only flags."""
-    import subprocess
-    import sys
-
-    from conftest import REPO
+    import predict
+    import train
     ds = DATASET_NAMES[0]
     require(RN.refs(ds), RN.weights, RN.checkpoint)
     out = tmp_path / "fs"
@@ -137,17 +135,14 @@ def test_same_flags_as_vit_for_all_entry_points(tmp_path):
     refs = data / name / "train" / "good"
     if not images.is_dir() or not refs.is_dir():
         pytest.skip("fixture is not in the MVTec layout")
-    run = lambda *a: subprocess.run([sys.executable, *a], cwd=REPO, capture_output=True, text=True)  # noqa: E731
-    r = run("predict.py", "--image_dir", str(images), "--object_name", name, "--save_path",
-            str(tmp_path / "pred"), "--reference_dir", str(refs), *model)
-    assert r.returncode == 0, r.stderr
+    assert predict.main(["--image_dir", str(images), "--object_name", name, "--save_path",
+                         str(tmp_path / "pred"), "--reference_dir", str(refs), *model]) == 0
     assert (tmp_path / "pred" / "scores.csv").read_text().startswith("path,score")
     i = model.index("--checkpoint_path")
     train_model = model[:i] + model[i + 2:]
-    r = run("train.py", "--dataset", ds, "--train_data_path", str(data), "--save_path",
-            str(tmp_path / "train"), "--epoch", "1", "--batch_size", "4", "--aug_rate", "0.5",
-            *train_model)
-    assert r.returncode == 0, r.stderr
+    assert train.main(["--dataset", ds, "--train_data_path", str(data), "--save_path",
+                       str(tmp_path / "train"), "--epoch", "1", "--batch_size", "4",
+                       "--aug_rate", "0.5", *train_model]) == 0
     ckpt = torch.load(tmp_path / "train" / "epoch_1.pth", weights_only=True)
     ref = torch.load(RN.checkpoint, weights_only=True)["trainable_linearlayer"]
     assert {k: v.shape for k, v in ckpt["trainable_linearlayer"].items()} == \
