@@ -126,6 +126,14 @@ def empty_loss(model: AprilGAN, device: torch.device) -> torch.Tensor:
     return sum(o.sum() for o in outs) * 0.0
 
 
+def epoch_order(n: int, seed: int, epoch: int) -> list[int]:
+    """The sample order of one epoch: a permutation of ``range(n)`` drawn from its own generator
+    seeded by (seed, epoch), so every epoch is shuffled anew, a resumed run (or every torchrun
+    rank) draws the same order, and nothing else that uses random numbers can shift it."""
+    state = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+    return torch.randperm(n, generator=torch.Generator().manual_seed(state)).tolist()
+
+
 def check_finite(loss: torch.Tensor, model: AprilGAN, epoch: int, step: int, last: str) -> None:
     """NonFiniteError naming epoch and step when the loss or a gradient is NaN/inf."""
     where = f"epoch {epoch + 1}, step {step + 1}"
@@ -230,8 +238,7 @@ def train(cfg: TrainConfig, log: logging.Logger) -> dict:
         if items.cache is not None:  # entries this epoch will write, for the free-space check
             wanted = {k for i, k in enumerate(items.keys) if not items.ds.is_augmented(i)}
             items.cache.missing = len(wanted - items.cached)
-        seed = int(np.random.SeedSequence([cfg.seed, epoch]).generate_state(1)[0])
-        order = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed)).tolist()
+        order = epoch_order(len(items), cfg.seed, epoch)
         steps = [order[a:a + cfg.batch_size] for a in range(0, len(order), cfg.batch_size)]
         mine = [dist.split(step) for step in steps]  # this rank's part of each global batch
         loader = iter(DataLoader(items, batch_sampler=[m for m in mine if m], num_workers=workers,

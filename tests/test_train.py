@@ -207,3 +207,17 @@ def test_rng_state_round_trip():
     set_rng_state(state)
     again = (torch.rand(3), np.random.rand(3), random.random())
     assert torch.equal(first[0], again[0]) and (first[1] == again[1]).all() and first[2] == again[2]
+
+
+def test_each_epoch_is_shuffled_anew_and_reproducibly():
+    """The order is a permutation, the same for the same (seed, epoch) whatever else drew random
+    numbers before, different for another epoch or seed."""
+    from engine.training import epoch_order
+
+    a = epoch_order(50, 111, 0)
+    assert sorted(a) == list(range(50))
+    torch.manual_seed(12345)
+    torch.rand(7)  # other draws in between do not shift it
+    assert epoch_order(50, 111, 0) == a
+    assert epoch_order(50, 111, 1) != a and epoch_order(50, 112, 0) != a
+    assert len({tuple(epoch_order(50, 111, e)) for e in range(5)}) == 5
