@@ -124,10 +124,15 @@ class Fixture:
                 "--features_list", *map(str, s), "--few_shot_features", *map(str, s),
                 "--device", "cpu", "--num_workers", "0"]
 
-    def args(self, ds: str, save: Path, mode: str = "zero_shot", *extra: str) -> list[str]:
-        """Full test.py argv for dataset ``ds`` (image size from that dataset's expected maps)."""
+    def args(self, ds: str, save: Path, mode: str = "zero_shot", *extra: str,
+             report: bool = False) -> list[str]:
+        """Full test.py argv for dataset ``ds`` (image size from that dataset's expected maps).
+
+        Without ``report`` the run writes no report.html (``--no_report``): about 1 s of plots
+        per run that only the tests of the report look at (they pass ``report=True``)."""
+        quiet = [] if report or "--no_report" in extra else ["--no_report"]
         return ["--mode", mode, "--dataset", ds, "--data_path", str(self.data(ds)),
-                "--save_path", str(save), *self.model_args(self.image_size(ds)), *extra]
+                "--save_path", str(save), *self.model_args(self.image_size(ds)), *extra, *quiet]
 
 
 VIT = Fixture("vit", GOLDEN / "expected", GOLDEN / "models", VIT_STAGES)
