@@ -4,10 +4,10 @@ r"""Score a folder of your own images of one object with APRIL-GAN (no labels ne
         --checkpoint_path exps/pretrained/visa_pretrained.pth
     python predict.py ... --reference_dir my_parts_ok/ --thresholds results/mvtec/thresholds.json
 
-Zero-shot by default (METHOD §4): image score = softmax(100 · f_img · T)[1], anomaly map = sum of
-the stage maps. With ``--reference_dir`` (normal images of the same object, all of them used)
-it is few-shot (METHOD §5): the memory-bank term is added to the map, and the image score is the
-per-image score 0.5 · (text + clip((max map − mu) / mu, 0, 1)), mu the map peak the references
+Zero-shot by default (docs/METHOD.md §4): image score = softmax(100 · f_img · T)[1], anomaly
+map = sum of the stage maps. With ``--reference_dir`` (normal images of the same object, all of
+them used) it is few-shot (docs/METHOD.md §5): the memory-bank term is added to the map, and
+the image score is the per-image score 0.5 · (text + clip((max map − mu) / mu, 0, 1)), mu the map peak the references
 reach against each other: it depends on the image alone, so a folder of one image and of 1,000
 give it the same score. ``--image_score released`` normalises over the scored folder instead.
 

@@ -1,4 +1,5 @@
-r"""Evaluate APRIL-GAN zero-shot or few-shot on a dataset indexed by meta.json (METHOD §4, §5, §7).
+r"""Evaluate APRIL-GAN zero-shot or few-shot on a dataset indexed by meta.json
+(the formulas: docs/METHOD.md §4, §5, §7).
 
     python test.py --mode zero_shot --dataset visa --data_path data/visa \
         --checkpoint_path exps/pretrained/mvtec_pretrained.pth --save_path results/visa_0shot

@@ -1,4 +1,5 @@
-r"""Train APRIL-GAN's per-stage linear projections on a labelled anomaly dataset (METHOD §6).
+r"""Train APRIL-GAN's per-stage linear projections on a labelled anomaly dataset
+(the loss and settings: docs/METHOD.md §6).
 
     python train.py --dataset mvtec --train_data_path data/mvtec --save_path exps/mvtec \
         --features_list 6 12 18 24 --image_size 518 --batch_size 8 --aug_rate 0.2 --epoch 3
