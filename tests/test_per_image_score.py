@@ -89,3 +89,12 @@ def test_per_image_score_by_hand():
     np.testing.assert_allclose(per_image_scores(text, peak, 2.0), expected, rtol=0, atol=1e-12)
     # a score depends on its own image alone: scoring one image equals scoring it among others
     assert per_image_scores(text[2:3], peak[2:3], 2.0)[0] == per_image_scores(text, peak, 2.0)[2]
+
+
+def test_per_image_score_below_one_and_at_zero_normal_level():
+    # mu = 0.5: s = clip((0.6 - 0.5) / 0.5) = 0.2 (mu below 1 is used as it is)
+    np.testing.assert_allclose(per_image_scores([0.4], [0.6], 0.5), [0.5 * (0.4 + 0.2)],
+                               rtol=0, atol=1e-12)
+    # mu = 0 (references whose maps are all zero): any positive peak is at the top, no NaN
+    np.testing.assert_allclose(per_image_scores([0.4, 0.4], [0.3, 0.0], 0.0),
+                               [0.5 * (0.4 + 1), 0.5 * 0.4], rtol=0, atol=1e-12)

@@ -86,3 +86,34 @@ def test_a_non_finite_file_threshold_is_not_used(tmp_path, bad):
     thr, warned = _resolve(path)
     assert thr["image"] is None and thr["pixel"] == 1.0
     assert any("image" in w for w in warned)
+
+
+def test_a_file_of_the_other_mode_is_warned_about_either_way(tmp_path):
+    _, warned = _resolve(_file(tmp_path, "zero_shot"), "few_shot")
+    assert len(warned) == 1 and "zero_shot" in warned[0] and "few_shot" in warned[0]
+
+
+@pytest.mark.parametrize("flag", ["image_threshold", "pixel_threshold"])
+def test_a_flag_alone_says_it_came_from_the_command_line(flag):
+    thr, _ = _resolve(None, **{flag: 0.5})
+    assert thr[flag.split("_")[0]] == 0.5 and thr["source"] == "command line"
+
+
+def test_a_missing_category_names_the_ones_there(tmp_path, capsys):
+    from errors import DatasetError
+
+    with pytest.raises(DatasetError, match=r"has no thresholds for 'bottle' \(it has: screw, "
+                                           r"pcb1\); pass --threshold_category"):
+        path = tmp_path / "thr.json"
+        path.write_text(json.dumps({"per_category": {"screw": {"image": 1}, "pcb1": {}}}))
+        _resolve(path)
+
+
+@pytest.mark.parametrize("value", ['"high"', '[0.5]'])
+def test_a_threshold_that_is_not_a_number_is_a_clear_error(tmp_path, value):
+    from errors import DatasetError
+
+    path = tmp_path / "thr.json"
+    path.write_text('{"per_category": {"bottle": {"image": %s, "pixel": 1.0}}}' % value)
+    with pytest.raises(DatasetError, match="image threshold of 'bottle' is not a number"):
+        _resolve(path)
