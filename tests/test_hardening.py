@@ -360,20 +360,3 @@ def test_a_lock_on_this_host_is_taken_over_only_when_its_process_is_gone(tmp_pat
         assert json.loads((save / LOCK).read_text())["pid"] == os.getpid()
         rs.commit()
     assert not (save / LOCK).exists()
-
-
-def test_a_failed_unstaged_run_in_an_existing_folder_keeps_its_record(tmp_path):
-    """train.py (no staging) failing in a folder that was there: run.json says it failed."""
-    from errors import DatasetError
-
-    save = tmp_path / "exp"
-    save.mkdir()
-    with pytest.raises(DatasetError):
-        with ResultSet(save, {"n": 1}, staged=False):
-            raise DatasetError("bad mask")
-    run = json.loads((save / "run.json").read_text())
-    assert run["status"] == "failed" and run["error"] == "bad mask"
-    with pytest.raises(DatasetError):  # in a folder it made itself: nothing is left
-        with ResultSet(tmp_path / "new", {"n": 1}, staged=False):
-            raise DatasetError("bad mask")
-    assert not (tmp_path / "new").exists()
