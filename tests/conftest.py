@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+TESTS = REPO / "tests"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
@@ -155,6 +156,74 @@ def seeded_generators():
     random.seed(0)
     np.random.seed(0)
     torch.manual_seed(0)
+
+
+class WarmPython:
+    """The ``python`` for the tests' subprocesses: a client of the fork server warm_python.py
+    (torch and open_clip imported once), or the plain interpreter with APRILGAN_COLD_PYTHON=1
+    or where the server cannot start. Each command still runs in a process of its own."""
+
+    def __init__(self) -> None:
+        import tempfile
+
+        self.dir = Path(tempfile.mkdtemp(prefix="aprilgan-warm-"))
+        self.socket = self.dir / "s"
+        self.python, self.server = sys.executable, None
+        if os.environ.get("APRILGAN_COLD_PYTHON") == "1":
+            return
+        self.server = subprocess.Popen(
+            [sys.executable, str(TESTS / "warm_python.py"), str(self.socket)],
+            stdout=subprocess.PIPE, stderr=open(self.dir / "server.log", "wb"),
+            start_new_session=True)
+        wrapper = self.dir / "python"
+        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{TESTS / "warm_client.py"}" '
+                           '"$@"\n')
+        wrapper.chmod(0o755)
+        self.wrapper, self.started = str(wrapper), False
+
+    def ready(self) -> str:
+        """The interpreter to run: the client once the server has imported its libraries."""
+        if self.server is not None and not self.started:
+            line = self.server.stdout.readline()  # "ready" once the imports are done
+            self.started = True
+            if line.strip() == b"ready":
+                self.python = self.wrapper
+            else:
+                self.close()
+        return self.python
+
+    def env(self, base: dict | None = None, **extra: str) -> dict:
+        """An environment whose ``PYTHON`` (read by scripts/*.sh) is the warm interpreter."""
+        python = self.ready()
+        return {**(os.environ if base is None else base), **extra, "PYTHON": python,
+                "APRILGAN_WARM_PYTHON_SOCKET": str(self.socket),
+                "APRILGAN_WARM_PYTHON_REAL": sys.executable}
+
+    def close(self) -> None:
+        if self.server is not None and self.server.poll() is None:
+            import signal
+
+            os.killpg(self.server.pid, signal.SIGKILL)
+            self.server.wait()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+_WARM: list[WarmPython] = []
+
+
+def pytest_collection_finish(session) -> None:
+    """Start the fork server as soon as a collected test will use it: its imports (one CPU)
+    overlap the tests that run before."""
+    if any("warm_python" in getattr(item, "fixturenames", ()) for item in session.items):
+        _WARM.append(WarmPython())
+
+
+@pytest.fixture(scope="session")
+def warm_python():
+    if not _WARM:
+        _WARM.append(WarmPython())
+    yield _WARM[0]
+    _WARM.pop().close()
 
 
 @pytest.fixture(scope="session")

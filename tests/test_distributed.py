@@ -33,14 +33,27 @@ def _env() -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
+WARM: dict = {}
+
+
+@pytest.fixture(autouse=True)
+def _warm_python(warm_python):
+    """Ranks (and torchrun itself, unless a test signals its processes) start in the tests' fork
+    server: real processes, without the torch import of each."""
+    WARM.update(python=warm_python.ready(), env=warm_python.env(_env()))
+
+
 def torchrun(script: str, *args: str, n: int = 2, cwd: Path, wait: bool = True):
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(n),
-           "--master_addr", "127.0.0.1", "--master_port", str(_port()), str(REPO / script),
-           *map(str, args)]
+    """``torchrun --nproc_per_node N SCRIPT ARGS``; with ``wait=False`` torchrun is a plain
+    interpreter whose children are the ranks (kill_all and the tests find them by parent)."""
+    python = WARM["python"]
+    cmd = [python if wait else sys.executable, "-m", "torch.distributed.run", "--no-python",
+           "--nproc_per_node", str(n), "--master_addr", "127.0.0.1", "--master_port",
+           str(_port()), python, str(REPO / script), *map(str, args)]
     if not wait:
-        return subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE,
+        return subprocess.Popen(cmd, cwd=cwd, env=WARM["env"], stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True,
+    return subprocess.run(cmd, cwd=cwd, env=WARM["env"], capture_output=True, text=True,
                           timeout=TIMEOUT)
 
 

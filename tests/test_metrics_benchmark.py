@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import torch
@@ -14,12 +13,12 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_benchmark_metrics_runs_from_any_folder(tmp_path):
+def test_benchmark_metrics_runs_from_any_folder(tmp_path, warm_python):
     out = tmp_path / "bench.json"
     r = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "benchmark_metrics.py"), "--n", "4", "--size", "32",
+        [warm_python.ready(), str(REPO / "scripts" / "benchmark_metrics.py"), "--n", "4", "--size", "32",
          "--repeats", "1", "--json", str(out)],
-        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+        cwd=tmp_path, capture_output=True, text=True, timeout=300, env=warm_python.env(),
     )
     assert r.returncode == 0, r.stderr
     last = r.stdout.strip().splitlines()[-1]

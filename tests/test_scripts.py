@@ -25,9 +25,10 @@ ENTRY = ["demo.sh", "gpu_check.sh", "prepare_data.sh", "reproduce_all.sh", "repr
 METRICS = ("auroc_px", "f1_px", "ap_px", "pro", "auroc_sp", "f1_sp", "ap_sp")
 
 
-def bash(script: str, *args: str, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
+def bash(script: str, *args: str, cwd: Path, timeout: float = 600, env: dict | None = None):
+    """``env=warm_python.env()``: its python commands start in the tests' fork server."""
     return subprocess.run(["bash", str(SCRIPTS / script), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, env=env)
 
 
 def load_script(name: str):
@@ -277,11 +278,11 @@ def assert_sane_table(md: str, categories: set[str], n_cols: int = len(METRICS))
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory):
+def demo(tmp_path_factory, warm_python):
     """The offline demo, run once from an empty folder (default output folder ./demo_out)."""
     tmp_path = tmp_path_factory.mktemp("demo")
     t0 = time.time()
-    r = bash("demo.sh", cwd=tmp_path, timeout=600)
+    r = bash("demo.sh", cwd=tmp_path, timeout=600, env=warm_python.env())
     return tmp_path, r, time.time() - t0
 
 
@@ -306,7 +307,7 @@ def test_demo_reports_render_in_chromium(demo):
             assert page.errors == [], (rel, page.errors)
 
 
-def test_demo_end_to_end(demo):
+def test_demo_end_to_end(demo, warm_python):
     tmp_path, r, elapsed = demo
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "MEANINGLESS" in r.stdout and "Demo finished" in r.stdout
@@ -342,19 +343,20 @@ def test_demo_end_to_end(demo):
     readme = (REPO / "README.md").read_text()
     block = readme.split("<!-- predict-offline-example -->", 1)[1].split("```bash\n", 1)[1]
     command = block.split("```", 1)[0]
-    command = command.replace("python predict.py", f"{sys.executable} {REPO / 'predict.py'}")
+    command = command.replace("python predict.py", f"{warm_python.ready()} {REPO / 'predict.py'}")
     command = command.replace("tests/fixtures/", f"{REPO / 'tests' / 'fixtures'}/")
     p = subprocess.run(["bash", "-c", command], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=300)
+                       timeout=300, env=warm_python.env())
     assert p.returncode == 0, p.stderr[-3000:]
     rows = list(csv.DictReader(open(tmp_path / "demo_out" / "results" / "my_candles" / "scores.csv")))
     assert rows and set(rows[0]) == {"path", "score", "anomalous"}
 
 
 @pytest.mark.skipif(os.environ.get("APRILGAN_SKIP_SLOW") == "1", reason="APRILGAN_SKIP_SLOW=1")
-def test_reproduce_tiny_protocol(tmp_path):
+def test_reproduce_tiny_protocol(tmp_path, warm_python):
     """The whole reproduce_all.sh protocol on the tiny model (1 k, 1 seed to stay fast)."""
-    r = bash("reproduce_tiny.sh", "--out", "rt", "--k_shot", "1", "--seeds", "1", cwd=tmp_path)
+    r = bash("reproduce_tiny.sh", "--out", "rt", "--k_shot", "1", "--seeds", "1", cwd=tmp_path,
+             env=warm_python.env())
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     res = tmp_path / "rt" / "results"
     assert (tmp_path / "rt" / "exps" / "train_on_mvtec" / "epoch_1.pth").is_file()
