@@ -246,6 +246,14 @@ class PredictConfig(ModelConfig):
     image_threshold: float | None = opt(None, "image-score threshold (overrides --thresholds)")
     pixel_threshold: float | None = opt(None, "anomaly-map threshold for masks (overrides "
                                         "--thresholds)")
+    calibration_dir: str | None = opt(
+        None, "folder of normal images of the object (not the references): the image and pixel "
+        "thresholds are set so that at most --target_fpr of them (of their pixels) score at or "
+        "above; written to thresholds.json and applied", path=True)
+    target_fpr: float = opt(0.01, "false-alarm rate allowed on the --calibration_dir images "
+                            "(a fraction, e.g. 0.01)", minimum=1e-9, maximum=0.999999)
+    min_region_area: int = opt(0, "regions.csv and masks: drop connected regions smaller than "
+                               "this many pixels (0: keep all)", minimum=0)
     prompt_dir: str | None = opt(None, "folder with edited prompt files",
                                  default_text="the repository's prompts/", path=True)
     recursive: bool = opt(False, "also score images in sub-folders of --image_dir")
@@ -276,6 +284,12 @@ class PredictConfig(ModelConfig):
         if self.onnx and self.reference_dir:
             raise ConfigError("--reference_dir and --onnx exclude each other: the memory bank is "
                               "baked into the ONNX file (export.py --reference_dir)")
+        if self.calibration_dir:
+            given = [f for f in ("thresholds", "image_threshold", "pixel_threshold")
+                     if getattr(self, f) is not None]
+            if given:
+                raise ConfigError(f"--calibration_dir sets the thresholds; drop --{given[0]} (or "
+                                  "drop --calibration_dir to use it)")
 
 
 def shell_defaults() -> str:

@@ -36,6 +36,7 @@ from .eval_outputs import draw_category, finish_reports, run_maps
 from .metric_pool import CategoryTask, MetricPool
 from .result_set import check_free_space
 from .results import pct, write_metrics, write_summary
+from .thresholds import definition, model_name
 from .runs import FewShotRun, Run, plan_runs
 
 
@@ -248,9 +249,12 @@ def write(job: EvalJob, per_cat: dict[Run, dict], config_text: str) -> dict[Run,
         other = None
         if cfg.image_score == "both":
             other = {c: res["image_metrics_per_image"] for c, res in per_cat[r].items()}
+        fitted = definition(cfg.mode, used, model_name(cfg.model, cfg.config_path),
+                            cfg.image_size, cfg.features_list, cfg.few_shot_features,
+                            getattr(r, "k", None))
         results[r] = write_metrics(out, {c: res["metrics"] for c, res in per_cat[r].items()},
                                    extra, title=title, echo=n_runs == 1, log=job.log,
-                                   per_image_sp=other,
+                                   per_image_sp=other, definition=fitted,
                                    undefined={c: res["undefined"] for c, res in per_cat[r].items()})
     atomic_write_text(save / "config.json", config_text)
     if n_runs > 1:

@@ -253,7 +253,7 @@ def prepare(cfg: ExportConfig, log: logging.Logger) -> ExportJob:
 
     from .inference import build_bank, normal_level, reference_tokens
     from .loading import build_model, load_projections, resolve_device, trained_with
-    from .thresholds import resolve_thresholds
+    from .thresholds import definition, model_name, resolve_thresholds
 
     def warn(where: str, why: str) -> None:
         log.warning(f"warning: {where}: {why}")
@@ -263,7 +263,10 @@ def prepare(cfg: ExportConfig, log: logging.Logger) -> ExportJob:
         ref_dir = Path(cfg.reference_dir)
         listed = list_files(ref_dir, cfg.reference_recursive, warn=warn, what="reference folder")
         refs = readable_images(ref_dir, listed, lambda p, e: warn(p, f"reference skipped: {e}"))
-    thresholds = resolve_thresholds(cfg, "few_shot" if refs else "zero_shot", warn)
+    run = definition("few_shot" if refs else "zero_shot", "per_image",
+                     model_name(cfg.model, cfg.config_path), cfg.image_size, cfg.features_list,
+                     cfg.few_shot_features, len(refs))
+    thresholds = resolve_thresholds(cfg, {**run, "score_fixed": True}, warn)
     prompts = load_prompts(cfg.prompt_dir, [cfg.object_name])
     device = resolve_device(cfg.device)
     workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)

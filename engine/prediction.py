@@ -40,6 +40,8 @@ from utils.visualize import (ColorScale, fixed_scale, heatmap_overlay, overlay_p
 
 from .config import PredictConfig
 from .distributed import Dist
+from .calibration import calibrate_job, run_definition, write_calibrated_thresholds
+from .regions import REGION_COLUMNS, draw_boxes, find_regions
 from .result_set import check_free_space
 from .scorers import OnnxScorer, TorchScorer, reference_list
 from .thresholds import resolve_thresholds
@@ -62,6 +64,7 @@ class PredictJob:
     paths: list = field(default_factory=list)
     refs: list = field(default_factory=list)
     thresholds: dict = field(default_factory=dict)
+    definition: dict = field(default_factory=dict)
     scorer: object = None
     scale: ColorScale | None = None
     names: dict = field(default_factory=dict)
@@ -112,7 +115,11 @@ def prepare(cfg: PredictConfig, log: logging.Logger, out: Path, dist: Dist) -> P
             job.warn(str(cfg.reference_dir), f"{len(both)} reference image(s) are also scored: "
                                              "their few-shot maps are near zero")
         job.scorer = TorchScorer(cfg, dist.device(cfg.device), job.refs, log)
-    job.thresholds = resolve_thresholds(cfg, job.mode, job.warn)
+    job.definition = run_definition(job)
+    if cfg.calibration_dir:
+        job.thresholds = calibrate_job(job, _final_scores)
+    else:
+        job.thresholds = resolve_thresholds(cfg, job.definition, job.warn)
     if cfg.onnx and job.thresholds["image"] is None and job.scorer.onnx.thresholds:
         t = job.scorer.onnx.thresholds
         job.thresholds.update(image=t.get("image"), pixel=t.get("pixel"),
@@ -203,12 +210,13 @@ def _image_files(job: PredictJob, rel: str, m: np.ndarray) -> dict:
     if cfg.no_heatmaps and thr["pixel"] is None and cfg.no_report:
         return out
     img = open_image(job.image_dir / rel)
-    pred = None
+    pred, regions = None, None
     if thr["pixel"] is not None:
         pred = m >= thr["pixel"]
         full = cv2.resize(m, img.size, interpolation=cv2.INTER_LINEAR)  # [H, W]
-        save_mask(job.out / "masks" / name, full >= thr["pixel"])
-        out["mask"] = f"masks/{name}"
+        mask, regions = find_regions(full, thr["pixel"], cfg.min_region_area)
+        save_mask(job.out / "masks" / name, mask)
+        out["mask"], out["regions"] = f"masks/{name}", regions
     if not cfg.no_heatmaps:
         target = job.out / "heatmaps" / name
         target.parent.mkdir(parents=True, exist_ok=True)
@@ -220,6 +228,8 @@ def _image_files(job: PredictJob, rel: str, m: np.ndarray) -> dict:
             rgb, over = np.asarray(img.convert("RGB").resize((s, s))), heatmap_overlay(img, m)
         else:
             rgb, over = render_overlay(img, m, job.scale, max_side=256)
+        if regions:
+            over = draw_boxes(over, regions, img.size)
         out["thumb"] = _thumb(job, rel, rgb, over)
     return out
 
@@ -249,6 +259,7 @@ def finish(job: PredictJob, config_text: str) -> dict:
     mmax = np.array([r["map_max"] for r in scored], dtype=np.float64)
     score = _final_scores(job, text, mmax)
     rows = [["path", "score"] + (["anomalous"] if thr["image"] is not None else [])]
+    region_rows = [["path", *REGION_COLUMNS]]
     images = []
     for r, s in zip(scored, score):
         rec = {"path": r["path"], "score": float(s), "text_score": r["text_score"],
@@ -257,9 +268,11 @@ def finish(job: PredictJob, config_text: str) -> dict:
         if thr["image"] is not None:
             rec["anomalous"] = bool(s >= thr["image"])
             row.append(int(rec["anomalous"]))
-        rec.update({k: r[k] for k in ("heatmap", "mask") if k in r})
+        rec.update({k: r[k] for k in ("heatmap", "mask", "regions") if k in r})
         images.append(rec)
         rows.append(row)
+        region_rows += [[r["path"], *(_cell(g[c]) for c in REGION_COLUMNS)]
+                        for g in r.get("regions", [])]
     result = {
         "object_name": cfg.object_name, "mode": job.mode, "image_dir": str(job.image_dir.resolve()),
         "score": FORMULAS[job.score_name], "image_score": job.score_name,
@@ -268,7 +281,11 @@ def finish(job: PredictJob, config_text: str) -> dict:
         "thresholds": thr, "heatmap_scale": job.scale.__dict__ if job.scale else "per image",
         "n_files": len(job.paths), "n_scored": len(scored), "skipped": skipped, "images": images,
     }
+    if cfg.calibration_dir:
+        write_calibrated_thresholds(job)  # thresholds.json, reusable with --thresholds
     atomic_write_text(job.out / "scores.csv", csv_text(rows))
+    if thr["pixel"] is not None:
+        atomic_write_text(job.out / "regions.csv", csv_text(region_rows))
     atomic_write_json(job.out / "scores.json", result)
     if cfg.save_maps:
         _write_maps(job, scored)
@@ -285,6 +302,10 @@ def finish(job: PredictJob, config_text: str) -> dict:
         + (f"; skipped {len(skipped)} that are not readable images" if skipped else "")
         + f". Results in {cfg.save_path}")
     return result
+
+
+def _cell(v) -> str:
+    return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
 def _final_scores(job: PredictJob, text: np.ndarray, mmax: np.ndarray) -> np.ndarray:

@@ -37,13 +37,17 @@ SP_KEYS = ("auroc_sp", "f1_sp", "ap_sp")
 def write_metrics(out: Path, per_category: dict[str, dict[str, float]], extra: dict,
                   title: str = "", echo: bool = True, log: logging.Logger | None = None,
                   per_image_sp: dict[str, dict[str, float]] | None = None,
-                  undefined: dict[str, dict[str, str]] | None = None) -> dict:
+                  undefined: dict[str, dict[str, str]] | None = None,
+                  definition: dict | None = None) -> dict:
     """Write metrics.json, metrics.md, metrics.csv and thresholds.json into ``out``.
 
     ``per_image_sp`` ({cat: {"auroc", "ap", "f1", "threshold"}}, with ``--image_score both``):
     the image-level metrics of the per-image score, written beside the released ones
     (``metrics.json`` key ``per_image_score``, a second table, ``thresholds.json`` key
     ``image_per_image``).
+
+    ``definition`` (``engine.thresholds.definition``): what the thresholds are thresholds of,
+    recorded in ``thresholds.json`` so that predict.py and export.py can check it.
 
     ``metrics.json`` is strict JSON: an undefined value (e.g. AUROC of a category whose test
     images are all normal) is ``null``, and ``undefined`` says why, per category and metric.
@@ -75,7 +79,7 @@ def write_metrics(out: Path, per_category: dict[str, dict[str, float]], extra: d
     atomic_write_json(out / "metrics.json", result)
     atomic_write_json(out / "thresholds.json", {
         "note": "F1-max thresholds on the final image score and on the anomaly map, per category",
-        **extra, "per_category": thresholds})
+        **extra, **(definition or {}), "per_category": thresholds})
     atomic_write_text(out / "metrics.md", (f"# {title}\n\n" if title else "") + table + "\n")
     rows = [["objects", *METRIC_KEYS]] + [
         [c, *(pct(m[k]) for k in METRIC_KEYS)] for c, m in {**scores, "mean": mean}.items()]

@@ -1,17 +1,93 @@
-"""Image and pixel thresholds of predict.py: from a test.py ``thresholds.json`` and the flags."""
+"""Image and pixel thresholds: read from a ``thresholds.json`` and the flags, checked against
+the run that uses them.
+
+A threshold only means something for the score it was fitted on. Every ``thresholds.json``
+(test.py, ``predict.py --calibration_dir``) records its *definition*: ``mode`` (zero_shot or
+few_shot), ``image_score`` (what its ``image`` threshold thresholds: ``released`` or
+``per_image`` in few-shot; the text score in zero-shot), ``model``, ``image_size``,
+``features_list``, ``few_shot_features`` and, few-shot, ``k_shot`` (references per category).
+A file fitted for another mode, model, image size, stages or few-shot score is refused with one
+line naming both sides and the fix; another k only gets a warning (the map's normal level moves
+a little with the number of references). Files written before these fields existed are used
+with a warning that they cannot be checked.
+"""
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-from errors import DatasetError
+from errors import ConfigError, DatasetError
 from utils.io import read_json
 
-from .config import PredictConfig
+DEFINITION_KEYS = ("mode", "image_score", "model", "image_size", "features_list",
+                   "few_shot_features", "k_shot")
 
 
-def resolve_thresholds(cfg: PredictConfig, mode: str, warn) -> dict:
-    """{"image": t | None, "pixel": t | None, "source": str} from the file and the flags."""
+def model_name(model: str, config_path: str | None) -> str:
+    """The model's name as recorded: the config file's stem when one is given."""
+    return Path(config_path).stem if config_path else model
+
+
+def definition(mode: str, image_score: str, model: str, image_size: int,
+               features_list, few_shot_features, k_shot: int | None) -> dict:
+    """What a threshold is a threshold *of* (the keys of ``DEFINITION_KEYS``).
+
+    ``image_score``: ``released`` or ``per_image`` in few-shot; ``text`` in zero-shot (the image
+    score is then the text score whatever ``--image_score`` says).
+    """
+    few = mode == "few_shot"
+    return {"mode": mode, "image_score": image_score if few else "text", "model": model,
+            "image_size": int(image_size), "features_list": [int(s) for s in features_list],
+            "few_shot_features": [int(s) for s in few_shot_features] if few else [],
+            "k_shot": int(k_shot) if few and k_shot is not None else None}
+
+
+def _stages(d: dict) -> str:
+    return " ".join(map(str, d.get("features_list") or []))
+
+
+def image_key(data: dict, run: dict, path: str, warn) -> str:
+    """The ``per_category`` key holding the image threshold of ``run``'s score, after checking
+    the file's definition; ConfigError (one line, both sides, the fix) when it does not fit."""
+    fitted = data.get("mode")
+    if fitted is None:
+        warn(path, "records no mode, model or score definition (an older file): it cannot be "
+                   "checked against this run")
+    elif fitted != run["mode"]:
+        raise ConfigError(
+            f"{path} was fitted on a {fitted} run; this run is {run['mode']}: fit thresholds "
+            f"for {run['mode']} (test.py --mode {run['mode']}, or predict.py --calibration_dir) "
+            f"or score {'with' if fitted == 'few_shot' else 'without'} --reference_dir")
+    if "model" in data or "image_size" in data:
+        mine = (data.get("model"), data.get("image_size"), data.get("features_list"))
+        theirs = (run["model"], run["image_size"], run["features_list"])
+        if any(a is not None and a != b for a, b in zip(mine, theirs)):
+            raise ConfigError(
+                f"{path} was fitted for {data.get('model')} at {data.get('image_size')} px, "
+                f"stages {_stages(data)}; this run uses {run['model']} at {run['image_size']} px, "
+                f"stages {_stages(run)}: maps and scores of other models or sizes are on other "
+                "scales; fit thresholds with this model and size")
+    if run["mode"] != "few_shot" or fitted is None:
+        return "image"
+    k = data.get("k_shot")
+    if k is not None and run.get("k_shot") is not None and int(k) != int(run["k_shot"]):
+        warn(path, f"fitted with {k} reference images per category; this run has "
+                   f"{run['k_shot']}: the map's normal level differs a little")
+    score, used = data.get("image_score") or "released", run["image_score"]
+    if score == used:
+        return "image"
+    if used == "per_image" and data.get("has_per_image"):
+        return "image_per_image"
+    fix = ("rerun test.py with --image_score per_image (or both)" if used == "per_image"
+           else "rerun test.py with --image_score released (or both)")
+    other = "" if run.get("score_fixed") else f" or pass --image_score {score}"
+    raise ConfigError(f"{path} was fitted on the {score} few-shot score; this run uses {used}: "
+                      f"{fix}{other}")
+
+
+def resolve_thresholds(cfg, run: dict, warn) -> dict:
+    """{"image": t | None, "pixel": t | None, "source": str} from ``cfg.thresholds`` (checked
+    against ``run``, a ``definition``) and ``--image_threshold`` / ``--pixel_threshold``."""
     out: dict = {"image": None, "pixel": None, "source": None}
     if cfg.thresholds:
         path = Path(cfg.thresholds)
@@ -23,8 +99,11 @@ def resolve_thresholds(cfg: PredictConfig, mode: str, warn) -> dict:
         if cat not in table:
             raise DatasetError(f"{path} has no thresholds for {cat!r} (it has: "
                                f"{', '.join(table) or 'none'}); pass --threshold_category")
-        for key in ("image", "pixel"):
-            v = table[cat].get(key) if isinstance(table[cat], dict) else None
+        entry = table[cat] if isinstance(table[cat], dict) else {}
+        data = {**data, "has_per_image": "image_per_image" in entry}
+        keys = {"image": image_key(data, run, str(path), warn), "pixel": "pixel"}
+        for key, name in keys.items():
+            v = entry.get(name)
             try:
                 ok = v is not None and math.isfinite(float(v))
             except (TypeError, ValueError) as e:
@@ -35,9 +114,8 @@ def resolve_thresholds(cfg: PredictConfig, mode: str, warn) -> dict:
             else:
                 warn(str(path), f"no finite {key} threshold for {cat!r}; not used")
         out["source"] = f"{path.resolve()} [{cat}]"
-        if data.get("mode") and data["mode"] != mode:
-            warn(str(path), f"thresholds come from a {data['mode']} run but this is {mode}: "
-                            "scores are on a different scale, labels may be off")
+        if data.get("source") == "calibration" and isinstance(data.get("calibration"), dict):
+            out["calibration"] = data["calibration"]
     if cfg.image_threshold is not None:
         out["image"], out["source"] = cfg.image_threshold, out["source"] or "command line"
     if cfg.pixel_threshold is not None:

@@ -12,7 +12,10 @@ usage() {
     if [[ "$MODE" == few_shot ]]; then
         extra="
   --k_shot K...           reference images per category [$K_SHOTS, the paper's protocol]
-  --seeds S...            seeds of the reference draw [$SEEDS]"
+  --seeds S...            seeds of the reference draw [$SEEDS]
+  --image_score S         released, per_image or both: both keeps the paper's (released) table
+                          and adds the per-image score's, and thresholds.json holds thresholds
+                          for each, so predict.py's default per-image score can use them [both]"
     fi
     cat <<EOF
 usage: bash scripts/test_${MODE}.sh [options] [model flags] [-- ARGS for test.py]
@@ -50,6 +53,7 @@ DATASETS="mvtec visa"
 K_SHOT="$K_SHOTS"            # the paper's protocol; test.py alone defaults to the released k=10, seed 10
 OPTS=()
 STORE_ROOT=""
+IMAGE_SCORE=both             # the paper's table, plus per-image thresholds for predict.py
 NPROC="$(nproc 2>/dev/null || echo 2)"
 METRIC_WORKERS="${METRIC_WORKERS:-$(( NPROC > 5 ? 4 : NPROC - 1 ))}"
 while [[ $# -gt 0 ]]; do
@@ -67,6 +71,8 @@ while [[ $# -gt 0 ]]; do
                   take_list "$@"; K_SHOT="$LIST"; shift "$CONSUMED" ;;
         --seeds|--seed) [[ "$MODE" == few_shot ]] || die "$1 is for test_few_shot.sh"
                   take_list "$@"; SEEDS="$LIST"; shift "$CONSUMED" ;;
+        --image_score|--image-score) [[ "$MODE" == few_shot ]] || die "$1 is for test_few_shot.sh"
+                  need_value "$@"; IMAGE_SCORE="$2"; shift 2 ;;
         --save_predictions|--visualize) OPTS+=("$1"); shift ;;
         --feature_store) need_value "$@"; STORE_ROOT="$(abspath "$2")"; shift 2 ;;
         --metric_workers) need_value "$@"; METRIC_WORKERS="$2"; shift 2 ;;
@@ -77,7 +83,8 @@ done
 model_args
 FEW=()
 if [[ "$MODE" == few_shot ]]; then
-    FEW=(--k_shot $K_SHOT --seed $SEEDS --few_shot_features ${FEW_SHOT_FEATURES:-$FEATURES})
+    FEW=(--k_shot $K_SHOT --seed $SEEDS --few_shot_features ${FEW_SHOT_FEATURES:-$FEATURES}
+         --image_score "$IMAGE_SCORE")
 fi
 
 for ds in $DATASETS; do

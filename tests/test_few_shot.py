@@ -201,8 +201,16 @@ def test_image_score_per_image_and_both(tmp_path):
         for k in ("auroc_sp", "f1_sp", "ap_sp"):
             assert side[k] == pytest.approx(m["per_image"]["per_category"][c][k], abs=1e-12)
     assert "per-image score" in (out["both"] / "metrics.md").read_text()
-    thr = json.loads((out["both"] / "thresholds.json").read_text())["per_category"]
+    whole = json.loads((out["both"] / "thresholds.json").read_text())
+    thr = whole["per_category"]
     assert all("image_per_image" in v for v in thr.values())
+    # what they are thresholds of, for predict.py and export.py to check
+    assert (whole["mode"], whole["image_score"], whole["model"]) == ("few_shot", "released",
+                                                                     VIT.model_name)
+    assert whole["image_size"] == VIT.image_size(ds) and whole["features_list"] == VIT.stages
+    assert whole["k_shot"] == m["both"]["k_shot"] and whole["few_shot_features"] == VIT.stages
+    per = json.loads((out["per_image"] / "thresholds.json").read_text())
+    assert per["image_score"] == "per_image"
     # per_image scores: 0.5 * (text + clip((max - mu) / mu, 0, 1)), each image on its own
     p = load_predictions(out["per_image"] / "predictions.npz")
     r = load_predictions(out["released"] / "predictions.npz")

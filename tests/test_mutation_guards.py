@@ -19,7 +19,7 @@ from datasets import AnomalyDataset, make_samples
 from datasets.normal_only import SynthesizingDataset, training_dataset
 from engine.config import PredictConfig
 from engine.result_set import FAILED_LOG, LOCK, ResultSet
-from engine.thresholds import resolve_thresholds
+from engine.thresholds import definition, resolve_thresholds
 from errors import DatasetError, RunLockedError
 from models.anomaly_maps import combined_image_scores, per_image_scores
 
@@ -29,7 +29,8 @@ def _resolve(path: Path | None, **flags) -> tuple[dict, list[str]]:
     cfg = PredictConfig(image_dir="x", object_name="bottle", checkpoint_path="x.pth",
                         thresholds=str(path) if path else None, **flags)
     warned: list[str] = []
-    return resolve_thresholds(cfg, "zero_shot", lambda where, why: warned.append(why)), warned
+    run = definition("zero_shot", "per_image", "tiny-vit", 84, [2, 4], [2, 4], None)
+    return resolve_thresholds(cfg, run, lambda where, why: warned.append(why)), warned
 
 
 def _thresholds_file(tmp_path: Path, entry: str) -> Path:

@@ -1,4 +1,5 @@
-"""Thresholds in predict.py: which file and flags win, mode warnings, and the >= rule.
+"""Thresholds in predict.py: which file and flags win, which files are refused (another mode,
+model, size, stages or few-shot score), and the >= rule.
 
 An image whose score equals the image threshold is anomalous (``score >= threshold``) in
 scores.csv, scores.json and the report, where it sits above the threshold's divider row.
@@ -11,33 +12,80 @@ from pathlib import Path
 import pytest
 
 from engine.config import PredictConfig
-from engine.thresholds import resolve_thresholds
+from engine.thresholds import definition, resolve_thresholds
+from errors import ConfigError
 from test_predict import BOTTLE, read_csv, run
 
 
-def _file(tmp_path: Path, mode: str | None) -> Path:
-    path = tmp_path / f"thr_{mode}.json"
+def _run(mode: str = "zero_shot", score: str = "per_image", model: str = "tiny-vit",
+         size: int = 84, stages=(2, 4), k: int | None = 2) -> dict:
+    return definition(mode, score, model, size, stages, stages, k)
+
+
+def _file(tmp_path: Path, mode: str | None, score: str = "released", both: bool = False,
+          **run) -> Path:
+    """A thresholds.json as test.py writes it: the definition of a run, then the table."""
+    path = tmp_path / f"thr_{mode}_{score}_{both}_{len(run)}.json"
     data = {"per_category": {"bottle": {"image": 0.7, "pixel": 1.5}}}
+    if both:
+        data["per_category"]["bottle"]["image_per_image"] = 0.4
     if mode:
-        data["mode"] = mode
+        data.update(_run(mode, score, **run))
     path.write_text(json.dumps(data))
     return path
 
 
-def _resolve(path: Path | None, mode: str = "zero_shot", **flags) -> tuple[dict, list[str]]:
+def _resolve(path: Path | None, mode: str = "zero_shot", score: str = "per_image",
+             **flags) -> tuple[dict, list[str]]:
     cfg = PredictConfig(image_dir="x", object_name="bottle", checkpoint_path="x.pth",
                         thresholds=str(path) if path else None, **flags)
     warned: list[str] = []
-    return resolve_thresholds(cfg, mode, lambda where, why: warned.append(why)), warned
+    return resolve_thresholds(cfg, _run(mode, score),
+                              lambda where, why: warned.append(why)), warned
 
 
-def test_a_file_of_another_mode_is_warned_about(tmp_path):
-    thr, warned = _resolve(_file(tmp_path, "few_shot"), "zero_shot")
-    assert thr["image"] == 0.7 and thr["pixel"] == 1.5
-    assert len(warned) == 1 and "few_shot" in warned[0] and "zero_shot" in warned[0]
-    for same, mode in ((_file(tmp_path, "zero_shot"), "zero_shot"),
-                       (_file(tmp_path, "few_shot"), "few_shot")):
-        assert _resolve(same, mode)[1] == []
+def test_a_file_of_another_mode_is_refused_either_way(tmp_path):
+    for fitted, mode in (("few_shot", "zero_shot"), ("zero_shot", "few_shot")):
+        with pytest.raises(ConfigError, match=f"fitted on a {fitted} run; this run is {mode}"):
+            _resolve(_file(tmp_path, fitted, "per_image"), mode)
+    for mode in ("zero_shot", "few_shot"):
+        thr, warned = _resolve(_file(tmp_path, mode, "per_image"), mode)
+        assert (thr["image"], thr["pixel"], warned) == (0.7, 1.5, [])
+
+
+@pytest.mark.parametrize("other", [{"model": "ViT-L-14-336"}, {"size": 518},
+                                   {"stages": (6, 12)}])
+def test_a_file_of_another_model_size_or_stages_is_refused(tmp_path, other):
+    with pytest.raises(ConfigError) as err:
+        _resolve(_file(tmp_path, "zero_shot", **other))
+    line = str(err.value)
+    assert "\n" not in line and "tiny-vit at 84 px, stages 2 4" in line  # this run
+    theirs = other.get("model", "tiny-vit"), other.get("size", 84), other.get("stages", (2, 4))
+    assert f"{theirs[0]} at {theirs[1]} px, stages {' '.join(map(str, theirs[2]))}" in line
+
+
+def test_few_shot_thresholds_of_the_other_score_are_refused_with_the_fix(tmp_path):
+    with pytest.raises(ConfigError, match="fitted on the released few-shot score; this run uses "
+                                          "per_image: rerun test.py with --image_score "
+                                          "per_image .or both. or pass --image_score released"):
+        _resolve(_file(tmp_path, "few_shot", "released"), "few_shot", "per_image")
+    with pytest.raises(ConfigError, match="fitted on the per_image few-shot score; this run "
+                                          "uses released"):
+        _resolve(_file(tmp_path, "few_shot", "per_image"), "few_shot", "released")
+
+
+def test_both_scores_in_one_file_serve_either_run(tmp_path):
+    """test.py --image_score both: 'image' is the released score's, 'image_per_image' the other."""
+    path = _file(tmp_path, "few_shot", "released", both=True)
+    assert _resolve(path, "few_shot", "per_image")[0]["image"] == 0.4
+    assert _resolve(path, "few_shot", "released")[0]["image"] == 0.7
+
+
+def test_another_k_and_an_older_file_only_warn(tmp_path):
+    thr, warned = _resolve(_file(tmp_path, "few_shot", "per_image", k=5), "few_shot")
+    assert thr["image"] == 0.7 and len(warned) == 1 and "5 reference images" in warned[0]
+    thr, warned = _resolve(_file(tmp_path, None), "few_shot")
+    assert thr["image"] == 0.7 and len(warned) == 1 and "cannot be checked" in warned[0]
 
 
 def test_flags_override_the_file(tmp_path):
@@ -86,11 +134,6 @@ def test_a_non_finite_file_threshold_is_not_used(tmp_path, bad):
     thr, warned = _resolve(path)
     assert thr["image"] is None and thr["pixel"] == 1.0
     assert any("image" in w for w in warned)
-
-
-def test_a_file_of_the_other_mode_is_warned_about_either_way(tmp_path):
-    _, warned = _resolve(_file(tmp_path, "zero_shot"), "few_shot")
-    assert len(warned) == 1 and "zero_shot" in warned[0] and "few_shot" in warned[0]
 
 
 @pytest.mark.parametrize("flag", ["image_threshold", "pixel_threshold"])
