@@ -3,6 +3,7 @@ r"""Score a folder of your own images of one object with APRIL-GAN (no labels ne
     python predict.py --image_dir my_parts/ --object_name screw --save_path results/my_parts \
         --checkpoint_path exps/pretrained/visa_pretrained.pth
     python predict.py ... --reference_dir my_parts_ok/ --thresholds results/mvtec/thresholds.json
+    python predict.py ... --reference_dir my_parts_ok/ --calibration_dir more_ok_parts/
 
 Zero-shot by default (docs/METHOD.md §4): image score = softmax(100 · f_img · T)[1], anomaly
 map = sum of the stage maps. With ``--reference_dir`` (normal images of the same object, all of
@@ -14,9 +15,13 @@ give it the same score. ``--image_score released`` normalises over the scored fo
 Outputs (``--save_path``, written as one set at the end): scores.csv (path,score[,anomalous]),
 scores.json, heatmaps/*.png (image | overlay on one colour scale | [predicted mask] | colour
 bar, at the image's resolution; each file named in scores.json), masks/*.png at the original
-image size (map >= pixel threshold) when a threshold is known, report.html, config.json,
-run.json, log.txt. Thresholds come from the thresholds.json that test.py writes (F1-max on that
-run's test set), or from --image_threshold / --pixel_threshold. ``--onnx FILE`` scores with an
+image size (map >= pixel threshold) and regions.csv (its connected regions: box, area, max and
+mean score) when a threshold is known, report.html, config.json, run.json, log.txt.
+Thresholds come from the thresholds.json that test.py writes (F1-max on that run's test set;
+refused when fitted for another mode, model, size, stages or score), from --image_threshold /
+--pixel_threshold, or from normal images alone: ``--calibration_dir DIR`` sets them so that at
+most --target_fpr of DIR's images (and of their pixels) score at or above, and writes them to
+thresholds.json for later runs. ``--onnx FILE`` scores with an
 exported model; ``--resume`` continues a killed run; ``torchrun --nproc_per_node N predict.py``
 shards the folder.
 """

@@ -88,8 +88,10 @@ def report_title(job, r: Run) -> str:
 
 
 def report_info(job, r: Run) -> dict:
+    from .report.common import random_model_note
+
     cfg = job.cfg
-    return {"mode": cfg.mode, "dataset": cfg.dataset, **r.info(), "image score": cfg.image_score,
+    return {"warning": random_model_note(cfg.pretrained, cfg.config_path), "mode": cfg.mode, "dataset": cfg.dataset, **r.info(), "image score": cfg.image_score,
             "model": Path(cfg.config_path).stem if cfg.config_path else cfg.model,
             "weights": cfg.pretrained, "image size": cfg.image_size,
             "stages": " ".join(map(str, cfg.features_list)), "checkpoint": cfg.checkpoint_path,
@@ -110,4 +112,5 @@ def finish_reports(job, results: dict) -> None:
         summary = read_json(job.out / "summary.json", "summary")
         write_runs_index(job.out, f"{job.cfg.dataset} {job.cfg.mode}",
                          [{"k": r.k, "seed": r.seed, "folder": r.folder(),
-                           "mean": results[r]["mean"]} for r in job.runs], summary)
+                           "mean": results[r]["mean"]} for r in job.runs], summary,
+                         info=report_info(job, job.runs[0]) | {"k_shot": None, "seed": None})

@@ -41,6 +41,7 @@ from utils.visualize import (ColorScale, fixed_scale, heatmap_overlay, overlay_p
 from .config import PredictConfig
 from .distributed import Dist
 from .calibration import calibrate_job, run_definition, write_calibrated_thresholds
+from .predict_report import write_report
 from .regions import REGION_COLUMNS, draw_boxes, find_regions
 from .result_set import check_free_space
 from .scorers import OnnxScorer, TorchScorer, reference_list
@@ -212,15 +213,16 @@ def _image_files(job: PredictJob, rel: str, m: np.ndarray) -> dict:
     img = open_image(job.image_dir / rel)
     pred, regions = None, None
     if thr["pixel"] is not None:
-        pred = m >= thr["pixel"]
         full = cv2.resize(m, img.size, interpolation=cv2.INTER_LINEAR)  # [H, W]
         mask, regions = find_regions(full, thr["pixel"], cfg.min_region_area)
+        pred = mask if job.scale is not None else m >= thr["pixel"]
         save_mask(job.out / "masks" / name, mask)
         out["mask"], out["regions"] = f"masks/{name}", regions
     if not cfg.no_heatmaps:
         target = job.out / "heatmaps" / name
         target.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(overlay_panels(img, m, pred, job.scale, cfg.heatmap_max_side)).save(target)
+        Image.fromarray(overlay_panels(img, m, pred, job.scale, cfg.heatmap_max_side,
+                                       "predicted mask")).save(target)
         out["heatmap"] = f"heatmaps/{name}"
     if not cfg.no_report:
         if job.scale is None:
@@ -290,7 +292,7 @@ def finish(job: PredictJob, config_text: str) -> dict:
     if cfg.save_maps:
         _write_maps(job, scored)
     if not cfg.no_report:
-        _write_report(job, scored, score, skipped)
+        write_report(job, scored, score, skipped)
     atomic_write_text(job.out / "config.json", config_text)
     for f in job.out.glob("records-r*.jsonl"):
         f.unlink()
@@ -346,30 +348,3 @@ def _write_maps(job: PredictJob, scored: list[dict]) -> None:
     for f in parts.glob("*.npy"):
         f.unlink()
     parts.rmdir()
-
-
-def _write_report(job: PredictJob, scored: list[dict], score: np.ndarray,
-                  skipped: list[dict]) -> None:
-    """report.html: the ``--report_max_images`` highest-scored images (all in scores.csv)."""
-    from .report import PredictReport
-
-    cfg, thr = job.cfg, job.thresholds
-    top = np.argsort(-score, kind="stable")[:cfg.report_max_images]
-    keep = {int(i) for i in top}
-    info = {"object": cfg.object_name, "mode": job.mode, "score": FORMULAS[job.score_name],
-            "images": len(scored), "model": cfg.onnx or cfg.model,
-            "checkpoint": cfg.checkpoint_path, "heatmap scale":
-            job.scale.source if job.scale else "per image (--heatmap_scale image)"}
-    if len(scored) > len(keep):
-        info["shown"] = f"the {len(keep)} highest-scored of {len(scored)} (all in scores.csv)"
-    report = PredictReport(job.out, f"predict.py: {cfg.object_name}", info, fresh=False)
-    for i, r in enumerate(scored):
-        t = r.get("thumb")
-        if t is None:
-            continue
-        if i in keep:
-            report.add_record({**t, "score": float(score[i]), "anomalous": None
-                               if thr["image"] is None else bool(score[i] >= thr["image"])})
-        else:
-            (job.out / t["src"]).unlink(missing_ok=True)
-    report.finish(thr["image"], skipped)

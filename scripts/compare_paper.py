@@ -10,7 +10,8 @@ Reads, for dataset D in {mvtec, visa}:
 and the paper's tables ``scripts/paper_tables/D_{0,1,2,4}shot.csv`` (percent; ``_std`` over 5
 seeds). Writes ``OUT.md`` (one table per dataset and setting; each cell "ours / paper (ours -
 paper)") and ``OUT.csv`` (long format: dataset, setting, category, metric, ours, ours_std,
-paper, paper_std, diff), all in percent. Missing results are listed, not fatal.
+paper, paper_std, diff, comparable), all in percent; ``comparable`` is "no" on a mean row
+taken over fewer categories than the paper's. Missing results are listed, not fatal.
 """
 from __future__ import annotations
 
@@ -63,8 +64,10 @@ def read_ours(results: Path, dataset: str, setting: str):
             return None, f"{summary} has no k={k} runs"
         rows = s["metrics"]
         n = s.get("n_runs", "?")
-        return ({c: {x: (100 * v[x]["mean"], 100 * v[x]["std"]) for x in METRICS}
-                 for c, v in rows.items()}, f"{summary} (k={k}, {n} seeds)")
+        one = n == 1  # no spread to show over a single seed
+        return ({c: {x: (100 * v[x]["mean"], None if one else 100 * v[x]["std"])
+                     for x in METRICS} for c, v in rows.items()},
+                f"{summary} (k={k}, {n} seed{'' if one else 's'})")
     single = base / "metrics.json"
     if single.is_file():
         m = json.loads(single.read_text())
@@ -91,7 +94,7 @@ def compare(results: Path, paper_dir: Path) -> tuple[str, list[list], list[str]]
     head = ["| setting | " + " | ".join(METRICS) + " |", "|---|" + "---|" * len(METRICS)]
     overview: list[str] = []
     rows = [["dataset", "setting", "category", "metric", "ours", "ours_std", "paper",
-             "paper_std", "diff"]]
+             "paper_std", "diff", "comparable"]]
     sections, notes = [], []
     for ds, title in DATASETS.items():
         for setting in SETTINGS:
@@ -128,7 +131,7 @@ def compare(results: Path, paper_dir: Path) -> tuple[str, list[list], list[str]]
                     cells.append(f"{fmt(o, os_)} / {fmt(p, ps)}"
                                  + (f" ({d:+.1f})" if d is not None else ""))
                     rows.append([ds, setting, c, m, _num(o), _num(os_), _num(p), _num(ps),
-                                 _num(d)])
+                                 _num(d), "yes" if comparable or c != "mean" else "no"])
                 label = f"**{c}**" if c == "mean" else c
                 sec.append(f"| {label} | " + " | ".join(cells) + " |")
                 if c == "mean":

@@ -19,6 +19,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 import predict  # noqa: E402
+from utils.visualize import MIN_SIDE  # noqa: E402
 
 GOLDEN = REPO / "tests" / "fixtures" / "golden"
 MODELS = GOLDEN / "models"
@@ -113,7 +114,10 @@ def test_outputs_with_thresholds_and_unreadable_file(capsys, tmp_path, folder):
     with Image.open(folder / scored[0]) as src:
         w, h = src.size
     size = Image.open(save / "heatmaps" / Path(scored[0]).with_suffix(".png").name).size
-    assert size[1] == h and 3 * w < size[0] < 4 * w  # image|overlay|mask|colour bar, full size
+    f = max(1.0, MIN_SIDE / max(w, h))  # full size, small images enlarged to stay legible
+    pw, ph = round(w * f), round(h * f)
+    # image|overlay|mask|colour bar under a strip of panel names
+    assert ph + 10 < size[1] < ph + 60 and 3 * pw < size[0] < 4 * pw, (size, pw, ph)
 
 
 def test_no_threshold_no_labels(capsys, tmp_path, folder):

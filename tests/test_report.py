@@ -173,9 +173,9 @@ def test_predict_report_sorted_with_threshold_divider_and_skipped(tmp_path):
     rows = [r for i, r in enumerate(table.body) if i not in divider]
     scores = [float(r[1]) for r in rows]
     assert scores == sorted(scores, reverse=True) and len(rows) == 40
-    assert sorted(r[4] for r in rows) == sorted(p for p, _ in added)
+    assert sorted(r[5] for r in rows) == sorted(p for p, _ in added)  # after "regions"
     want = sorted(added, key=lambda a: -a[1])  # stable: ties keep the order added
-    assert [r[4] for r in rows] == [p for p, _ in want]
+    assert [r[5] for r in rows] == [p for p, _ in want]
     above = sum(s >= 0.6 for _, s in added)
     assert divider[0] == above and all(s >= 0.6 for s in scores[:above])
     assert all(s < 0.6 for s in scores[above:])

@@ -67,9 +67,15 @@ def heatmap_overlay(image: Image.Image, amap: np.ndarray, vmax: float | None = N
     return (alpha * _jet(norm) + (1 - alpha) * rgb).clip(0, 255).astype(np.uint8)
 
 
-def _fit(size: tuple[int, int], max_side: int) -> tuple[int, int]:
+MIN_SIDE = 256  # heatmaps of smaller images are drawn at least this large, to stay legible
+
+
+def _fit(size: tuple[int, int], max_side: int, min_side: int = 0) -> tuple[int, int]:
+    """(w, h) scaled so the long side is at most ``max_side`` and at least ``min_side``."""
     w, h = size
     f = min(1.0, max_side / max(w, h)) if max_side else 1.0
+    if min_side and max(w, h) * f < min_side:
+        f = min_side / max(w, h)
     return max(1, round(w * f)), max(1, round(h * f))
 
 
@@ -78,23 +84,45 @@ def colour_bar(height: int, scale: ColorScale) -> np.ndarray:
     bar_w = max(8, height // 24)
     font = max(0.3, height / 400)
     thick = max(1, round(font * 1.5))
-    label_w = int(cv2.getTextSize("0.000", cv2.FONT_HERSHEY_SIMPLEX, font, thick)[0][0]) + 6
+    labels = [(frac, f"{scale.vmin + frac * (scale.vmax - scale.vmin):.3g}")
+              for frac in (0.0, 0.5, 1.0)]
+    sizes = [cv2.getTextSize(t, cv2.FONT_HERSHEY_SIMPLEX, font, thick) for _, t in labels]
+    label_w = max(w for (w, _), _ in sizes) + 10  # the widest label, never clipped
+    text_h = max(h + b for (_, h), b in sizes)
     panel = np.full((height, bar_w + label_w + 4, 3), 255, np.uint8)
     ramp = np.linspace(1, 0, height, dtype=np.float32)[:, None].repeat(bar_w, 1)
     panel[:, 2:2 + bar_w] = _jet(ramp)
-    for frac in (0.0, 0.5, 1.0):
-        value = scale.vmin + frac * (scale.vmax - scale.vmin)
-        y = int(round((1 - frac) * (height - 1)))
-        y = min(max(y + int(10 * font) // 2, int(10 * font) + 2), height - 3)
-        cv2.putText(panel, f"{value:.3g}", (bar_w + 5, y), cv2.FONT_HERSHEY_SIMPLEX, font,
+    for frac, text in labels:
+        y = int(round((1 - frac) * (height - 1))) + text_h // 2  # baseline, centred on the tick
+        y = min(max(y, text_h), height - 2)
+        cv2.putText(panel, text, (bar_w + 5, y), cv2.FONT_HERSHEY_SIMPLEX, font,
                     (0, 0, 0), thick, cv2.LINE_AA)
     return panel
 
 
+def _titled(panels: list[tuple[str, np.ndarray]]) -> np.ndarray:
+    """The panels side by side under a white strip naming each (image, heatmap, ...)."""
+    h = panels[0][1].shape[0]
+    font = max(0.45, min(0.9, h / 600))
+    thick = 1 if font < 0.7 else 2
+    strip = int(cv2.getTextSize("Hg", cv2.FONT_HERSHEY_SIMPLEX, font, thick)[0][1] * 2.2) + 4
+    out = []
+    for name, arr in panels:
+        head = np.full((strip, arr.shape[1], 3), 255, np.uint8)
+        (tw, th), _ = cv2.getTextSize(name, cv2.FONT_HERSHEY_SIMPLEX, font, thick)
+        x = max(2, (arr.shape[1] - tw) // 2)
+        cv2.putText(head, name, (x, (strip + th) // 2), cv2.FONT_HERSHEY_SIMPLEX, font,
+                    (0, 0, 0), thick, cv2.LINE_AA)
+        out.append(np.concatenate([head, arr], axis=0))
+    return np.concatenate(out, axis=1)
+
+
 def render_overlay(image: Image.Image, amap: np.ndarray, scale: ColorScale,
-                   alpha: float = 0.5, max_side: int = 1024) -> tuple[np.ndarray, np.ndarray]:
-    """(image [H, W, 3], overlay [H, W, 3]) at the image's resolution (capped at ``max_side``)."""
-    w, h = _fit(image.size, max_side)
+                   alpha: float = 0.5, max_side: int = 1024, min_side: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """(image [H, W, 3], overlay [H, W, 3]) at the image's resolution (capped at ``max_side``,
+    enlarged to ``min_side``)."""
+    w, h = _fit(image.size, max_side, min_side)
     rgb = np.asarray(image.convert("RGB").resize((w, h), Image.BICUBIC), dtype=np.float32)
     full = cv2.resize(amap.astype(np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
     over = (alpha * _jet(scale.normalise(full)) + (1 - alpha) * rgb).clip(0, 255)
@@ -107,10 +135,12 @@ def _mask_panel(mask: np.ndarray, w: int, h: int) -> np.ndarray:
 
 
 def overlay_panels(image: Image.Image, amap: np.ndarray, gt: np.ndarray | None = None,
-                   scale: ColorScale | None = None, max_side: int = 1024) -> np.ndarray:
-    """``image | overlay [| mask] [| colour bar]`` as one [H, W', 3] uint8 array.
+                   scale: ColorScale | None = None, max_side: int = 1024,
+                   mask_name: str = "mask") -> np.ndarray:
+    """``image | heatmap [| mask] [| scale]`` as one [H', W', 3] uint8 array, each panel named
+    in a strip above it; images under ``MIN_SIDE`` pixels are drawn at ``MIN_SIDE``.
 
-    With ``scale`` None: the old per-image overlay at S x S and no bar.
+    With ``scale`` None: the old per-image overlay at S x S, unnamed, and no bar.
     """
     if scale is None:
         s = amap.shape[0]
@@ -119,19 +149,22 @@ def overlay_panels(image: Image.Image, amap: np.ndarray, gt: np.ndarray | None =
         if gt is not None:
             panels.append(_mask_panel(gt, s, s))
         return np.concatenate(panels, axis=1)
-    rgb, over = render_overlay(image, amap, scale, max_side=max_side)
+    rgb, over = render_overlay(image, amap, scale, max_side=max_side,
+                               min_side=min(MIN_SIDE, max_side))
     h, w = rgb.shape[:2]
-    panels = [rgb, over] + ([_mask_panel(gt, w, h)] if gt is not None else [])
-    return np.concatenate(panels + [colour_bar(h, scale)], axis=1)
+    panels = [("image", rgb), ("heatmap", over)]
+    if gt is not None:
+        panels.append((mask_name, _mask_panel(gt, w, h)))
+    return _titled(panels + [("scale", colour_bar(h, scale))])
 
 
 def save_overlay(path: str | Path, image: Image.Image, amap: np.ndarray,
                  gt: np.ndarray | None = None, scale: ColorScale | None = None,
-                 max_side: int = 1024) -> Path:
+                 max_side: int = 1024, mask_name: str = "ground truth") -> Path:
     """Write ``overlay_panels`` as a PNG."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(overlay_panels(image, amap, gt, scale, max_side)).save(path)
+    Image.fromarray(overlay_panels(image, amap, gt, scale, max_side, mask_name)).save(path)
     return path
 
 

@@ -99,6 +99,28 @@ def fresh_files_dir(out_dir: Path) -> Path:
     return files
 
 
+FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures"
+
+
+def random_model_note(pretrained: str | None, config_path: str | None = None) -> str | None:
+    """The warning a page made with a random test model carries at its top, else None.
+
+    A model counts as a random test model when its weights file is named ``*random*`` or its
+    weights or model config lie in the repository's ``tests/fixtures`` (the tiny models the
+    demo and the tests use).
+    """
+    for p in (pretrained, config_path):
+        if not p or not isinstance(p, str):
+            continue
+        path = Path(p).expanduser()
+        inside = path.is_file() and FIXTURES in path.resolve().parents
+        if inside or (p == pretrained and path.is_file() and "random" in path.name.lower()):
+            return (f"Made with a random test model ({path.name}): the scores, maps and "
+                    "metrics on this page are meaningless; only the files and the plumbing are "
+                    "real.")
+    return None
+
+
 def info_rows(info: dict[str, Any]) -> list[tuple[str, str]]:
     """``(key, text)`` rows of a run-info dict for the page header (``None`` values left out)."""
     rows = []

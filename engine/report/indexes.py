@@ -15,7 +15,8 @@ from typing import Any
 
 from metrics import METRIC_KEYS
 
-from .common import REPORT_NAME, href, info_rows, pct, render_page, sortkey
+from .common import (REPORT_NAME, href, info_rows, pct, random_model_note, render_page,
+                     sortkey)
 
 __all__ = ["discover_reports", "read_comparison", "write_protocol_index", "write_runs_index"]
 
@@ -55,8 +56,9 @@ def write_runs_index(out_dir: Path, title: str, runs: list[dict[str, Any]],
         k = int(key[1:]) if key[1:].isdigit() else key
         rows, mean_row = [], None
         for cat, m in s["metrics"].items():
-            cells = [(f"{pct(m[x]['mean'])} ± {pct(m[x]['std'])}", sortkey(m[x]["mean"]))
-                     if x in m else ("—", "") for x in METRIC_KEYS]
+            one = s.get("n_runs", len(s.get("seeds", []))) == 1  # no spread over one run
+            cells = [(pct(m[x]["mean"]) + ("" if one else f" ± {pct(m[x]['std'])}"),
+                      sortkey(m[x]["mean"])) if x in m else ("—", "") for x in METRIC_KEYS]
             if cat == "mean":
                 mean_row = {"name": cat, "cells": cells}
             else:
@@ -94,7 +96,7 @@ def _cell(row: dict[str, str]) -> dict[str, Any]:
     else:
         diff_text, cls = f"{diff:+.1f}", "better" if diff > 0 else "worse"
     return {"ours": show(ours, ours_std), "paper": show(paper, paper_std), "diff": diff_text,
-            "cls": cls}
+            "cls": cls, "comparable": row.get("comparable", "yes") != "no"}
 
 
 def read_comparison(path: Path) -> list[dict[str, Any]]:
@@ -119,6 +121,23 @@ def read_comparison(path: Path) -> list[dict[str, Any]]:
             t["rows"].setdefault(row["category"], {})[row["metric"]] = _cell(row)
     return [{**t, "rows": [{"category": c, "cells": cells} for c, cells in t["rows"].items()]}
             for t in tables.values()]
+
+
+def _random_model_warning(results_dir: Path) -> str | None:
+    """The random-test-model warning when any run below ``results_dir`` used one (its
+    config.json names the weights)."""
+    import json
+
+    for path in sorted(Path(results_dir).rglob("config.json")):
+        try:
+            cfg = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(cfg, dict):
+            note = random_model_note(cfg.get("pretrained"), cfg.get("config_path"))
+            if note:
+                return note
+    return None
 
 
 def discover_reports(results_dir: Path) -> list[tuple[str, Path]]:
@@ -158,8 +177,13 @@ def write_protocol_index(results_dir: Path, comparison_md: Path | None,
             note = f"{csv_path.name} not found: run scripts/compare_paper.py"
     files = [{"label": p.name, "href": href(p, results_dir)}
              for p in (comparison_md, csv_path) if p is not None and Path(p).is_file()]
-    overview = [{"title": t["title"], "cells": r["cells"]} for t in tables
-                for r in t["rows"] if r["category"] == "mean"]
-    return render_page("protocol.html", results_dir / name, title=title, info=[],
+    overview = [{"title": t["title"], "cells": r["cells"],
+                 "comparable": all(c["comparable"] for c in r["cells"].values())}
+                for t in tables for r in t["rows"] if r["category"] == "mean"]
+    for t in tables:
+        t["comparable"] = all(o["comparable"] for o in overview if o["title"] == t["title"])
+    warning = _random_model_warning(results_dir)
+    return render_page("protocol.html", results_dir / name, title=title,
+                       info=[("warning", warning)] if warning else [],
                        links=links, tables=tables, overview=overview, files=files, note=note,
                        columns=list(METRIC_KEYS))

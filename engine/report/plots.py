@@ -135,6 +135,9 @@ def _histogram_axes(ax, scores: np.ndarray, labels: np.ndarray, threshold: float
     ax.legend(fontsize=6.5, frameon=False)
     ax.set_xlabel("image score", fontsize=8)
     ax.set_ylabel("images", fontsize=8)
+    from matplotlib.ticker import MaxNLocator
+
+    ax.yaxis.set_major_locator(MaxNLocator(integer=True))  # counts: whole images only
     ax.tick_params(labelsize=7)
 
 

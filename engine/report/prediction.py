@@ -83,16 +83,37 @@ class PredictReport:
         score = self.records[i]["score"]
         return (math.inf if math.isnan(score) else -score, i)
 
-    def finish(self, threshold: float | None, skipped: list[dict[str, Any]]) -> Path:
+    def add_references(self, root: Path, names: list[str], limit: int = 32) -> None:
+        """Thumbnails of the few-shot reference images (the first ``limit``) for the page."""
+        from PIL import Image
+
+        self.references, self.n_references = [], len(names)
+        for i, name in enumerate(names[:limit]):
+            try:
+                with Image.open(Path(root) / name) as im:
+                    img = im.convert("RGB")
+            except OSError:
+                continue
+            img.thumbnail((96, 96))
+            file = self.files / f"ref_{i:03d}.jpg"
+            img.save(file, format="JPEG", quality=self.quality)
+            self.references.append({"src": f"{FILES_DIR}/{file.name}", "name": name,
+                                    "w": img.width, "h": img.height})
+
+    def finish(self, threshold: float | None, skipped: list[dict[str, Any]],
+               pixel_threshold: float | None = None) -> Path:
         """Write ``report.html`` atomically and return its path.
 
         Images are listed by score, highest first (ties by the order added); with a finite
         ``threshold`` a divider row separates the images at or above it from those below (it is
-        drawn also when all fall on one side).
+        drawn also when all fall on one side). A record may carry ``heatmap`` and ``mask``
+        (linked from its thumbnail) and ``n_regions``; a verdict the mask does not show (an
+        anomalous image with no region, a normal one with regions) says why.
 
         Args:
             threshold: the image threshold, or ``None`` when none is known.
             skipped: the files that could not be read, ``{"path", "error"}`` each.
+            pixel_threshold: the pixel threshold of the masks, when one is known.
         """
         thr = float(threshold) if is_number(threshold) else None
         order = sorted(range(len(self.records)), key=self._rank_key)
@@ -102,7 +123,9 @@ class PredictReport:
             r = self.records[i]
             if thr is not None and divider_at is None and not r["score"] >= thr:
                 divider_at = rank - 1
-            rows.append({**r, "rank": rank, "score_text": num(r["score"], 5)})
+            rows.append({"heatmap": None, "mask": None, "n_regions": None, **r, "rank": rank,
+                         "score_text": num(r["score"], 5),
+                         "why": _why(r, thr, pixel_threshold)})
         if thr is not None and divider_at is None:
             divider_at = len(rows)
         n_above = sum(1 for r in self.records if thr is not None and r["score"] >= thr)
@@ -111,4 +134,19 @@ class PredictReport:
         return render_page(
             "predict.html", self.path, title=self.title, info=info_rows(self.info), rows=rows,
             threshold=None if thr is None else num(thr, 5), divider_at=divider_at,
-            n_above=n_above, skipped=skipped_rows)
+            n_above=n_above, skipped=skipped_rows, references=getattr(self, "references", []),
+            n_references=getattr(self, "n_references", 0))
+
+
+def _why(r: dict[str, Any], thr: float | None, pixel_thr: float | None) -> str | None:
+    """Why a verdict and its mask disagree, in words (None when they agree)."""
+    n = r.get("n_regions")
+    if thr is None or pixel_thr is None or n is None:
+        return None
+    if r.get("anomalous") and n == 0:
+        return (f"the image score is at or above its threshold {num(thr, 5)}, but no pixel of "
+                f"the map reaches the pixel threshold {num(pixel_thr, 5)}: the mask is empty")
+    if r.get("anomalous") is False and n > 0:
+        return (f"{n} region(s) reach the pixel threshold {num(pixel_thr, 5)}, but the image "
+                f"score is below its threshold {num(thr, 5)}")
+    return None
