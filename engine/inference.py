@@ -95,6 +95,23 @@ def infer_batches(model: AprilGAN, batches, text: torch.Tensor, banks: Sequence[
     stages of [b, 1, h, h]; ``text_score`` [b] float64; ``mask`` [b, S, S] uint8; ``label``
     [b]; ``path`` list; ``backbone_images``; ``backbone_seconds``. All on the CPU.
     """
+    many = infer_batches_many(model, batches, [text], banks, device, encode)
+    try:
+        for r in many:
+            yield {**r, "logits": r["logits"][0], "text_score": r["text_score"][0]}
+    finally:
+        many.close()
+
+
+@torch.no_grad()
+def infer_batches_many(model: AprilGAN, batches, texts: Sequence[torch.Tensor],
+                       banks: Sequence[MemoryBank], device: torch.device,
+                       encode: Callable[[dict], tuple] | None = None) -> Iterator[dict]:
+    """``infer_batches`` for several text features at once (prompt_study.py): each batch goes
+    through the backbone (and the memory banks) once, then through the head once per text.
+
+    Each item as ``infer_batches``' but ``logits`` and ``text_score`` are lists, one per text.
+    """
     it = iter(batches)
     try:
         for batch in it:
@@ -107,12 +124,16 @@ def infer_batches(model: AprilGAN, batches, text: torch.Tensor, banks: Sequence[
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - t0
-            head = model.head(tokens, embed, text.to(device))
-            logits = [l.float().cpu() for l in head["stage_logits"]]
             dist = [[x.cpu() for x in bank.distances(tokens)] for bank in banks]
-            score = head["image_score"].double().cpu()
-            check_finite(batch["path"], logits + [d for ds in dist for d in ds], score)
-            yield {"logits": logits, "distances": dist, "text_score": score.numpy(),
+            logits, scores = [], []
+            for text in texts:
+                head = model.head(tokens, embed, text.to(device))
+                logits.append([l.float().cpu() for l in head["stage_logits"]])
+                scores.append(head["image_score"].double().cpu())
+                check_finite(batch["path"], logits[-1] + [d for ds in dist for d in ds],
+                             scores[-1])
+            yield {"logits": logits, "distances": dist,
+                   "text_score": [s.numpy() for s in scores],
                    "mask": batch["mask"].to(torch.uint8), "label": batch["label"],
                    "path": list(batch["path"]), "backbone_images": n, "backbone_seconds": seconds}
     finally:

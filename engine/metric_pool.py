@@ -70,7 +70,8 @@ def image_scores_of(task: CategoryTask, run: int, maps_max: np.ndarray) -> dict[
             "per_image": per_image_scores(task.text_score, maps_max, task.normal_levels[run])}
 
 
-def score_category(task: CategoryTask, device: str | torch.device | None = None) -> list[dict]:
+def score_category(task: CategoryTask, device: str | torch.device | None = None,
+                   regions=None) -> list[dict]:
     """Metrics of every run of one category.
 
     Returns, per run: ``metrics`` (``category_metrics`` of the score in use: the released one,
@@ -85,7 +86,8 @@ def score_category(task: CategoryTask, device: str | torch.device | None = None)
 
     t0 = time.perf_counter()
     dev = torch.device(device) if device is not None else torch.device("cpu")
-    regions = mask_regions(task.gt_px)  # once per category: the runs share the masks
+    if regions is None:  # once per category: the runs (and prompt variants) share the masks
+        regions = mask_regions(task.gt_px)
     gt = torch.from_numpy(task.gt_px).to(dev) if dev.type == "cuda" else task.gt_px
     zs = zero_shot_maps(task.logits, task.size, dev)
     out = []

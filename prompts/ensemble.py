@@ -25,16 +25,21 @@ PROMPT_DIR = Path(__file__).resolve().parent
 
 
 def read_lines(path: Path) -> tuple[str, ...]:
-    """Non-empty, non-comment lines of a prompt file; each must contain one ``{}``."""
+    """Non-empty, non-comment lines of a prompt file; each must contain one ``{}`` and appear
+    once (a repeated line would silently weigh twice in the mean)."""
     if not path.is_file():
         raise FileNotFoundError(f"prompt file not found: {path}")
-    lines = []
+    lines, seen = [], {}
     for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         line = raw.strip()
         if not line or line.startswith("#"):
             continue
         if line.count("{}") != 1:
             raise ValueError(f"{path}:{n}: a prompt line needs exactly one '{{}}' placeholder: {line!r}")
+        if line in seen:
+            raise ValueError(f"{path}:{n}: {line!r} repeats line {seen[line]}; each prompt "
+                             "may appear once")
+        seen[line] = n
         lines.append(line)
     if not lines:
         raise ValueError(f"{path} holds no prompts")
@@ -107,15 +112,50 @@ def build_prompts(class_name: str, prompt_dir: str | Path | None = None) -> tupl
     return PromptSet.load(prompt_dir).build_prompts(class_name)
 
 
+def check_lengths(tokenizer, sentences) -> None:
+    """DatasetError naming the first sentence longer than the text encoder's context (77 tokens
+    for CLIP, start and end tokens included): the tokenizer would cut it silently."""
+    limit = int(getattr(tokenizer, "context_length", 0) or 0)
+    encode = getattr(tokenizer, "encode", None)
+    if not limit or not callable(encode):
+        return
+    for group in sentences:
+        for text in group:
+            try:
+                n = len(encode(text)) + 2  # the start and end tokens
+            except Exception:  # noqa: BLE001 - a tokenizer without a plain encode()
+                return
+            if n > limit:
+                raise DatasetError(f"the prompt {text!r} is {n} tokens long, more than the text "
+                                   f"encoder's context of {limit}: the tokenizer would cut it "
+                                   "silently; shorten the state or template")
+
+
 @torch.no_grad()
 def ensemble_text_features(encode_text: Callable[[torch.Tensor], torch.Tensor], tokenizer,
                            sentences: tuple[list[str], list[str]],
-                           device: torch.device | str = "cpu") -> torch.Tensor:
-    """Encode both sentence groups and return T [D, 2] (column 0 normal, column 1 abnormal)."""
+                           device: torch.device | str = "cpu",
+                           cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Encode both sentence groups and return T [D, 2] (column 0 normal, column 1 abnormal).
+
+    ``cache`` (sentence -> its normalised embedding) lets many prompt sets share the sentences
+    they have in common (prompt_study.py): each distinct sentence is encoded once.
+
+    Raises DatasetError for a sentence longer than the tokenizer's context (``check_lengths``).
+    """
     columns = []
     for group in sentences:
-        emb = encode_text(tokenizer(group).to(device)).float()  # [P, D]
-        emb = emb / emb.norm(dim=-1, keepdim=True)
+        if cache is None:
+            check_lengths(tokenizer, (group,))
+            emb = encode_text(tokenizer(group).to(device)).float()  # [P, D]
+            emb = emb / emb.norm(dim=-1, keepdim=True)
+        else:
+            new = [t for t in dict.fromkeys(group) if t not in cache]
+            if new:
+                check_lengths(tokenizer, (new,))
+                fresh = encode_text(tokenizer(new).to(device)).float()
+                cache.update(zip(new, fresh / fresh.norm(dim=-1, keepdim=True)))
+            emb = torch.stack([cache[t] for t in group])
         mean = emb.mean(dim=0)
         columns.append(mean / mean.norm())
     return torch.stack(columns, dim=1)  # [D, 2]
@@ -131,14 +171,17 @@ class TextFeatureBank:
     """
 
     def __init__(self, encode_text, tokenizer, prompts: PromptSet | None = None,
-                 device: torch.device | str = "cpu"):
+                 device: torch.device | str = "cpu",
+                 sentences: dict[str, torch.Tensor] | None = None):
         self.encode_text, self.tokenizer, self.device = encode_text, tokenizer, device
         self.prompts = prompts or PromptSet.load()
+        self.sentences = sentences  # shared sentence embeddings (several prompt sets), or None
         self._cache: dict[str, torch.Tensor] = {}
 
     def __call__(self, class_name: str) -> torch.Tensor:
         if class_name not in self._cache:
             self._cache[class_name] = ensemble_text_features(
-                self.encode_text, self.tokenizer, self.prompts.build_prompts(class_name), self.device)
+                self.encode_text, self.tokenizer, self.prompts.build_prompts(class_name),
+                self.device, self.sentences)
         return self._cache[class_name]
 

@@ -45,3 +45,14 @@ def test_benchmark_pro_same_value(tmp_path):
     (res,) = json.loads(out.read_text())["results"]
     assert res["n_maps"] == 3 and res["size"] == 32 and not res["reference_extrapolated"]
     assert res["abs_diff"] <= 1e-6 and res["pro_fast"] == res["pro_reference"]
+
+
+def test_benchmark_prompt_study_smoke(tmp_path, capsys):
+    """One prompt folder: the study's metrics equal the separate test.py runs (in-process)."""
+    bench = load_script("benchmark_prompt_study")
+    out = tmp_path / "bench.json"
+    assert bench.main(["--variants", "1", "--json", str(out)]) == 0
+    res = json.loads(out.read_text())
+    assert res["evaluated"] == 2 and res["equal_1e-4"] and res["max_abs_metric_diff"] <= 1e-4
+    assert res["backbone_images_study"] == 12  # the fixture's 12 test images, once
+    assert capsys.readouterr().out.strip().splitlines()[-1].startswith("prompt study: 2 prompt")

@@ -12,7 +12,7 @@ import torch
 
 from conftest import REPO, VIT, assert_user_error, require, run_test_main
 
-ENTRY = ("train.py", "test.py", "predict.py")
+ENTRY = ("train.py", "test.py", "predict.py", "prompt_study.py")
 
 
 @pytest.mark.parametrize("script", ENTRY)

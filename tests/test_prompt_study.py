@@ -1,0 +1,158 @@
+"""prompt_study.py: every variant's metrics equal test.py --prompt_dir with its folder (zero- and
+few-shot), each test image goes through the backbone once for the whole study, the automatic
+ablations are the ones the prompt files imply, the output files, --write_best, and the prompt
+checks that test.py and predict.py share (repeated lines, placeholders, over-long prompts)."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+
+import prompt_study
+from conftest import VIT, require, run_test_main
+from prompts import PROMPT_DIR, PromptSet
+
+DS = "mvtec"
+
+
+def _lines(path: Path) -> list[str]:
+    return [ln.strip() for ln in path.read_text().splitlines()
+            if ln.strip() and not ln.strip().startswith("#")]
+
+
+def _variant(root: Path, name: str, normal: list[str], abnormal: list[str],
+             templates: list[str], overrides: dict | None = None) -> Path:
+    d = root / name
+    d.mkdir(parents=True)
+    (d / "normal_states.txt").write_text("\n".join(normal) + "\n")
+    (d / "abnormal_states.txt").write_text("\n".join(abnormal) + "\n")
+    (d / "templates.txt").write_text("\n".join(templates) + "\n")
+    if overrides is not None:
+        (d / "overrides.json").write_text(json.dumps(overrides))
+    return d
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> list[Path]:
+    root = tmp_path_factory.mktemp("variants")
+    templates = _lines(PROMPT_DIR / "templates.txt")
+    return [_variant(root, "short", ["flawless {}", "{}"], ["damaged {}", "broken {}"],
+                     templates[:4]),
+            _variant(root, "worded", ["perfect {}"], ["{} with a crack", "scratched {}"],
+                     ["a photo of a {}.", "a close-up photo of the {}."],
+                     {"bottle": {"object": "glass bottle", "abnormal": ["chipped {}"]}})]
+
+
+def _study(tmp_path, *extra: str, mode: str = "zero_shot", name: str = "study",
+           report: bool = False) -> dict:
+    save = tmp_path / name
+    args = VIT.args(DS, save, mode, *extra, report=report)
+    assert prompt_study.main(args) == 0
+    return json.loads((save / "study.json").read_text())
+
+
+def _test_py(tmp_path, name: str, mode: str, *extra: str) -> dict:
+    save = tmp_path / name
+    assert run_test_main(VIT.args(DS, save, mode, *extra)) == 0
+    return json.loads((save / "metrics.json").read_text())
+
+
+def _same(study_row: dict, metrics: dict) -> None:
+    for cat, m in metrics["per_category"].items():
+        for k, v in study_row["per_category"][cat].items():
+            if v is None or metrics["per_category"][cat][k] is None:
+                assert v is None and metrics["per_category"][cat][k] is None, (cat, k)
+            else:
+                assert v == pytest.approx(m[k], abs=1e-4), (study_row["name"], cat, k)
+    for k, v in metrics["mean"].items():
+        assert study_row["mean"][k] == pytest.approx(v, abs=1e-4, nan_ok=True), k
+
+
+@pytest.mark.parametrize("mode", ["zero_shot", "few_shot"])
+def test_each_variant_equals_test_py_with_its_folder(tmp_path, folders, count_backbone, mode):
+    extra = ["--k_shot", "1", "--seed", "3"] if mode == "few_shot" else []
+    if mode == "few_shot":
+        require(VIT.refs(DS))
+    study = _study(tmp_path, "--variants", *map(str, folders), *extra, mode=mode)
+    seen = count_backbone["n"]
+    names = [v["name"] for v in study["variants"]]
+    assert names == ["baseline", "short", "worded"]
+    n_test = len(json.loads((VIT.data(DS) / "meta.json").read_text())["test"]["bottle"]) + len(
+        json.loads((VIT.data(DS) / "meta.json").read_text())["test"].get("grid", []))
+    refs = 2 if mode == "few_shot" else 0  # k = 1 per category
+    assert seen == study["settings"]["backbone_images"] == n_test + refs  # once per image
+    _same(study["variants"][0], _test_py(tmp_path, "base", mode, *extra))
+    for row, folder in zip(study["variants"][1:], folders):
+        assert row["prompt_dir"] == str(folder.resolve())
+        _same(row, _test_py(tmp_path, folder.name, mode, "--prompt_dir", str(folder), *extra))
+    assert "overrides differ" in study["variants"][2]["change"]
+
+
+def test_ablations_outputs_and_write_best(tmp_path):
+    normal, abnormal = (_lines(PROMPT_DIR / f) for f in ("normal_states.txt",
+                                                           "abnormal_states.txt"))
+    templates = _lines(PROMPT_DIR / "templates.txt")
+    best = tmp_path / "best"
+    study = _study(tmp_path, "--ablate", "states", "templates", "--write_best", str(best),
+                   "--rank_by", "auroc_px", "--no_mvtec_aupro", "--categories", "bottle",
+                   report=True)
+    rows = study["variants"]
+    assert len(rows) == 1 + len(normal) + len(abnormal) + len(templates)
+    for i, line in enumerate(normal):
+        row = next(r for r in rows if r["name"] == f"no_normal_state_{i + 1:02d}")
+        assert repr(line) in row["change"]
+    for i, line in enumerate(templates):
+        assert any(r["name"] == f"no_template_{i + 1:02d}" and repr(line) in r["change"]
+                   for r in rows)
+    ranked = [r for r in study["ranking"]]
+    by_name = {r["name"]: r for r in rows}
+    values = [by_name[n]["mean"]["auroc_px"] for n in ranked]
+    assert values == sorted(values, reverse=True)
+    table = list(csv.DictReader(open(tmp_path / "study" / "study.csv")))
+    assert [r["name"] for r in table] == ranked and len(table) == len(rows)
+    base_px = by_name["baseline"]["mean"]["auroc_px"]
+    for r in table:
+        want = 100 * (by_name[r["name"]]["mean"]["auroc_px"] - base_px)
+        assert float(r["vs baseline (points)"]) == pytest.approx(want, abs=0.051)
+    assert "| rank | name |" in (tmp_path / "study" / "study.md").read_text()
+    html = (tmp_path / "study" / "report.html").read_text()
+    assert "report_files/deltas.png" in html and (tmp_path / "study" / "report_files" /
+                                                   "deltas.png").is_file()
+    written = PromptSet.load(best)  # a ready --prompt_dir folder: the winner's lines
+    win = ranked[0]
+    want = PromptSet.load(None)
+    if win.startswith("no_"):
+        kind, index = win[3:].rsplit("_", 1)
+        attr = {"normal_state": "normal_states", "abnormal_state": "abnormal_states",
+                "template": "templates"}[kind]
+        lines = list(getattr(want, attr))
+        del lines[int(index) - 1]
+        assert getattr(written, attr) == tuple(lines)
+    else:
+        assert written == want
+
+
+def test_bad_rank_by_and_several_few_shot_settings_are_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        prompt_study.main(VIT.args(DS, tmp_path / "x", "zero_shot", "--rank_by", "speed"))
+    assert "--rank_by 'speed'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        prompt_study.main(VIT.args(DS, tmp_path / "x", "few_shot", "--k_shot", "1", "2"))
+    assert "one --k_shot" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("lines, words", [
+    (["{}", "perfect {}", "{}"], "repeats line 1"),
+    (["{}", "perfect"], "exactly one '{}'"),
+    (["{} " + "very " * 80 + "clean"], "tokens long, more than the text encoder's context of 77")])
+def test_prompt_files_are_checked_for_every_entry_point(tmp_path, capsys, lines, words):
+    bad = _variant(tmp_path, "bad", lines, ["damaged {}"], ["a photo of a {}."])
+    code = run_test_main(VIT.args(DS, tmp_path / "t", "zero_shot", "--prompt_dir", str(bad)))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0], err
+    if "tokens" not in words:
+        assert f"{bad / 'normal_states.txt'}:" in err[0]  # file and line
+    code = prompt_study.main(VIT.args(DS, tmp_path / "s", "zero_shot", "--variants", str(bad)))
+    assert code == 2 and words in capsys.readouterr().err
