@@ -53,21 +53,42 @@ def test_streamed_top_values_equal_a_full_sort():
     assert top.seen == every.size
 
 
-def _calibrated(capsys, tmp_path, f, *extra):
-    save = tmp_path / "calibrated"
-    code, _, err = run(capsys, BOTTLE / "test", save, "--recursive", "--calibration_dir",
-                       str(NORMALS), "--target_fpr", str(f), *extra)
-    assert code == 0, err
-    return save, json.loads((save / "thresholds.json").read_text()), err
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """predict.py runs shared by the tests of this file, each made once: ``runs(None)`` scores
+    the normals without thresholds, ``runs(F, *extra)`` calibrates on them (float32 maps kept)."""
+    import predict
+    from test_predict import MODEL
+
+    root, made = tmp_path_factory.mktemp("calibration"), {}
+
+    def get(f: float | None, *extra: str) -> Path:
+        if (f, extra) not in made:
+            save = root / f"run{len(made)}"
+            if f is None:
+                args = [str(NORMALS), "--no_heatmaps", "--no_report"]
+            else:
+                args = [str(BOTTLE / "test"), "--recursive", "--calibration_dir", str(NORMALS),
+                        "--target_fpr", str(f)]
+            assert predict.main(["--image_dir", *args, "--object_name", "bottle", "--save_path",
+                                 str(save), "--save_maps", "--maps_dtype", "float32", *MODEL,
+                                 *extra]) == 0
+            made[(f, extra)] = save
+        return made[(f, extra)]
+    return get
+
+
+def _calibrated(runs, f, *extra):
+    save = runs(f, *extra)
+    return save, json.loads((save / "thresholds.json").read_text()), \
+        (save / "log.txt").read_text()
 
 
 @pytest.mark.parametrize("f", [0.2, 0.01])
-def test_calibrated_thresholds_are_the_order_statistic_and_flag_at_most_f(capsys, tmp_path, f):
-    save, thr, err = _calibrated(capsys, tmp_path, f)
-    plain = tmp_path / "plain"
-    code, _, e = run(capsys, NORMALS, plain, "--save_maps", "--maps_dtype", "float32",
-                     "--no_heatmaps", "--no_report")
-    assert code == 0, e
+def test_calibrated_thresholds_are_the_order_statistic_and_flag_at_most_f(capsys, tmp_path,
+                                                                          runs, f):
+    save, thr, err = _calibrated(runs, f)
+    plain = runs(None)
     scores = np.sort([r["score"] for r in json.loads((plain / "scores.json").read_text())
                       ["images"]])[::-1]
     maps = np.load(plain / "maps.npz")["anomaly_maps"].astype(np.float64)
@@ -143,9 +164,9 @@ def _masks_and_regions(save: Path) -> tuple[dict, dict]:
 
 
 @pytest.mark.parametrize("min_area", [0, 60])
-def test_regions_agree_with_the_written_masks(capsys, tmp_path, min_area):
-    save, _, _ = _calibrated(capsys, tmp_path, 0.2, "--min_region_area", str(min_area),
-                             "--save_maps", "--maps_dtype", "float32")
+def test_regions_agree_with_the_written_masks(runs, min_area):
+    save, _, _ = _calibrated(runs, 0.2, *(["--min_region_area", str(min_area)] if min_area
+                                          else []))
     masks, regions = _masks_and_regions(save)
     assert any(regions.values())
     for path, mask in masks.items():
@@ -192,11 +213,11 @@ def test_region_scores_by_hand():
     assert cv2.countNonZero(mask.astype(np.uint8)) == 4
 
 
-def test_export_takes_a_calibrated_file_and_refuses_another_definition(capsys, tmp_path):
+def test_export_takes_a_calibrated_file_and_refuses_another_definition(capsys, tmp_path, runs):
     import export
     from test_export import argv
 
-    save, thr, _ = _calibrated(capsys, tmp_path, 0.2, "--no_heatmaps", "--no_report")
+    save, thr, _ = _calibrated(runs, 0.2)
     out = tmp_path / "model.onnx"
     code = export.main(argv("vit", "zero_shot", out, "--thresholds", str(save / "thresholds.json"),
                             "--exporter", "torchscript", "--no_verify"))
