@@ -40,7 +40,7 @@ def load_meta(root: str | Path, kind: str = "mvtec") -> dict:
     if not root.is_dir():
         raise DatasetError(f"dataset root not found: {root}")
     path = root / "meta.json"
-    hint = PREPARE_HINT.format(kind=kind if kind in ("mvtec", "visa") else "folder", root=root)
+    hint = PREPARE_HINT.format(kind=kind or "folder", root=root)
     if not path.is_file():
         raise DatasetError(f"{path} not found: index the dataset first with `{hint}`")
     meta = read_json(path, "dataset index", hint=f"rebuild it with `{hint}`")
@@ -67,6 +67,9 @@ def make_samples(root: str | Path, split: str, categories: Sequence[str] | None 
                  kind: str = "mvtec", meta: dict | None = None) -> dict[str, list[Sample]]:
     """Records of one split, per category in meta.json order, validated.
 
+    A dataset labelled per image only (``meta.json`` ``"labels": "image"``: HeadCT, BrainMRI,
+    ELPV, ...) has anomalous images without masks; anywhere else such an image is an error.
+
     Raises DatasetError for: unknown split or category, a category with no images, a malformed
     record, an image file that is missing, an anomalous image without a mask.
     """
@@ -75,6 +78,7 @@ def make_samples(root: str | Path, split: str, categories: Sequence[str] | None 
     if split not in meta:
         raise DatasetError(f"{root / 'meta.json'} has no {split!r} split")
     table = meta[split]
+    image_level = meta.get("labels") == "image"
     cats = list(table) if categories is None else list(categories)
     unknown = [c for c in cats if c not in table]
     if unknown:
@@ -92,6 +96,8 @@ def make_samples(root: str | Path, split: str, categories: Sequence[str] | None 
             if not (root / s.img_path).is_file():
                 raise DatasetError(f"image listed in meta.json not found: {root / s.img_path}")
             if s.anomaly and not s.mask_path:
+                if image_level:
+                    continue
                 raise DatasetError(f"anomalous image {root / s.img_path} has no mask in meta.json")
             if s.anomaly and not (root / s.mask_path).is_file():
                 raise DatasetError(f"mask not found for anomalous image {root / s.img_path}: "
@@ -101,9 +107,10 @@ def make_samples(root: str | Path, split: str, categories: Sequence[str] | None 
 
 
 def load_pair(root: Path, s: Sample) -> tuple[Image.Image, Image.Image]:
-    """(image, 0/255 mask) as PIL images; a normal image gets an all-zero mask."""
+    """(image, 0/255 mask) as PIL images; a normal image (and an anomalous one of a dataset
+    labelled per image only, which has no mask) gets an all-zero mask."""
     img = open_image(root / s.img_path)
-    if not s.anomaly:
+    if not s.anomaly or not s.mask_path:
         return img, empty_mask_image(img.size)
     mask = binary_mask_image(root / s.mask_path)
     if mask.size != img.size:

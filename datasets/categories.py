@@ -1,7 +1,10 @@
 """Dataset layouts and the standard categories of MVTec AD and VisA (METHOD §8), in their order."""
 from __future__ import annotations
 
-DATASETS = ("mvtec", "visa", "folder")  # folder: any dataset in the MVTec layout
+from .sets import SET_NAMES
+
+# folder: any dataset in the MVTec layout; then the other benchmark sets (datasets/sets/)
+DATASETS = ("mvtec", "visa", "folder", *SET_NAMES)
 
 MVTEC_CATEGORIES = ("bottle", "cable", "capsule", "carpet", "grid", "hazelnut", "leather",
                     "metal_nut", "pill", "screw", "tile", "toothbrush", "transistor", "wood",

@@ -23,6 +23,7 @@ from errors import DatasetError, one_line
 from utils.io import atomic_write_text, read_json
 
 from .categories import MVTEC_CATEGORIES, VISA_CATEGORIES
+from .sets import SET_NAMES
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -53,7 +54,7 @@ def _check_sizes(root: Path, entry: dict) -> None:
 
 
 def _check_all_sizes(root: Path, info: dict) -> None:
-    for phase in info.values():
+    for phase in (info.get("train", {}), info.get("test", {})):
         for entries in phase.values():
             for e in entries:
                 _check_sizes(root, e)
@@ -154,10 +155,21 @@ def visa_meta(root: Path, check_sizes: bool = True) -> dict:
     return info
 
 
+def _set_builder(name: str):
+    def build(root: Path) -> dict:
+        from .sets import SETS
+
+        info = SETS[name].build(root)
+        _check_all_sizes(root, info)
+        return {"dataset": name, **info}
+    return build
+
+
 BUILDERS = {
     "mvtec": lambda root: mvtec_layout_meta(root),
     "folder": lambda root: mvtec_layout_meta(root, standard=()),
     "visa": visa_meta,
+    **{name: _set_builder(name) for name in SET_NAMES},
 }
 
 
@@ -178,9 +190,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m datasets.prepare",
         description="Write ROOT/meta.json (the released index format) for a dataset folder.")
-    p.add_argument("kind", choices=sorted(BUILDERS),
-                   help="mvtec: MVTec AD; visa: VisA (uses split_csv/1cls.csv); "
-                        "folder: any dataset in the MVTec layout")
+    p.add_argument("kind", choices=list(BUILDERS), metavar="NAME",
+                   help="mvtec: MVTec AD; visa: VisA (uses split_csv/1cls.csv); folder: any "
+                        "dataset in the MVTec layout; or a benchmark set from its raw release: "
+                        + ", ".join(SET_NAMES) + " (the README lists their layouts)")
     p.add_argument("root", help="dataset root folder")
     args = p.parse_args(argv)
     try:

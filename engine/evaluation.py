@@ -40,6 +40,10 @@ from .thresholds import definition, model_name
 from .runs import FewShotRun, Run, plan_runs
 
 
+PIXEL_KEYS = ("auroc_px", "f1_px", "ap_px", "pro", "mvtec_aupro")
+IMAGE_LEVEL_REASON = "image-level labels only: the dataset has no masks"
+
+
 @dataclass
 class EvalJob:
     """Everything an evaluation needs, checked and built."""
@@ -60,6 +64,7 @@ class EvalJob:
     kept: dict = field(default_factory=dict)  # category -> (results, levels) until collected
     backbone_images: int = 0
     seconds: float = 0.0
+    image_level: bool = False  # meta.json "labels": "image": no masks, no pixel metrics
     columns: dict = field(default_factory=dict)
     timings: dict = field(default_factory=lambda: {"backbone_s": 0.0, "metrics_s": 0.0})
 
@@ -100,7 +105,9 @@ def prepare(cfg: EvalConfig, log: logging.Logger, out: Path, dist: Dist | None =
              f"{sum(map(len, test.values()))} test images), stages {model.features_list}"
              + (f", memory stages {model.few_shot_features}, runs "
                 f"{', '.join(r.label for r in few)}" if few else ""))
-    return EvalJob(cfg, out, root, test, runs, model, text, device, workers, log, store, dist)
+    job = EvalJob(cfg, out, root, test, runs, model, text, device, workers, log, store, dist)
+    job.image_level = meta.get("labels") == "image"
+    return job
 
 
 def _output_bytes(cfg: EvalConfig, n_images: int, n_runs: int) -> int:
@@ -252,10 +259,16 @@ def write(job: EvalJob, per_cat: dict[Run, dict], config_text: str) -> dict[Run,
         fitted = definition(cfg.mode, used, model_name(cfg.model, cfg.config_path),
                             cfg.image_size, cfg.features_list, cfg.few_shot_features,
                             getattr(r, "k", None))
+        undefined = {c: dict(res["undefined"]) for c, res in per_cat[r].items()}
+        if job.image_level:  # say why, not what the empty masks make of the formulas
+            for c, res in per_cat[r].items():
+                for k in PIXEL_KEYS:
+                    if k in res["metrics"]:
+                        undefined[c][k] = IMAGE_LEVEL_REASON
         results[r] = write_metrics(out, {c: res["metrics"] for c, res in per_cat[r].items()},
                                    extra, title=title, echo=n_runs == 1, log=job.log,
                                    per_image_sp=other, definition=fitted,
-                                   undefined={c: res["undefined"] for c, res in per_cat[r].items()})
+                                   undefined=undefined)
     atomic_write_text(save / "config.json", config_text)
     if n_runs > 1:
         write_summary(save, {(r.k, r.seed): results[r] for r in job.runs}, log=job.log)

@@ -209,4 +209,4 @@ def write(study: Study, config_text: str) -> list[dict]:
 
 
 def _pct(v) -> str:
-    return "nan" if v is None or not math.isfinite(v) else f"{100 * v:.1f}"
+    return "–" if v is None or not math.isfinite(v) else f"{100 * v:.1f}"

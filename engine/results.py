@@ -18,9 +18,9 @@ from utils.log import plural
 
 
 def pct(v: float) -> str:
-    """A fraction as a percentage with one decimal (``nan`` when undefined, never ``-0.0``)."""
-    if v is None:
-        return "nan"
+    """A fraction as a percentage with one decimal (``–`` when undefined, never ``-0.0``)."""
+    if v is None or v != v:
+        return "–"
     text = f"{100 * v:.1f}"
     return "0.0" if text == "-0.0" else text
 

@@ -157,8 +157,12 @@ def training_set(cfg: TrainConfig, log: logging.Logger) -> tuple[Path, dict[str,
                                  lambda path, why: log.warning(f"warning: {path}: {why}"))
         return root, {cfg.object_name: samples}, f"the images of {root} ({cfg.object_name}, "
     root = Path(cfg.train_data_path)
-    per_cat = make_samples(root, cfg.train_split, cfg.categories, cfg.dataset,
-                           load_meta(root, cfg.dataset))
+    meta = load_meta(root, cfg.dataset)
+    if meta.get("labels") == "image" and cfg.synthesize_anomalies <= 0:
+        raise ConfigError(f"{root / 'meta.json'} is labelled per image only (no masks): the "
+                          "projections learn from masks; train on a set with masks, or on its "
+                          "normal images with --synthesize_anomalies P")
+    per_cat = make_samples(root, cfg.train_split, cfg.categories, cfg.dataset, meta)
     check_split(root, per_cat)  # every image and mask readable and fitting, before training
     return root, per_cat, f"{cfg.dataset} {root} ({cfg.train_split} split, "
 

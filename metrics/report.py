@@ -113,7 +113,8 @@ def format_table(
     keys: Sequence[str] = METRIC_KEYS,
     tablefmt: str = "pipe",
 ) -> str:
-    """The printed table: ``objects`` column, percentages with one decimal, NaN as ``nan``.
+    """The printed table: ``objects`` column, percentages with one decimal, an undefined value
+    (NaN) as ``–``.
 
     Args:
         per_category: ``{category: {metric: fraction}}``.
@@ -125,4 +126,6 @@ def format_table(
         The table text.
     """
     header, *rows = table_rows(per_category, mean, keys)
-    return tabulate(rows, headers=header, tablefmt=tablefmt, floatfmt=".1f", missingval="nan")
+    rows = [[v if not isinstance(v, float) or math.isfinite(v) else None for v in r]
+            for r in rows]
+    return tabulate(rows, headers=header, tablefmt=tablefmt, floatfmt=".1f", missingval="–")

@@ -358,7 +358,18 @@ def main(argv: list[str] | None = None) -> int:
                    help="do not hash the archives (not recommended)")
     p.add_argument("--force", action="store_true",
                    help="redo extraction / linking even when OUT/<dataset> exists")
+    p.add_argument("--set", nargs=2, action="append", default=[], metavar=("NAME", "ROOT"),
+                   help="index an unpacked benchmark set (btad, mpdd, isic, ...; the README "
+                        "lists them) at ROOT with its builder; repeatable; then nothing else "
+                        "is prepared")
     args = p.parse_args(argv)
+    if args.set:
+        from datasets.prepare import main as index_main
+        for name, root in args.set:
+            code = index_main([name, root])
+            if code:
+                return code
+        return 0
     try:
         sha = parse_sha(args.sha256)
         if args.archives is not None and not args.archives.is_dir():

@@ -306,9 +306,9 @@ def test_format_table_and_rows():
     assert len(lines) == 2 + len(PER) + 1
     bottle = [c.strip() for c in lines[2].split("|")[1:-1]]
     assert bottle == ["bottle", "98.8", "50.0", "25.0", "90.0", "100.0", "80.0", "75.0"]
-    assert [c.strip() for c in lines[3].split("|")[1:-1]][4] == "nan"
+    assert [c.strip() for c in lines[3].split("|")[1:-1]][4] == "–"  # undefined
     assert lines[-1].split("|")[1].strip() == "mean"
-    assert [c.strip() for c in lines[-1].split("|")[2:-1]][3] == "nan"
+    assert [c.strip() for c in lines[-1].split("|")[2:-1]][3] == "–"
     rows = table_rows(PER, mean)
     assert rows[0] == ["objects", *METRIC_KEYS]
     assert rows[1][1] == pytest.approx(98.765) and rows[-1][0] == "mean"

@@ -21,7 +21,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
 ENTRY = ["demo.sh", "gpu_check.sh", "prepare_data.sh", "reproduce_all.sh", "reproduce_tiny.sh",
-         "test_few_shot.sh", "test_zero_shot.sh", "train_mvtec.sh", "train_visa.sh"]
+         "test_benchmarks.sh", "test_few_shot.sh", "test_zero_shot.sh", "train_mvtec.sh", "train_visa.sh"]
 METRICS = ("auroc_px", "f1_px", "ap_px", "pro", "auroc_sp", "f1_sp", "ap_sp")
 
 

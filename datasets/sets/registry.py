@@ -1,0 +1,41 @@
+"""The registry of benchmark-set builders: one ``@register`` per raw layout, nothing else.
+
+A builder turns the unpacked raw release at ROOT into the ``meta.json`` dict
+(``{"train": {cat: [records]}, "test": {cat: [records]}}``, records as ``datasets.prepare``
+writes them; ``"labels": "image"`` for a set without masks). Registering it makes its name a
+choice of ``python -m datasets.prepare``, ``--dataset`` of test.py/train.py/prompt_study.py and
+the scripts, and a row of the README's dataset table.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+
+@dataclass(frozen=True)
+class SetInfo:
+    name: str
+    title: str
+    kind: str  # "industrial" or "medical"
+    labels: str  # "pixel" (masks) or "image" (image-level labels only)
+    test: str  # which images form the test set
+    train: str  # which normal images form train (the few-shot references), or "none"
+    objects: str  # the word(s) put into the prompts (the category names)
+    licence: str
+    source: str  # where the layout was learned
+    archive: str | None  # the archive and its checksum, where a stable one exists
+    build: Callable[[Path], dict]
+
+
+SETS: dict[str, SetInfo] = {}
+
+
+def register(name: str, **info) -> Callable:
+    """Decorator: ``@register("mpdd", title=..., kind=..., ...)`` over ``build(root) -> meta``."""
+    def wrap(build: Callable[[Path], dict]) -> Callable[[Path], dict]:
+        if name in SETS:
+            raise ValueError(f"a builder named {name!r} is registered twice")
+        SETS[name] = SetInfo(name=name, build=build, **info)
+        return build
+    return wrap

@@ -1,0 +1,171 @@
+"""The benchmark-set builders on small replicas of each raw release (tools/synthetic/raw_sets):
+the index each must write (splits, labels, masks paired by name), the layouts' quirks (LOCO's
+merged masks, KSDD2's black masks of normal images, BTAD's mixed extensions, unlabelled
+folders), a missing mask named, and test.py on an image-level and an all-anomalous set (the
+undefined metrics null, with the reason)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import VIT, run_test_main
+from datasets.categories import DATASETS
+from datasets.prepare import main as prepare_main
+from datasets.prepare import prepare
+from datasets.sets import SETS
+from errors import DatasetError
+from tools.synthetic.raw_sets import RAW_SETS
+
+
+def test_every_builder_has_a_replica_and_a_dataset_name():
+    assert set(RAW_SETS) == set(SETS)
+    assert set(SETS) <= set(DATASETS)
+
+
+@pytest.mark.parametrize("name", sorted(RAW_SETS))
+def test_builder_indexes_its_raw_layout(tmp_path, name):
+    want = RAW_SETS[name](tmp_path)
+    assert prepare_main([name, str(tmp_path)]) == 0
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    info = SETS[name]
+    assert (meta.get("labels") == "image") == (info.labels == "image")
+    assert {c: len(v) for c, v in meta["train"].items()} == want["train"]
+    for c, (normal, anomalous) in want["test"].items():
+        rows = meta["test"][c]
+        assert sum(r["anomaly"] == 0 for r in rows) == normal, c
+        assert sum(r["anomaly"] == 1 for r in rows) == anomalous, c
+    for split in ("train", "test"):
+        for c, rows in meta[split].items():
+            for r in rows:
+                img = tmp_path / r["img_path"]
+                assert img.is_file() and r["cls_name"] == c
+                if split == "train":
+                    assert r["anomaly"] == 0 and not r["mask_path"]  # references: normal only
+                if r["anomaly"] and info.labels == "pixel":
+                    with Image.open(img) as im, Image.open(tmp_path / r["mask_path"]) as m:
+                        marked = np.asarray(m.convert("L")) > 0
+                        # the replica's defect is the bright square its mask marks
+                        assert marked.any() and np.asarray(im.convert("L"))[marked].min() > 200
+                else:
+                    assert not r["mask_path"]
+    names = {Path(r["img_path"]).parts[0] for v in meta["test"].values() for r in v}
+    assert not any("pred" in n or "private" in n for n in names)
+
+
+def test_loco_merges_every_mask_of_an_image(tmp_path):
+    RAW_SETS["mvtec_loco"](tmp_path)
+    prepare("mvtec_loco", tmp_path)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    logical = next(r for r in meta["test"]["juice_bottle"] if r["specie_name"] ==
+                   "logical_anomalies")
+    merged = np.asarray(Image.open(tmp_path / logical["mask_path"]))
+    want = np.zeros_like(merged, dtype=bool)
+    want[2:8, 2:8] = want[30:36, 30:36] = True  # the two defect files, values 1 and 2
+    np.testing.assert_array_equal(merged > 0, want)
+    assert set(np.unique(merged)) == {0, 255}
+
+
+def test_ksdd2_black_masks_of_normal_images_are_not_defects(tmp_path):
+    RAW_SETS["ksdd2"](tmp_path)
+    prepare("ksdd2", tmp_path)
+    test = json.loads((tmp_path / "meta.json").read_text())["test"]["surface"]
+    assert {Path(r["img_path"]).name: r["anomaly"] for r in test} == {
+        "20000.png": 1, "20001.png": 0, "20002.png": 1, "20003.png": 0}
+
+
+@pytest.mark.parametrize("name, remove", [("btad", "BTech_Dataset_transformed/02/ground_truth/"
+                                                    "ko/0021.png"),
+                                          ("isic", "ISBI2016_ISIC_Part1_Test_GroundTruth/"
+                                                   "ISIC_0000001_Segmentation.png"),
+                                          ("mvtec_ad2", "vial/test_public/ground_truth/bad/"
+                                                        "001_regular_mask.png")])
+def test_a_missing_mask_is_named(tmp_path, name, remove):
+    RAW_SETS[name](tmp_path)
+    (tmp_path / remove).unlink()
+    with pytest.raises(DatasetError, match="has no mask in") as err:
+        prepare(name, tmp_path)
+    assert Path(remove).stem.replace("_mask", "").replace("_Segmentation", "") in str(err.value)
+
+
+@pytest.mark.parametrize("name, nulls, reason", [
+    ("brainmri", ("auroc_px", "f1_px", "ap_px", "pro"), "image-level labels only"),
+    ("kvasir", ("auroc_sp", "f1_sp", "ap_sp"), "only one class")])
+def test_undefined_metrics_are_null_with_the_reason(tmp_path, name, nulls, reason):
+    RAW_SETS[name](tmp_path / "data")
+    prepare(name, tmp_path / "data")
+    args = VIT.args("mvtec", tmp_path / "out", "zero_shot", "--no_mvtec_aupro")
+    args[args.index("--dataset") + 1] = name
+    args[args.index("--data_path") + 1] = str(tmp_path / "data")
+    assert run_test_main(args) == 0
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    (cat,) = m["per_category"]
+    for k, v in m["per_category"][cat].items():
+        assert (v is None) == (k in nulls), (k, v)
+        if k in nulls:
+            assert reason in m["undefined"][cat][k]
+
+
+def test_one_command_evaluates_every_prepared_set(tmp_path, warm_python):
+    """scripts/test_benchmarks.sh over an image-level and an all-anomalous set (medical):
+    the runs, one table (– for undefined metrics, means saying over which sets) and an index."""
+    import csv
+    import subprocess
+
+    from test_predict import MODELS
+    data = tmp_path / "data"
+    for name in ("brainmri", "kvasir"):
+        RAW_SETS[name](data / name)
+        prepare(name, data / name)
+    (data / "notes").mkdir()  # a folder that is not a prepared set is passed over
+    model = ["--model", "tiny-vit", "--config_path", str(MODELS / "tiny-vit.json"),
+             "--pretrained", str(MODELS / "tiny-vit-random.pt"), "--image_size", "84",
+             "--features_list", "2", "4", "6", "8", "--device", "cpu"]
+    r = subprocess.run(["bash", str(Path(__file__).parents[1] / "scripts" / "test_benchmarks.sh"),
+                        "--data_root", str(data), "--checkpoint", str(MODELS / "linear-random.pth"),
+                        "--results", str(tmp_path / "res"), "--k_shot", "1", *model, "--",
+                        "--no_mvtec_aupro"], capture_output=True, text=True, timeout=600,
+                       env=warm_python.env())
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = tmp_path / "res"
+    runs = sorted(p.name for p in res.iterdir() if p.is_dir())
+    assert runs == ["brainmri_few_shot", "brainmri_zero_shot",
+                    "kvasir_zero_shot"]  # kvasir has no normal images: zero-shot only
+    rows = {(row["set"], row["setting"]): row for row in csv.DictReader(open(res / "benchmarks.csv"))}
+    assert rows[("brainmri", "zero_shot")]["auroc_px"] == "–"
+    assert rows[("kvasir", "zero_shot")]["auroc_sp"] == "–"
+    med = rows[("mean, medical", "zero_shot")]
+    br = json.loads((res / "brainmri_zero_shot" / "metrics.json").read_text())["mean"]
+    kv = json.loads((res / "kvasir_zero_shot" / "metrics.json").read_text())["mean"]
+    assert med["auroc_px"] == f"{100 * kv['auroc_px']:.1f}"  # the only medical set with masks
+    assert med["auroc_sp"] == f"{100 * br['auroc_sp']:.1f}"
+    md = (res / "benchmarks.md").read_text()
+    assert "auroc_px over kvasir;" in md and "auroc_sp over brainmri;" in md
+    index = (res / "index.html").read_text()
+    assert "brainmri_zero_shot/report.html" in index and "kvasir_zero_shot/report.html" in index
+
+
+def test_the_readme_lists_every_set():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for name, info in SETS.items():
+        assert f"| `{name}` |" in readme, name
+        assert info.objects in readme and info.licence in readme, name
+
+
+def test_the_real_elpv_release_when_its_package_is_installed(tmp_path):
+    """With the PyPI package elpv-dataset (not a requirement): its 2,624 real cells indexed."""
+    elpv = pytest.importorskip("elpv_dataset")
+    data = Path(elpv.__file__).parent / "data"
+    if not (data / "labels.csv").is_file():
+        pytest.skip(f"elpv_dataset has no data/labels.csv at {data}")
+    (tmp_path / "labels.csv").symlink_to(data / "labels.csv")
+    (tmp_path / "images").symlink_to(data / "images")
+    prepare("elpv", tmp_path)
+    meta = json.loads((tmp_path / "meta.json").read_text())
+    n = sum(len(v) for split in ("train", "test") for v in meta[split].values())
+    lines = [ln for ln in (data / "labels.csv").read_text().splitlines() if ln.strip()]
+    assert n == len(lines) == 2624
+    assert meta["labels"] == "image" and all(r["anomaly"] == 0 for r in meta["train"]["solar_cell"])
