@@ -121,10 +121,16 @@ def prepare(cfg: PredictConfig, log: logging.Logger, out: Path, dist: Dist) -> P
         job.thresholds = calibrate_job(job, _final_scores)
     else:
         job.thresholds = resolve_thresholds(cfg, job.definition, job.warn)
-    if cfg.onnx and job.thresholds["image"] is None and job.scorer.onnx.thresholds:
-        t = job.scorer.onnx.thresholds
-        job.thresholds.update(image=t.get("image"), pixel=t.get("pixel"),
-                              source=f"{cfg.onnx} (sidecar)")
+    if cfg.onnx and job.scorer.onnx.thresholds:  # the sidecar's fill what no flag or file set
+        t, filled = job.scorer.onnx.thresholds, []
+        for key in ("image", "pixel"):
+            if job.thresholds[key] is None and t.get(key) is not None:
+                job.thresholds[key] = t[key]
+                filled.append(key)
+        if filled:
+            own = job.thresholds["source"]
+            job.thresholds["source"] = f"{cfg.onnx} (sidecar)" if own is None else \
+                f"{own}; {' and '.join(filled)} from {cfg.onnx} (sidecar)"
     if cfg.heatmap_scale == "auto":
         job.scale = fixed_scale(job.scorer.n_stages, job.scorer.n_memory_stages,
                                 job.thresholds["pixel"], job.scorer.normal_level)

@@ -321,3 +321,15 @@ def test_predict_with_onnx_writes_what_torch_writes(exports, mode, tmp_path, cap
     err = capsys.readouterr().err
     assert code == 2 and "screw" in err and "bottle" in err and "Traceback" not in err
     assert not (tmp_path / "x").exists()  # failed before any result: no new folder
+
+
+def test_a_threshold_flag_with_onnx_keeps_its_value(exports, tmp_path, capsys):
+    """--pixel_threshold with --onnx: the flag's pixel threshold, the sidecar's image one."""
+    import predict
+
+    assert predict.main(["--image_dir", str(BOTTLE / "test"), "--recursive", "--no_report",
+                         "--no_heatmaps", "--onnx", str(exports("vit", "few_shot")),
+                         "--pixel_threshold", "3.25", "--save_path", str(tmp_path / "o")]) == 0
+    thr = json.loads((tmp_path / "o" / "scores.json").read_text())["thresholds"]
+    assert (thr["image"], thr["pixel"]) == (0.7, 3.25)  # the export recorded 0.7 and 2.5
+    assert "command line" in thr["source"] and "image from" in thr["source"]
