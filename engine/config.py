@@ -226,6 +226,10 @@ class PredictConfig(ModelConfig):
     onnx: str | None = opt(None, "score with this exported model (export.py) and onnxruntime "
                            "instead of torch; needs no checkpoint or model flags (its sidecar "
                            "JSON carries them)", path=True)
+    runtime: str = opt("onnxruntime", "with --onnx: onnxruntime (CUDA when present, else CPU) or "
+                       "openvino (CPU; often faster there)", choices=("onnxruntime", "openvino"))
+    precision: str = opt("fp32", "with --onnx --runtime openvino: fp32, or bf16 where the CPU "
+                         "supports it (faster, small drift)", choices=("fp32", "bf16"))
     few_shot_features: list[int] | None = opt(
         None, "1-based stages of the few-shot memory banks",
         default_text="the --features_list stages")
@@ -281,6 +285,11 @@ class PredictConfig(ModelConfig):
                               "you score with --onnx FILE")
         if not self.onnx and not self.object_name:
             raise ConfigError("--object_name is required (the word put into the prompts)")
+        if (self.runtime != "onnxruntime" or self.precision != "fp32") and not self.onnx:
+            raise ConfigError("--runtime and --precision apply to --onnx FILE (an exported "
+                              "graph); the torch path runs in fp32 (or fp16 autocast on a GPU)")
+        if self.precision == "bf16" and self.runtime != "openvino":
+            raise ConfigError("--precision bf16 needs --runtime openvino")
         if self.onnx and self.reference_dir:
             raise ConfigError("--reference_dir and --onnx exclude each other: the memory bank is "
                               "baked into the ONNX file (export.py --reference_dir)")

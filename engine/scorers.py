@@ -63,9 +63,14 @@ class OnnxScorer:
     """An exported graph (text features, memory bank and normal level baked in)."""
 
     def __init__(self, cfg: PredictConfig, device_name: str | None, log: logging.Logger):
-        from .onnx_runtime import OnnxModel
+        if cfg.runtime == "openvino":
+            from .openvino_runtime import OpenVinoModel
 
-        self.onnx = OnnxModel(cfg.onnx, device_name)
+            self.onnx = OpenVinoModel(cfg.onnx, device_name, cfg.precision)
+        else:
+            from .onnx_runtime import OnnxModel
+
+            self.onnx = OnnxModel(cfg.onnx, device_name)
         self.onnx.check(object_name=cfg.object_name or None)
         meta = self.onnx.meta
         self.size = self.onnx.image_size
@@ -74,7 +79,7 @@ class OnnxScorer:
         self.n_stages = len(meta["features_list"])
         self.n_memory_stages = len(meta.get("few_shot_features") or [])
         self.device = torch.device("cpu")
-        log.info(f"scoring with {cfg.onnx} (onnxruntime, {', '.join(self.onnx.providers)})")
+        log.info(f"scoring with {cfg.onnx} ({cfg.runtime}, {', '.join(self.onnx.providers)})")
 
     def batches(self, root: Path, paths: Sequence[str], batch_size: int, on_skip
                 ) -> Iterator[dict]:

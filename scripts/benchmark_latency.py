@@ -1,4 +1,5 @@
-r"""Latency of scoring one object with torch and with onnxruntime (the graph export.py writes).
+r"""Latency of scoring one object with torch, onnxruntime and OpenVINO (the graph export.py
+writes; OpenVINO rows when the package is installed, bf16 where the CPU has it).
 
 For each model -- ``tiny`` (the test fixture ViT, 84 px) and named open_clip architectures with
 random weights (speed does not depend on the weights; nothing is downloaded) -- and each mode
@@ -26,6 +27,7 @@ import platform
 import resource
 import statistics
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -123,7 +125,7 @@ def timings(fn, warmup: int, repeats: int, sync) -> tuple[float, float]:
 
 
 def measure(name: str, args, few: bool) -> list[dict]:
-    """Two rows (torch, onnxruntime) for one model and mode."""
+    """The rows (torch, onnxruntime, OpenVINO) for one model and mode."""
     import torch
 
     from engine.export import export_proto
@@ -170,6 +172,35 @@ def measure(name: str, args, few: bool) -> list[dict]:
                  "provider": sess.get_providers()[0], **speeds(o1, ob, args.batch),
                  "peak_mib": peak_rss_mib(),
                  "peak_kind": "process peak RSS (host)"})
+    del sess
+    rows += openvino_rows(data, common, n1, nb, args)
+    return rows
+
+
+def openvino_rows(data: bytes, common: dict, n1: dict, nb: dict, args) -> list[dict]:
+    """OpenVINO CPU rows: fp32 (asked for explicitly), and bf16 where the CPU has it."""
+    try:
+        import openvino as ov
+    except ImportError:
+        return []
+    from engine.openvino_runtime import PRECISIONS, bf16_supported
+
+    core, rows = ov.Core(), []
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "graph.onnx"
+        path.write_bytes(data)
+        model = core.read_model(str(path))
+        for precision in ("fp32", "bf16"):
+            if precision == "bf16" and not bf16_supported():
+                continue
+            reset_peak()
+            compiled = core.compile_model(model, "CPU",
+                                          {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]})
+            v1 = timings(lambda: compiled(n1), args.warmup, args.repeats, lambda: None)
+            vb = timings(lambda: compiled(nb), args.warmup, args.repeats, lambda: None)
+            rows.append({**common, "backend": "openvino", "precision": precision,
+                         "provider": f"CPU {precision}", **speeds(v1, vb, args.batch),
+                         "peak_mib": peak_rss_mib(), "peak_kind": "process peak RSS (host)"})
     return rows
 
 

@@ -268,7 +268,7 @@ def test_latency_benchmark_smoke(tmp_path, monkeypatch, capsys):
     assert bench.main(["--quick", "--repeats", "1", "--json", "latency.json"]) == 0
     rows = json.loads((tmp_path / "latency.json").read_text())["rows"]
     assert {(row["mode"], row["backend"]) for row in rows} == {
-        (m, b) for m in ("zero_shot", "few_shot") for b in ("torch", "onnxruntime")}
+        (m, b) for m in ("zero_shot", "few_shot") for b in ("torch", "onnxruntime", "openvino")}
     assert all(row["ms_per_image_b1"] > 0 and row["images_per_s_b8"] > 0 for row in rows)
     assert "ms/img b1" in capsys.readouterr().out
 

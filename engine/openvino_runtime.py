@@ -1,0 +1,115 @@
+"""Scoring an exported APRIL-GAN graph with OpenVINO (``OpenVinoModel``), the runtime many
+inspection PCs without a GPU use; same file, sidecar, inputs and outputs as ``OnnxModel``.
+
+    model = OpenVinoModel("exports/screw.onnx", precision="fp32")
+    out = model.run(np.stack([model.preprocess(p) for p in paths]))
+
+``precision``: ``fp32`` (asked for explicitly: OpenVINO's CPU plugin otherwise computes in bf16
+where the CPU supports it) or ``bf16`` (only where the CPU reports BF16 among its optimisation
+capabilities; a clear error elsewhere). OpenVINO runs on the CPU here.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from errors import ConfigError, ModelLoadError
+
+from .onnx_runtime import OnnxModel
+from .onnx_sidecar import INPUT, OUTPUTS, read_sidecar
+
+PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+
+
+def _ov():
+    try:
+        import openvino
+    except ImportError as e:
+        raise ModelLoadError("OpenVINO is not installed: pip install -r requirements.txt "
+                             "(or pip install openvino), or use --runtime onnxruntime") from e
+    return openvino
+
+
+def bf16_supported() -> bool:
+    """Whether OpenVINO's CPU plugin reports BF16 among this CPU's capabilities."""
+    core = _ov().Core()
+    return "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+
+
+class OpenVinoModel(OnnxModel):
+    """An exported graph and its sidecar, compiled with OpenVINO for the CPU.
+
+    Args:
+        path: the ``.onnx`` file (its sidecar ``path + ".json"`` is read too).
+        device: None or ``cpu`` (OpenVINO's GPU plugins are not supported here).
+        precision: ``fp32`` or ``bf16`` (see the module docstring).
+    """
+
+    def __init__(self, path: str | Path, device: str | None = None, precision: str = "fp32"):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelLoadError(f"ONNX file not found: {self.path}")
+        if (device or "cpu").strip().lower() != "cpu":
+            raise ConfigError(f"--device {device}: the OpenVINO runtime runs on the CPU here; "
+                              "use --device cpu or --runtime onnxruntime")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"--precision {precision}: use one of {', '.join(PRECISIONS)}")
+        self.meta: dict = read_sidecar(self.path)
+        ov = _ov()
+        core = ov.Core()
+        if precision == "bf16" and not bf16_supported():
+            raise ConfigError("--precision bf16: this CPU has no bf16 support (OpenVINO reports "
+                              f"{', '.join(core.get_property('CPU', 'OPTIMIZATION_CAPABILITIES'))}"
+                              "); use --precision fp32")
+        try:
+            self.graph = core.read_model(str(self.path))
+            self.compiled = core.compile_model(
+                self.graph, "CPU", {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]})
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises its own types
+            text = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ModelLoadError(f"OpenVINO cannot load {self.path}: {text}") from e
+        self.precision = precision
+        self._check_graph()
+        self._transform = None
+
+    def _check_graph(self) -> None:
+        s, where = self.meta["image_size"], f"{self.path} and its sidecar"
+        inputs = {i.get_any_name(): i for i in self.graph.inputs}
+        if INPUT not in inputs:
+            raise ModelLoadError(f"{self.path} is not an export.py graph: no input {INPUT!r} "
+                                 f"(it has {', '.join(inputs)})")
+        shape = inputs[INPUT].get_partial_shape()
+        dims = [d.get_length() if d.is_static else None for d in shape]
+        if len(dims) != 4 or dims[1] != 3 or dims[2] != dims[3]:
+            raise ModelLoadError(f"{self.path}: input {INPUT!r} has shape {shape}, not "
+                                 "[batch, 3, S, S]")
+        if dims[2] != s:
+            raise ModelLoadError(f"{where} disagree: the graph takes {dims[2]} px images, the "
+                                 f"sidecar says image_size {s}; the sidecar belongs to another "
+                                 "export")
+        names = {n for o in self.graph.outputs for n in o.get_names()}
+        missing = [n for n in OUTPUTS if n not in names]
+        if missing:
+            raise ModelLoadError(f"{self.path} lacks the outputs {missing}: not an export.py graph")
+
+    @property
+    def providers(self) -> list[str]:
+        return [f"OpenVINO CPU ({self.precision})"]
+
+    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
+        """As ``OnnxModel.run``: ``image_score``, ``anomaly_map``, ``text_score``, ``map_max``."""
+        x = np.asarray(images)
+        s = self.image_size
+        if x.ndim != 4 or tuple(x.shape[1:]) != (3, s, s):
+            raise ConfigError(f"images of shape {list(x.shape)}: {self.path.name} takes "
+                              f"[B, 3, {s}, {s}] (use .preprocess)")
+        if x.shape[0] == 0:
+            return {n: np.zeros((0, s, s) if n == "anomaly_map" else (0,), np.float32)
+                    for n in OUTPUTS}
+        res = self.compiled({INPUT: np.ascontiguousarray(x, dtype=np.float32)})
+        return {n: np.asarray(res[self.compiled.output(n)], dtype=np.float32) for n in OUTPUTS}
+
+    def __repr__(self) -> str:
+        return (f"OpenVinoModel({str(self.path)!r}, object={self.object_name!r}, "
+                f"mode={self.mode}, size={self.image_size}, precision={self.precision})")

@@ -1,0 +1,109 @@
+"""The OpenVINO runtime for exported graphs: fp32 equals onnxruntime on the tiny ViT and ResNet,
+zero- and few-shot, at any batch; predict.py --runtime openvino writes what onnxruntime writes;
+bf16 runs where the CPU has it (and is refused with one line where not); clear errors for a
+missing package and for flags that do not apply."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine import export as ex
+from engine import openvino_runtime as ov_runtime
+from engine.onnx_runtime import OnnxModel
+from errors import ConfigError, ModelLoadError
+from test_export import BOTTLE, FIXTURES, MAP_TOL, SCORE_TOL, TESTS, argv
+
+
+@pytest.fixture(scope="module")
+def graphs(tmp_path_factory):
+    """(arch, mode) -> an exported .onnx (torchscript exporter, each made once)."""
+    import export
+
+    root, done = tmp_path_factory.mktemp("ov"), {}
+
+    def get(arch: str, mode: str):
+        if (arch, mode) not in done:
+            out = root / f"{arch}_{mode}.onnx"
+            assert export.main(argv(arch, mode, out, "--exporter", "torchscript",
+                                    "--no_verify", "--image_threshold", "0.5",
+                                    "--pixel_threshold", "2.0")) == 0
+            done[(arch, mode)] = out
+        return done[(arch, mode)]
+    return get
+
+
+def _batch(model) -> np.ndarray:
+    return np.stack([model.preprocess(p) for p in TESTS])
+
+
+@pytest.mark.parametrize("mode", ["zero_shot", "few_shot"])
+@pytest.mark.parametrize("arch", ["vit", "resnet"])
+def test_fp32_equals_onnxruntime_at_any_batch(graphs, arch, mode):
+    path = graphs(arch, mode)
+    ort, ov = OnnxModel(path, "cpu"), ov_runtime.OpenVinoModel(path, "cpu", "fp32")
+    x = _batch(ort)
+    a, b = ort.run(x), ov.run(x)
+    assert b["anomaly_map"].shape == (len(TESTS), FIXTURES[arch][1], FIXTURES[arch][1])
+    assert np.abs(a["anomaly_map"] - b["anomaly_map"]).max() <= MAP_TOL
+    assert np.abs(a["map_max"] - b["map_max"]).max() <= MAP_TOL
+    for k in ("image_score", "text_score"):
+        assert np.abs(a[k] - b[k]).max() <= SCORE_TOL, k
+    ones = np.concatenate([ov.run(x[i:i + 1])["anomaly_map"] for i in range(len(x))])
+    assert np.abs(ones - b["anomaly_map"]).max() <= MAP_TOL  # dynamic batch
+    assert ov.run(x[:0])["image_score"].shape == (0,)
+
+
+def test_predict_with_openvino_writes_what_onnxruntime_writes(graphs, tmp_path, capsys):
+    import predict
+
+    path = graphs("vit", "few_shot")
+    common = ["--image_dir", str(BOTTLE / "test"), "--recursive", "--onnx", str(path),
+              "--no_report", "--no_heatmaps"]
+    assert predict.main([*common, "--save_path", str(tmp_path / "ort")]) == 0
+    assert predict.main([*common, "--runtime", "openvino", "--save_path",
+                         str(tmp_path / "ov")]) == 0, capsys.readouterr().err
+    a = json.loads((tmp_path / "ort" / "scores.json").read_text())["images"]
+    b = json.loads((tmp_path / "ov" / "scores.json").read_text())["images"]
+    assert [r["path"] for r in a] == [r["path"] for r in b]
+    for x, y in zip(a, b):
+        assert abs(x["score"] - y["score"]) <= SCORE_TOL and x["anomalous"] == y["anomalous"]
+    assert "openvino" in (tmp_path / "ov" / "log.txt").read_text()
+
+
+def test_bf16_where_the_cpu_has_it(graphs):
+    path = graphs("vit", "zero_shot")
+    if not ov_runtime.bf16_supported():
+        with pytest.raises(ConfigError, match="no bf16 support"):
+            ov_runtime.OpenVinoModel(path, "cpu", "bf16")
+        return
+    ort, ov = OnnxModel(path, "cpu"), ov_runtime.OpenVinoModel(path, "cpu", "bf16")
+    x = _batch(ort)
+    drift = np.abs(ort.run(x)["anomaly_map"] - ov.run(x)["anomaly_map"]).max()
+    assert np.isfinite(drift) and drift < 0.5  # bf16: 8 bits of mantissa, maps in [0, 4]
+
+
+def test_missing_package_and_flags_that_do_not_apply(graphs, monkeypatch):
+    import builtins
+
+    from engine.config import PredictConfig
+    real = builtins.__import__
+
+    def no_openvino(name, *a, **k):
+        if name == "openvino" or name.startswith("openvino."):
+            raise ImportError("no module named openvino")
+        return real(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", no_openvino)
+    with pytest.raises(ModelLoadError, match="OpenVINO is not installed"):
+        ov_runtime.OpenVinoModel(graphs("vit", "zero_shot"), "cpu")
+    monkeypatch.undo()
+    base = dict(image_dir="x", object_name="bottle", checkpoint_path="c.pth")
+    with pytest.raises(ConfigError, match="apply to --onnx"):
+        PredictConfig(**base, runtime="openvino")
+    with pytest.raises(ConfigError, match="needs --runtime openvino"):
+        PredictConfig(**base, onnx="m.onnx", precision="bf16")
+    with pytest.raises(ConfigError, match="runs on the CPU"):
+        ov_runtime.OpenVinoModel(graphs("vit", "zero_shot"), "cuda")
+    assert ex.OUTPUTS  # the runtime reads the same outputs as the exporter writes
