@@ -112,6 +112,9 @@ class EvalConfig(ModelConfig):
     heatmap_max_side: int = opt(1024, "largest side of an overlay in pixels (drawn at the "
                                 "image's resolution up to this)", minimum=64)
     no_report: bool = opt(False, "do not write report.html (tables, curves, galleries)")
+    precision: str = opt("auto", "backbone precision: auto (fp16 autocast on CUDA, fp32 on the "
+                         "CPU, as released), fp32, or bf16 (bf16 autocast on any device; "
+                         "the head stays fp32)", choices=("auto", "fp32", "bf16"))
     feature_store: str | None = opt(None, "folder of stored backbone outputs of this dataset "
                                     "(shared with train.py --cache_features on the same data): "
                                     "stored test images skip the backbone, new ones are added",
@@ -228,8 +231,10 @@ class PredictConfig(ModelConfig):
                            "JSON carries them)", path=True)
     runtime: str = opt("onnxruntime", "with --onnx: onnxruntime (CUDA when present, else CPU) or "
                        "openvino (CPU; often faster there)", choices=("onnxruntime", "openvino"))
-    precision: str = opt("fp32", "with --onnx --runtime openvino: fp32, or bf16 where the CPU "
-                         "supports it (faster, small drift)", choices=("fp32", "bf16"))
+    precision: str = opt("auto", "auto (torch: fp16 autocast on CUDA, fp32 on the CPU, as "
+                         "released; --onnx: fp32), fp32, or bf16 (torch: the backbone under "
+                         "bf16 autocast; --onnx: --runtime openvino where the CPU supports it)",
+                         choices=("auto", "fp32", "bf16"))
     few_shot_features: list[int] | None = opt(
         None, "1-based stages of the few-shot memory banks",
         default_text="the --features_list stages")
@@ -285,11 +290,11 @@ class PredictConfig(ModelConfig):
                               "you score with --onnx FILE")
         if not self.onnx and not self.object_name:
             raise ConfigError("--object_name is required (the word put into the prompts)")
-        if (self.runtime != "onnxruntime" or self.precision != "fp32") and not self.onnx:
-            raise ConfigError("--runtime and --precision apply to --onnx FILE (an exported "
-                              "graph); the torch path runs in fp32 (or fp16 autocast on a GPU)")
-        if self.precision == "bf16" and self.runtime != "openvino":
-            raise ConfigError("--precision bf16 needs --runtime openvino")
+        if self.runtime != "onnxruntime" and not self.onnx:
+            raise ConfigError("--runtime applies to --onnx FILE (an exported graph)")
+        if self.onnx and self.precision == "bf16" and self.runtime != "openvino":
+            raise ConfigError("--precision bf16 with --onnx needs --runtime openvino "
+                              "(onnxruntime runs the fp32 graph)")
         if self.onnx and self.reference_dir:
             raise ConfigError("--reference_dir and --onnx exclude each other: the memory bank is "
                               "baked into the ONNX file (export.py --reference_dir)")

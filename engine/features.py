@@ -19,7 +19,7 @@ from utils.io import file_digest
 
 
 def store_key(model: str, pretrained: str, config_path: str | None, image_size: int,
-              dataset: str, data_root: str | Path, autocast: bool) -> dict:
+              dataset: str, data_root: str | Path, autocast: bool | str) -> dict:
     """What the stored values depend on: weights (sha256 of the file, or the hub tag), model
     config, image size, the dataset root and the precision."""
     weights = Path(pretrained)
@@ -28,7 +28,7 @@ def store_key(model: str, pretrained: str, config_path: str | None, image_size: 
             "weights": f"sha256:{file_digest(weights)}" if weights.is_file() else f"tag:{pretrained}",
             "config_sha1": hashlib.sha1(cfg_text).hexdigest(), "image_size": int(image_size),
             "dataset": dataset, "data_root": str(Path(data_root).resolve()),
-            "autocast": bool(autocast)}
+            "autocast": autocast if isinstance(autocast, str) else bool(autocast)}
 
 
 def store_layout(model: AprilGAN, stages: list[int]) -> list[tuple[str, tuple[int, ...]]]:
@@ -42,6 +42,8 @@ def open_store(folder: str | Path, cfg, model: AprilGAN, device: torch.device, d
                data_root: str | Path, flag: str) -> FeatureCache:
     """The store of ``data_root`` under this run's model settings (all backbone stages)."""
     autocast = model.backbone.use_autocast(torch.empty(0, device=device))
+    if autocast and model.backbone.autocast_dtype != torch.float16:  # bf16: another store
+        autocast = str(model.backbone.autocast_dtype).replace("torch.", "")
     key = store_key(cfg.model, cfg.pretrained, cfg.config_path, cfg.image_size, dataset,
                     data_root, autocast)
     return FeatureCache(folder, key, store_layout(model, model.backbone.stages), flag)

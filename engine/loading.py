@@ -339,3 +339,16 @@ def build_model(model_name: str, pretrained: str | None, image_size: int,
         backbone.autocast = force in ("1", "on", "true")
     model = AprilGAN(backbone, feats, fs).to(device)
     return model, tokenizer_for(model_name)
+
+
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def set_precision(model, precision: str) -> None:
+    """``--precision`` of the torch path: ``auto`` keeps the released behaviour (fp16 autocast
+    on CUDA, fp32 on the CPU); ``fp32`` never autocasts; ``bf16`` runs the backbone under bf16
+    autocast on any device. The projections, maps and scores stay fp32 in every case."""
+    if precision == "fp32":
+        model.backbone.autocast = False
+    elif precision == "bf16":
+        model.backbone.autocast, model.backbone.autocast_dtype = True, torch.bfloat16

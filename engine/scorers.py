@@ -18,7 +18,8 @@ from prompts import TextFeatureBank, load_prompts
 
 from .config import PredictConfig
 from .inference import build_bank, infer_batches, normal_level, reference_tokens
-from .loading import build_model, load_projections, resolve_device, trained_with
+from .loading import (build_model, load_projections, resolve_device, set_precision,
+                      trained_with)
 from .metric_pool import final_maps, zero_shot_maps
 
 
@@ -37,6 +38,7 @@ class TorchScorer:
                                             cfg.few_shot_features if refs else (),
                                             cfg.config_path, self.device)
         load_projections(self.model.projections, cfg.checkpoint_path, trained_with(cfg))
+        set_precision(self.model, cfg.precision)
         self.model.eval()
         self.text = TextFeatureBank(self.model.backbone.encode_text, tokenizer, prompts,
                                     self.device)(cfg.object_name)
@@ -66,7 +68,8 @@ class OnnxScorer:
         if cfg.runtime == "openvino":
             from .openvino_runtime import OpenVinoModel
 
-            self.onnx = OpenVinoModel(cfg.onnx, device_name, cfg.precision)
+            self.onnx = OpenVinoModel(cfg.onnx, device_name,
+                                      "bf16" if cfg.precision == "bf16" else "fp32")
         else:
             from .onnx_runtime import OnnxModel
 

@@ -108,6 +108,7 @@ class ClipBackbone(nn.Module):
         self.image_size = int(image_size)
         self.embed_dim = int(clip.visual.output_dim)
         self.autocast: bool | None = None  # None: fp16 autocast on CUDA only
+        self.autocast_dtype = torch.float16  # torch.bfloat16 for --precision bf16
         self.clip.requires_grad_(False)
         self.clip.eval()
         self.info = {s: self._stage_info(s) for s in self.stages}
@@ -143,7 +144,8 @@ class ClipBackbone(nn.Module):
             ResNet, which has none);
             ``image_embed``: [B, D] L2-normalised image embedding.
         """
-        with torch.autocast(images.device.type, dtype=torch.float16, enabled=self.use_autocast(images)):
+        with torch.autocast(images.device.type, dtype=self.autocast_dtype,
+                            enabled=self.use_autocast(images)):
             return self._forward(self.clip.visual, images)
 
     def use_autocast(self, images: torch.Tensor) -> bool:

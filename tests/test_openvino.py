@@ -100,7 +100,7 @@ def test_missing_package_and_flags_that_do_not_apply(graphs, monkeypatch):
         ov_runtime.OpenVinoModel(graphs("vit", "zero_shot"), "cpu")
     monkeypatch.undo()
     base = dict(image_dir="x", object_name="bottle", checkpoint_path="c.pth")
-    with pytest.raises(ConfigError, match="apply to --onnx"):
+    with pytest.raises(ConfigError, match="applies to --onnx"):
         PredictConfig(**base, runtime="openvino")
     with pytest.raises(ConfigError, match="needs --runtime openvino"):
         PredictConfig(**base, onnx="m.onnx", precision="bf16")
