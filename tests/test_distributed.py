@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -44,10 +44,9 @@ def _warm_python(warm_python):
 
 
 def torchrun(script: str, *args: str, n: int = 2, cwd: Path, wait: bool = True):
-    """``torchrun --nproc_per_node N SCRIPT ARGS``; with ``wait=False`` torchrun is a plain
-    interpreter whose children are the ranks (kill_all and the tests find them by parent)."""
+    """``torchrun --nproc_per_node N SCRIPT ARGS`` (``wait=False``: started, not waited for)."""
     python = WARM["python"]
-    cmd = [python if wait else sys.executable, "-m", "torch.distributed.run", "--no-python",
+    cmd = [python, "-m", "torch.distributed.run", "--no-python",
            "--nproc_per_node", str(n), "--master_addr", "127.0.0.1", "--master_port",
            str(_port()), python, str(REPO / script), *map(str, args)]
     if not wait:
@@ -77,10 +76,23 @@ def single(script: str, *args: str, cwd: Path):
     return subprocess.CompletedProcess([script, *args], code, "", "")
 
 
-def kill_all(proc) -> None:
-    """SIGKILL torchrun and its ranks (torchrun starts each rank in a session of its own)."""
-    kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
-    for pid in [proc.pid, *map(int, kids.stdout.split())]:
+def run_processes(marker: Path) -> dict[int, str]:
+    """pid -> command line of every process whose command line names ``marker`` (a path only
+    one run uses): the torchrun launcher and its ranks, found by name whatever their parent
+    (the ranks of a warm torchrun are not its children)."""
+    out = subprocess.run(["pgrep", "-af", re.escape(str(marker))], capture_output=True,
+                         text=True).stdout
+    found = dict(line.split(" ", 1) for line in out.splitlines() if " " in line)
+    return {int(p): c for p, c in found.items() if "pgrep" not in c}
+
+
+def ranks_of(marker: Path) -> list[int]:
+    return sorted(p for p, c in run_processes(marker).items() if "torch.distributed.run" not in c)
+
+
+def kill_all(proc, marker: Path) -> None:
+    """SIGKILL torchrun and its ranks (a killed warm process takes its command with it)."""
+    for pid in [proc.pid, *run_processes(marker)]:
         try:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
@@ -155,7 +167,7 @@ def test_sharded_predict_equals_one_process_and_resumes_after_a_kill(tmp_path, b
             break
         time.sleep(0.2)
     assert proc.poll() is None, "the run finished before it could be killed"
-    kill_all(proc)
+    kill_all(proc, save)
     assert not (save / "scores.csv").exists()
     left = sorted(str(p.relative_to(save)) for p in save.rglob("*") if "heatmaps" not in p.parts)
     assert any(p.endswith("progress.json") for p in left), left
@@ -173,9 +185,8 @@ def test_a_failing_rank_ends_the_run(tmp_path, big_folder):
     t0 = time.time()
     while time.time() - t0 < TIMEOUT and not list((tmp_path / "out").glob(".staging-*/records-r1*")):
         time.sleep(0.2)
-    kids = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
-    ranks = [int(p) for p in kids.stdout.split()]
-    assert len(ranks) == 2, kids.stdout
+    ranks = ranks_of(tmp_path / "out")
+    assert len(ranks) == 2, run_processes(tmp_path / "out")
     os.kill(ranks[-1], signal.SIGKILL)  # one rank dies
     t1 = time.time()
     code = proc.wait(timeout=120)

@@ -104,19 +104,17 @@ def test_fp16_autocast_drift_on_cuda(tmp_path, monkeypatch):
 
 def test_precision_bf16_on_the_cpu_for_test_and_predict(tmp_path, capsys):
     """--precision bf16: the backbone under bf16 autocast (its own feature store), the maps
-    close to the float32 golden ones; fp32 and auto on the CPU give the golden maps exactly."""
+    close to the float32 golden ones (which auto gives on the CPU: the golden tests)."""
     require(VIT.expected_npz("mvtec"))
-    bf, f32 = tmp_path / "bf16", tmp_path / "fp32"
+    bf = tmp_path / "bf16"
     assert run_test_main(VIT.args("mvtec", bf, "zero_shot", "--save_predictions",
                                   "--precision", "bf16", "--feature_store",
                                   str(tmp_path / "store"))) == 0
-    assert run_test_main(VIT.args("mvtec", f32, "zero_shot", "--save_predictions",
-                                  "--precision", "fp32")) == 0
     key = json.loads((tmp_path / "store" / "manifest.json").read_text())["key"]
     assert key["autocast"] == "bfloat16"  # never mixed with fp16 or fp32 stores
-    drift, exact = _maps_drift(bf), _maps_drift(f32)
+    drift = _maps_drift(bf)
     print(f"bf16 autocast drift of the maps on the CPU (golden zero-shot): {drift:.2e}")
-    assert exact <= 1e-4 and 0 < drift < 0.2  # bf16 really ran (8-bit mantissa), and stayed close
+    assert 0 < drift < 0.2  # bf16 really ran (8-bit mantissa), and stayed close
     code = predict.main(["--image_dir", str(BOTTLE / "test"), "--recursive", "--object_name",
                          "bottle", "--save_path", str(tmp_path / "pred"), "--precision", "bf16",
                          "--no_report", *VIT.model_args(84)])
