@@ -37,7 +37,8 @@ import types
 
 # Third-party libraries only: the project's modules must come from each request's own cwd.
 PRELOAD = ("numpy", "torch", "torchvision", "open_clip", "cv2", "PIL.Image", "tqdm", "sklearn",
-           "torch.distributed.run", "onnx", "onnxruntime")
+           "torch.distributed.run", "onnx", "onnxruntime", "scipy.stats", "scipy.ndimage",
+           "matplotlib.figure", "matplotlib.backends.backend_agg", "jinja2", "tabulate")
 HEADER = struct.Struct("!I")
 STATUS = struct.Struct("!i")
 
