@@ -211,11 +211,30 @@ class WarmPython:
 _WARM: list[WarmPython] = []
 
 
+BACKGROUND: dict[str, object] = {}  # module name -> what its prefetch_in_background() started
+
+
 def pytest_collection_finish(session) -> None:
     """Start the fork server as soon as a collected test will use it: its imports (one CPU)
-    overlap the tests that run before."""
+    overlap the tests that run before. A test module may define ``prefetch_in_background()``
+    (and ``PREFETCH_FIXTURE``): when a selected test uses that fixture, its slow work starts
+    now, in another process, on the other CPU."""
     if any("warm_python" in getattr(item, "fixturenames", ()) for item in session.items):
         _WARM.append(WarmPython())
+    for item in session.items:
+        mod = getattr(item, "module", None)
+        start = getattr(mod, "prefetch_in_background", None)
+        if start and mod.__name__ not in BACKGROUND and \
+                getattr(mod, "PREFETCH_FIXTURE", None) in getattr(item, "fixturenames", ()):
+            BACKGROUND[mod.__name__] = start()
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    for started in BACKGROUND.values():
+        proc = started[0] if isinstance(started, tuple) else None
+        if isinstance(proc, subprocess.Popen) and proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 @pytest.fixture(scope="session")
