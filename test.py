@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
 
     def body() -> None:
+        from utils.allocator import keep_large_buffers
+
+        keep_large_buffers()  # large CPU buffers stay in the process (utils/allocator.py)
         from engine.preflight import check_pretrained
 
         check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch loads

@@ -63,7 +63,14 @@ def train(cfg: TrainConfig) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
-    return run_main(lambda: train(cfg), cfg.debug)
+
+    def body() -> None:
+        from utils.allocator import keep_large_buffers
+
+        keep_large_buffers()  # large CPU buffers stay in the process (utils/allocator.py)
+        train(cfg)
+
+    return run_main(body, cfg.debug)
 
 
 if __name__ == "__main__":
