@@ -62,6 +62,23 @@ def marks_anything(mask: Path) -> bool:
         return bool(np.asarray(m).any())
 
 
+def normals(root: Path, folder: Path, cls: str, specie: str = "good") -> list[dict]:
+    """A record per image of ``folder``, each normal."""
+    return [record(root, folder / n, None, cls, specie, 0) for n in images(folder)]
+
+
+def one_category(root: Path, cls: str, good: list[Path], bad: list[tuple[Path, Path | None]],
+                 bad_specie: str, *, fifth_to: str, labels: str = "pixel") -> dict:
+    """The meta dict of a one-category release without a split: the defective images (with
+    their mask or None) are test images; every fifth normal image of ``good`` (in the order
+    given, from the first) goes to ``fifth_to`` ("train" or "test"), the others to the other."""
+    fifth, others = split_every(good, 5)
+    train, test_good = (fifth, others) if fifth_to == "train" else (others, fifth)
+    return meta({cls: [record(root, p, None, cls, "good", 0) for p in train]},
+                {cls: [record(root, p, None, cls, "good", 0) for p in test_good]
+                 + [record(root, i, m, cls, bad_specie, 1) for i, m in bad]}, labels=labels)
+
+
 def meta(train: dict, test: dict, labels: str = "pixel") -> dict:
     """The meta.json dict; DatasetError when a category has no test image."""
     for cls, rows in test.items():

@@ -15,8 +15,8 @@ from PIL import Image
 
 from errors import DatasetError
 
-from .common import (images, marks_anything, mask_for, meta, need_dir, record, split_every,
-                     with_suffix)
+from .common import (images, marks_anything, mask_for, meta, need_dir, normals, one_category,
+                     record, with_suffix)
 from .registry import register
 
 NC_SA = "CC BY-NC-SA 4.0"
@@ -63,10 +63,8 @@ def btad(root: Path) -> dict:
     train, test = {}, {}
     for c in cats:
         d = root_data / c
-        train[c] = [record(root, d / "train" / "ok" / n, None, c, "ok", 0)
-                    for n in images(d / "train" / "ok")]
-        test[c] = [record(root, d / "test" / "ok" / n, None, c, "ok", 0)
-                   for n in images(d / "test" / "ok")]
+        train[c] = normals(root, d / "train" / "ok", c, "ok")
+        test[c] = normals(root, d / "test" / "ok", c, "ok")
         gt = d / "ground_truth" / "ko"
         for n in images(d / "test" / "ko"):
             img = d / "test" / "ko" / n
@@ -93,8 +91,7 @@ def mvtec_loco(root: Path) -> dict:
     train, test = {}, {}
     for c in cats:
         d = root / c
-        train[c] = [record(root, d / "train" / "good" / n, None, c, "good", 0)
-                    for n in images(d / "train" / "good")]
+        train[c] = normals(root, d / "train" / "good", c)
         test[c] = []
         for specie in sorted(p.name for p in (d / "test").iterdir() if p.is_dir()):
             for n in images(d / "test" / specie):
@@ -133,10 +130,8 @@ def mvtec_ad2(root: Path) -> dict:
     train, test = {}, {}
     for c in cats:
         d = root / c
-        train[c] = [record(root, d / "train" / "good" / n, None, c, "good", 0)
-                    for n in images(d / "train" / "good")]
-        test[c] = [record(root, d / "test_public" / "good" / n, None, c, "good", 0)
-                   for n in images(d / "test_public" / "good")]
+        train[c] = normals(root, d / "train" / "good", c)
+        test[c] = normals(root, d / "test_public" / "good", c)
         gt = d / "test_public" / "ground_truth" / "bad"
         for n in images(d / "test_public" / "bad"):
             img = d / "test_public" / "bad" / n
@@ -158,16 +153,12 @@ def ksdd(root: Path) -> dict:
     good, bad = [], []
     for d in folders:
         for n in images(d):
-            if n.lower().endswith("_label.bmp") or "_label." in n:
+            if "_label." in n.lower():
                 continue
             img = d / n
             m = mask_for(img, d, with_suffix("_label", (".bmp", ".png")))
             (bad if marks_anything(m) else good).append((img, m))
-    test_good, train_good = split_every(good, 5)
-    c = "commutator"
-    return meta({c: [record(root, i, None, c, "good", 0) for i, _ in train_good]},
-                {c: [record(root, i, None, c, "good", 0) for i, _ in test_good]
-                 + [record(root, i, m, c, "defect", 1) for i, m in bad]})
+    return one_category(root, "commutator", [i for i, _ in good], bad, "defect", fifth_to="test")
 
 
 @register("ksdd2", title="KolektorSDD2", kind="industrial", labels="pixel",
@@ -291,8 +282,5 @@ def elpv(root: Path) -> dict:
         if not img.is_file():
             raise DatasetError(f"{labels}:{n} lists {path}, not found in {labels.parent}")
         (bad if prob > 0 else good).append(img)
-    c = "solar_cell"
-    train, rest = split_every(sorted(good), 5)
-    return meta({c: [record(root, i, None, c, "good", 0) for i in train]},
-                {c: [record(root, i, None, c, "good", 0) for i in rest]
-                 + [record(root, i, None, c, "defect", 1) for i in sorted(bad)]}, labels="image")
+    return one_category(root, "solar_cell", sorted(good), [(i, None) for i in sorted(bad)],
+                        "defect", fifth_to="train", labels="image")

@@ -16,7 +16,7 @@ from PIL import Image
 
 from errors import DatasetError
 
-from .common import images, mask_for, meta, need_dir, record, split_every, with_suffix
+from .common import images, mask_for, meta, need_dir, one_category, record, with_suffix
 from .registry import register
 
 UNSTATED = "not stated by the release (research use); check the source before use"
@@ -27,12 +27,9 @@ def _yes_no(root: Path, word: str, yes: Path, no: Path) -> dict:
     (sorted) forms train."""
     need_dir(yes, "folder of anomalous scans")
     need_dir(no, "folder of normal scans")
-    normal = [no / n for n in images(no)]
-    train, rest = split_every(normal, 5)
-    return meta({word: [record(root, p, None, word, "good", 0) for p in train]},
-                {word: [record(root, p, None, word, "good", 0) for p in rest]
-                 + [record(root, yes / n, None, word, "tumor", 1) for n in images(yes)]},
-                labels="image")
+    return one_category(root, word, [no / n for n in images(no)],
+                        [(yes / n, None) for n in images(yes)], "tumor", fifth_to="train",
+                        labels="image")
 
 
 @register("brainmri", title="Brain MRI (tumour)", kind="medical", labels="image",
@@ -80,11 +77,8 @@ def headct(root: Path) -> dict:
         if not img.is_file():
             raise DatasetError(f"{labels}:{n} names scan {int(r[0]):03d}.png, not in {folder}")
         (bad if int(r[1].strip()) else good).append(img)
-    train, rest = split_every(good, 5)
-    w = "head"
-    return meta({w: [record(root, p, None, w, "good", 0) for p in train]},
-                {w: [record(root, p, None, w, "good", 0) for p in rest]
-                 + [record(root, p, None, w, "hemorrhage", 1) for p in bad]}, labels="image")
+    return one_category(root, "head", good, [(p, None) for p in bad], "hemorrhage",
+                        fifth_to="train", labels="image")
 
 
 def _lossless(root: Path, mask: Path) -> Path:
