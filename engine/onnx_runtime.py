@@ -86,12 +86,24 @@ class OnnxModel:
         self._transform = None
 
     def _check_graph(self) -> None:
+        inputs = {i.name: list(i.shape) for i in self.session.get_inputs()}
+        self._check_io(inputs, {o.name for o in self.session.get_outputs()})
+        props = self.session.get_modelmeta().custom_metadata_map
+        eid = props.get("aprilgan.export_id")
+        if eid and self.meta.get("export_id") and eid != self.meta["export_id"]:
+            raise ModelLoadError(f"{self.path} and its sidecar disagree: the sidecar was written "
+                                 f"by another export (graph of {props.get('aprilgan.object_name')!r}"
+                                 f" at {props.get('aprilgan.image_size')} px); export again")
+
+    def _check_io(self, inputs: dict[str, list], outputs: set[str]) -> None:
+        """ModelLoadError unless the graph takes ``[batch, 3, S, S]`` images as ``INPUT`` with the
+        sidecar's S and gives every output of ``OUTPUTS`` (``inputs``: name -> shape, a
+        dimension an int or a name)."""
         s, where = self.meta["image_size"], f"{self.path} and its sidecar"
-        inputs = {i.name: i for i in self.session.get_inputs()}
         if INPUT not in inputs:
             raise ModelLoadError(f"{self.path} is not an export.py graph: no input {INPUT!r} "
                                  f"(it has {', '.join(inputs)})")
-        shape = list(inputs[INPUT].shape)
+        shape = inputs[INPUT]
         if len(shape) != 4 or shape[1] != 3 or shape[2:] != [shape[2]] * 2:
             raise ModelLoadError(f"{self.path}: input {INPUT!r} has shape {shape}, not "
                                  "[batch, 3, S, S]")
@@ -99,16 +111,9 @@ class OnnxModel:
             raise ModelLoadError(f"{where} disagree: the graph takes {shape[2]} px images, the "
                                  f"sidecar says image_size {s}; the sidecar belongs to another "
                                  "export")
-        names = {o.name for o in self.session.get_outputs()}
-        missing = [n for n in OUTPUTS if n not in names]
+        missing = [n for n in OUTPUTS if n not in outputs]
         if missing:
             raise ModelLoadError(f"{self.path} lacks the outputs {missing}: not an export.py graph")
-        props = self.session.get_modelmeta().custom_metadata_map
-        eid = props.get("aprilgan.export_id")
-        if eid and self.meta.get("export_id") and eid != self.meta["export_id"]:
-            raise ModelLoadError(f"{where} disagree: the sidecar was written by another export "
-                                 f"(graph of {props.get('aprilgan.object_name')!r} at "
-                                 f"{props.get('aprilgan.image_size')} px); export again")
 
     # ----------------------------------------------------------------- what it is
     @property
@@ -174,7 +179,10 @@ class OnnxModel:
         if x.shape[0] == 0:
             return {n: np.zeros((0, s, s) if n == "anomaly_map" else (0,), np.float32)
                     for n in OUTPUTS}
-        x = np.ascontiguousarray(x, dtype=np.float32)
+        return self._infer(np.ascontiguousarray(x, dtype=np.float32))
+
+    def _infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        """The runtime's call on a checked, non-empty float32 batch."""
         return dict(zip(OUTPUTS, self.session.run(list(OUTPUTS), {INPUT: x})))
 
     def __repr__(self) -> str:

@@ -74,40 +74,16 @@ class OpenVinoModel(OnnxModel):
         self._transform = None
 
     def _check_graph(self) -> None:
-        s, where = self.meta["image_size"], f"{self.path} and its sidecar"
-        inputs = {i.get_any_name(): i for i in self.graph.inputs}
-        if INPUT not in inputs:
-            raise ModelLoadError(f"{self.path} is not an export.py graph: no input {INPUT!r} "
-                                 f"(it has {', '.join(inputs)})")
-        shape = inputs[INPUT].get_partial_shape()
-        dims = [d.get_length() if d.is_static else None for d in shape]
-        if len(dims) != 4 or dims[1] != 3 or dims[2] != dims[3]:
-            raise ModelLoadError(f"{self.path}: input {INPUT!r} has shape {shape}, not "
-                                 "[batch, 3, S, S]")
-        if dims[2] != s:
-            raise ModelLoadError(f"{where} disagree: the graph takes {dims[2]} px images, the "
-                                 f"sidecar says image_size {s}; the sidecar belongs to another "
-                                 "export")
-        names = {n for o in self.graph.outputs for n in o.get_names()}
-        missing = [n for n in OUTPUTS if n not in names]
-        if missing:
-            raise ModelLoadError(f"{self.path} lacks the outputs {missing}: not an export.py graph")
+        inputs = {i.get_any_name(): [d.get_length() if d.is_static else None
+                                     for d in i.get_partial_shape()] for i in self.graph.inputs}
+        self._check_io(inputs, {n for o in self.graph.outputs for n in o.get_names()})
 
     @property
     def providers(self) -> list[str]:
         return [f"OpenVINO CPU ({self.precision})"]
 
-    def run(self, images: np.ndarray) -> dict[str, np.ndarray]:
-        """As ``OnnxModel.run``: ``image_score``, ``anomaly_map``, ``text_score``, ``map_max``."""
-        x = np.asarray(images)
-        s = self.image_size
-        if x.ndim != 4 or tuple(x.shape[1:]) != (3, s, s):
-            raise ConfigError(f"images of shape {list(x.shape)}: {self.path.name} takes "
-                              f"[B, 3, {s}, {s}] (use .preprocess)")
-        if x.shape[0] == 0:
-            return {n: np.zeros((0, s, s) if n == "anomaly_map" else (0,), np.float32)
-                    for n in OUTPUTS}
-        res = self.compiled({INPUT: np.ascontiguousarray(x, dtype=np.float32)})
+    def _infer(self, x: np.ndarray) -> dict[str, np.ndarray]:
+        res = self.compiled({INPUT: x})
         return {n: np.asarray(res[self.compiled.output(n)], dtype=np.float32) for n in OUTPUTS}
 
     def __repr__(self) -> str:

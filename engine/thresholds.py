@@ -46,9 +46,10 @@ def _stages(d: dict) -> str:
     return " ".join(map(str, d.get("features_list") or []))
 
 
-def image_key(data: dict, run: dict, path: str, warn) -> str:
+def image_key(data: dict, run: dict, path: str, warn, has_per_image: bool = False) -> str:
     """The ``per_category`` key holding the image threshold of ``run``'s score, after checking
-    the file's definition; ConfigError (one line, both sides, the fix) when it does not fit."""
+    the file's definition; ConfigError (one line, both sides, the fix) when it does not fit.
+    ``has_per_image``: the entry also holds ``image_per_image`` (test.py --image_score both)."""
     fitted = data.get("mode")
     if fitted is None:
         warn(path, "records no mode, model or score definition (an older file): it cannot be "
@@ -76,7 +77,7 @@ def image_key(data: dict, run: dict, path: str, warn) -> str:
     score, used = data.get("image_score") or "released", run["image_score"]
     if score == used:
         return "image"
-    if used == "per_image" and data.get("has_per_image"):
+    if used == "per_image" and has_per_image:
         return "image_per_image"
     fix = ("rerun test.py with --image_score per_image (or both)" if used == "per_image"
            else "rerun test.py with --image_score released (or both)")
@@ -100,8 +101,8 @@ def resolve_thresholds(cfg, run: dict, warn) -> dict:
             raise DatasetError(f"{path} has no thresholds for {cat!r} (it has: "
                                f"{', '.join(table) or 'none'}); pass --threshold_category")
         entry = table[cat] if isinstance(table[cat], dict) else {}
-        data = {**data, "has_per_image": "image_per_image" in entry}
-        keys = {"image": image_key(data, run, str(path), warn), "pixel": "pixel"}
+        keys = {"image": image_key(data, run, str(path), warn, "image_per_image" in entry),
+                "pixel": "pixel"}
         for key, name in keys.items():
             v = entry.get(name)
             try:
