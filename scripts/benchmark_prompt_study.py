@@ -1,7 +1,7 @@
 r"""Benchmark ``prompt_study.py`` against one ``test.py --prompt_dir`` run per variant.
 
 N prompt folders are written (the baseline with one state or template left out each), then,
-in this one process: ``prompt_study.py --variants`` on all of them (the baseline comes along),
+in this one process, after one untimed test.py run (so both paths are timed warm): ``prompt_study.py --variants`` on all of them (the baseline comes along),
 and ``test.py --prompt_dir`` on each folder and on the baseline. Reported: the two wall times,
 their ratio, the images through the backbone, the study's cost in separate test.py runs, and
 the largest difference between a variant's metrics in the study and in its own test.py run.
@@ -63,12 +63,14 @@ def main(argv: list[str] | None = None) -> int:
         if len(chosen) < a.variants:
             raise SystemExit(f"only {len(chosen)} ablations of the shipped prompts exist")
         folders = [write_prompt_dir(v, tmp / "variants" / v.name) for v in chosen]
+        test_py = _load_test_py()
+        # one untimed run first: both paths are then timed warm (imports, caches, first calls)
+        assert test_py.main([*common, "--save_path", str(tmp / "warmup")]) == 0
         t0 = time.perf_counter()
         assert prompt_study.main([*common, "--save_path", str(tmp / "study"), "--variants",
                                   *map(str, folders)]) == 0
         t_study = time.perf_counter() - t0
         study = json.loads((tmp / "study" / "study.json").read_text())
-        test_py = _load_test_py()
         t0 = time.perf_counter()
         separate = {}
         for name, folder in [("baseline", None)] + [(f.name, f) for f in folders]:
