@@ -1,7 +1,8 @@
 r"""The cross-dataset table of scripts/test_benchmarks.sh, and the list of prepared sets it runs.
 
     python scripts/sets_table.py list DATA_ROOT       # "NAME PATH FEW" per prepared set
-    python scripts/sets_table.py table RESULTS        # RESULTS/benchmarks.{md,csv}, index.html
+    python scripts/sets_table.py table RESULTS [--checkpoint CK]
+                                                      # RESULTS/benchmarks.{md,csv}, index.html
 
 ``list``: every folder under DATA_ROOT whose ``meta.json`` names a benchmark set (the builders
 record it; a folder named like a set counts too), and whether it has normal training images
@@ -9,13 +10,24 @@ record it; a folder named like a set counts too), and whether it has normal trai
 ``metrics.json`` mean row (percent, one decimal; "–" where a metric is undefined, e.g. pixel
 metrics of an image-level set), then the mean over the industrial and over the medical sets,
 each metric over the sets that define it, and a line naming them.
+
+Published figures: where a paper reports APRIL-GAN zero-shot on a set, ``benchmarks.md`` also
+has one table per source with each cell "ours / published (ours - published)", and
+``published.csv`` the same in long form (source, set, metric, ours, published, diff,
+comparable). The figures are in ``scripts/paper_tables/sets_<source>.csv`` (percent; an empty
+cell: not reported), their protocol in ``PUBLISHED`` below. ``comparable`` is "yes" only when
+the run follows the source's protocol: the projections were trained on the dataset the source
+trained on (read from the ``--checkpoint``'s recorded config) and the metric has the same
+definition.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -25,6 +37,32 @@ from metrics import METRIC_KEYS  # noqa: E402
 from utils.io import atomic_write_text, csv_text  # noqa: E402
 
 DASH = "–"
+TABLES = REPO / "scripts" / "paper_tables"
+
+
+@dataclass(frozen=True)
+class Published:
+    """APRIL-GAN's zero-shot figures on the benchmark sets as one paper reports them."""
+    key: str            # scripts/paper_tables/sets_<key>.csv
+    citation: str
+    protocol: str       # how APRIL-GAN was trained and scored there
+    trained_on: str | None  # the --dataset our checkpoint must be trained on to compare; None: never
+
+
+PUBLISHED = (
+    Published("anomalyclip",
+              "AnomalyCLIP (Zhou et al., ICLR 2024, arXiv:2310.18961), Tables 1 and 2, column "
+              "'VAND'",
+              "projections trained on the MVTec AD test set, every other set zero-shot; image "
+              "(AUROC, AP), pixel (AUROC, PRO); run by AnomalyCLIP's authors",
+              "mvtec"),
+    Published("adaclip",
+              "AdaCLIP (Cao et al., ECCV 2024, arXiv:2407.15795), Tables 1 and 2, column "
+              "'APRIL-GAN'",
+              "retrained by AdaCLIP's authors on MVTec AD and ClinicDB together (VisA and ColonDB "
+              "when testing those); image and pixel (AUROC, max-F1)",
+              None),
+)
 
 
 def prepared(data_root: Path) -> list[tuple[str, Path, bool]]:
@@ -46,8 +84,70 @@ def _pct(v) -> str:
     return DASH if v is None or not math.isfinite(v) else f"{100 * v:.1f}"
 
 
-def table(results: Path) -> Path:
-    """Write ``benchmarks.md``, ``benchmarks.csv`` and ``index.html`` under ``results``."""
+def read_published(source: Published) -> dict[str, dict[str, float]]:
+    """{set: {metric: percent}} of one source; metrics it does not report are absent."""
+    out = {}
+    with open(TABLES / f"sets_{source.key}.csv", newline="", encoding="utf-8") as f:
+        for row in csv.DictReader(f):
+            out[row["set"]] = {k: float(row[k]) for k in METRIC_KEYS if row.get(k, "").strip()}
+    return out
+
+
+def trained_on(checkpoint: Path | None) -> str | None:
+    """The --dataset the checkpoint's projections were trained on (its recorded config)."""
+    if checkpoint is None:
+        return None
+    import torch
+
+    try:
+        ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unreadable file: say so, compare as "unknown"
+        print(f"warning: cannot read {checkpoint} ({e}); comparability unknown", file=sys.stderr)
+        return None
+    config = ck.get("config") if isinstance(ck, dict) else None
+    return config.get("dataset") if isinstance(config, dict) else None
+
+
+def published_sections(rows: list[dict], trained: str | None) -> tuple[list[str], list[list]]:
+    """Markdown sections and long CSV rows comparing our zero-shot means with each source."""
+    ours = {r["set"]: r["mean"] for r in rows if r["setting"] == "zero_shot"}
+    lines, long = [], [["source", "set", "metric", "ours", "published", "diff", "comparable"]]
+    for src in PUBLISHED:
+        theirs = {k: v for k, v in read_published(src).items() if k in ours}
+        if not theirs:
+            continue
+        metrics = [k for k in METRIC_KEYS if any(k in v for v in theirs.values())]
+        same = src.trained_on is not None and trained == src.trained_on
+        why = ("yes: projections trained on " + str(trained) if same else
+               "no: " + ("the source trained on other data" if src.trained_on is None else
+                         f"the source trained on {src.trained_on}, these projections on "
+                         f"{trained or 'unknown data (pass --checkpoint)'}"))
+        lines += ["", f"## Published: {src.citation}", "",
+                  f"Protocol: {src.protocol}. Comparable with this run: {why}.", "",
+                  "Zero-shot; each cell: ours / published (ours − published), percent.", "",
+                  "| set | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+        for name, figures in theirs.items():
+            cells = []
+            for k in metrics:
+                v, p = ours[name].get(k), figures.get(k)
+                mine = None if v is None or not math.isfinite(v) else 100 * v
+                if p is None:
+                    cells.append(DASH)
+                    continue
+                diff = None if mine is None else mine - p
+                cells.append(f"{_pct(v)} / {p:.1f}" + ("" if diff is None else f" ({diff:+.1f})"))
+                long.append([src.key, name, k, "" if mine is None else f"{mine:.1f}", f"{p:.1f}",
+                             "" if diff is None else f"{diff:.1f}", "yes" if same else "no"])
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines, long
+
+
+def table(results: Path, checkpoint: Path | None = None, trained: str | None = None) -> Path:
+    """Write ``benchmarks.md``, ``benchmarks.csv``, ``index.html`` (and ``published.csv``).
+
+    ``trained``: the dataset the projections were trained on, when the checkpoint does not
+    record it (the authors' released checkpoints); otherwise read from ``checkpoint``.
+    """
     from engine.report import discover_reports, write_protocol_index
 
     rows = []
@@ -85,7 +185,11 @@ def table(results: Path) -> Path:
             lines.append(f"| **{label}** | {setting} | " + " | ".join(cells) + " |")
             csv_rows.append([label, kind, setting, *cells])
             notes.append(f"- {label}, {setting}: " + "; ".join(over) + ".")
-    lines += ["", "Means are taken over the sets where a metric is defined:", "", *notes, ""]
+    lines += ["", "Means are taken over the sets where a metric is defined:", "", *notes]
+    sections, long = published_sections(rows, trained or trained_on(checkpoint))
+    lines += [*sections, ""]
+    if len(long) > 1:
+        atomic_write_text(results / "published.csv", csv_text(long))
     atomic_write_text(results / "benchmarks.md", "\n".join(lines))
     atomic_write_text(results / "benchmarks.csv", csv_text(csv_rows))
     write_protocol_index(results, None, discover_reports(results),
@@ -98,8 +202,14 @@ def main(argv: list[str] | None = None) -> int:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="prepared sets under a data root").add_argument("root", type=Path)
-    sub.add_parser("table", help="write the cross-dataset table").add_argument("results",
-                                                                               type=Path)
+    t = sub.add_parser("table", help="write the cross-dataset table")
+    t.add_argument("results", type=Path)
+    t.add_argument("--checkpoint", type=Path, default=None,
+                   help="the runs' checkpoint: its training set decides which published "
+                        "figures are comparable")
+    t.add_argument("--trained_on", default=None, metavar="DATASET",
+                   help="the dataset the projections were trained on, for a checkpoint that "
+                        "does not record it (e.g. mvtec for the authors' MVTec checkpoint)")
     a = p.parse_args(argv)
     if a.command == "list":
         if not a.root.is_dir():
@@ -108,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         for name, path, few in prepared(a.root):
             print(f"{name} {path} {int(few)}")
         return 0
-    print(f"wrote {table(a.results)}")
+    print(f"wrote {table(a.results, a.checkpoint, a.trained_on)}")
     return 0
 
 

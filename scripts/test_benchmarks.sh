@@ -19,7 +19,9 @@ usage: bash scripts/test_benchmarks.sh --data_root DIR --checkpoint CK [options]
 Evaluate every prepared benchmark set under DIR (folders with a meta.json written by a set's
 builder) zero-shot, and few-shot where the set has normal training images; then write
 RESULTS/benchmarks.md/.csv (one row per set and setting; means over the industrial and the
-medical sets) and RESULTS/index.html.
+medical sets) and RESULTS/index.html. Where a paper reports APRIL-GAN on a set
+(scripts/paper_tables/sets_*.csv), benchmarks.md shows ours / published and published.csv the
+same in long form, marked comparable when the projections were trained on the source's dataset.
 
   --data_root DIR      folder holding one prepared folder per set (required)
   --checkpoint CK      projection weights (required), e.g. exps/train_on_mvtec/epoch_3.pth
@@ -27,6 +29,8 @@ medical sets) and RESULTS/index.html.
   --k_shot K           reference images per category for few-shot [4]
   --seed S             seed of the reference draw [1]
   --skip_few_shot      zero-shot only
+  --trained_on NAME    the dataset CK was trained on, when CK does not record it (the
+                       authors' released checkpoints); train.py's checkpoints record it
 $MODEL_FLAGS_HELP
 EOF2
 }
@@ -37,6 +41,7 @@ RESULTS="$REPO_ROOT/results/benchmarks"
 K=4
 SEED=1
 FEW=1
+TRAINED_ON=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
         -h|--help) usage; exit 0 ;;
@@ -46,6 +51,7 @@ while [[ $# -gt 0 ]]; do
         --k_shot) need_value "$@"; K="$2"; shift 2 ;;
         --seed) need_value "$@"; SEED="$2"; shift 2 ;;
         --skip_few_shot) FEW=0; shift ;;
+        --trained_on) need_value "$@"; TRAINED_ON=(--trained_on "$2"); shift 2 ;;
         *) parse_common "$@"; [[ $CONSUMED -gt 0 ]] || die "unknown option $1 (see --help)"
            shift "$CONSUMED" ;;
     esac
@@ -66,4 +72,4 @@ while read -r name path few; do
             --k_shot "$K" --seed "$SEED" "${MODEL_ARGS[@]}" "${EXTRA_ARGS[@]}"
     fi
 done <<< "$SETS"
-run "$PYTHON" scripts/sets_table.py table "$RESULTS"
+run "$PYTHON" scripts/sets_table.py table "$RESULTS" --checkpoint "$CKPT" "${TRAINED_ON[@]}"

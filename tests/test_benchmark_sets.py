@@ -144,6 +144,14 @@ def test_one_command_evaluates_every_prepared_set(tmp_path, warm_python):
     assert med["auroc_sp"] == f"{100 * br['auroc_sp']:.1f}"
     md = (res / "benchmarks.md").read_text()
     assert "auroc_px over kvasir;" in md and "auroc_sp over brainmri;" in md
+    # AnomalyCLIP Table 2 reports APRIL-GAN on both (BrainMRI image AUROC 89.3, Kvasir PRO
+    # 36.2); the fixture checkpoint records no training set, so nothing is comparable
+    pub = {(r["source"], r["set"], r["metric"]): r
+           for r in csv.DictReader(open(res / "published.csv"))}
+    assert pub[("anomalyclip", "brainmri", "auroc_sp")]["published"] == "89.3"
+    assert pub[("anomalyclip", "brainmri", "auroc_sp")]["ours"] == f"{100 * br['auroc_sp']:.1f}"
+    assert pub[("anomalyclip", "kvasir", "pro")]["published"] == "36.2"
+    assert {r["comparable"] for r in pub.values()} == {"no"}
     index = (res / "index.html").read_text()
     assert "brainmri_zero_shot/report.html" in index and "kvasir_zero_shot/report.html" in index
 
@@ -169,3 +177,60 @@ def test_the_real_elpv_release_when_its_package_is_installed(tmp_path):
     lines = [ln for ln in (data / "labels.csv").read_text().splitlines() if ln.strip()]
     assert n == len(lines) == 2624
     assert meta["labels"] == "image" and all(r["anomaly"] == 0 for r in meta["train"]["solar_cell"])
+
+
+def _fake_run(results: Path, name: str, mean: dict) -> None:
+    run = results / f"{name}_zero_shot"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps({"mean": mean}))
+
+
+def test_published_figures_beside_ours_and_when_they_are_comparable(tmp_path):
+    """benchmarks.md and published.csv put our zero-shot means beside the papers' APRIL-GAN
+    figures (AnomalyCLIP Table 1: BTAD image AUROC 73.6, pixel PRO 25.0; AdaCLIP Table 1: BTAD
+    image AUROC 85.2), with the difference; comparable only for a checkpoint trained on the
+    source's training set (AnomalyCLIP: MVTec AD; AdaCLIP's joint training: never)."""
+    import csv
+
+    import torch
+
+    from test_benchmarks import load_script
+    sets_table = load_script("sets_table")
+    res = tmp_path / "res"
+    _fake_run(res, "btad", {"auroc_px": 0.9, "f1_px": 0.4, "ap_px": 0.3, "pro": 0.5,
+                            "auroc_sp": 0.75, "f1_sp": 0.7, "ap_sp": 0.8})
+    _fake_run(res, "headct", {"auroc_px": None, "f1_px": None, "ap_px": None, "pro": None,
+                              "auroc_sp": 0.9, "f1_sp": 0.85, "ap_sp": 0.88})
+    _fake_run(res, "ksdd2", {"auroc_px": 0.5, "f1_px": 0.5, "ap_px": 0.5, "pro": 0.5,
+                             "auroc_sp": 0.5, "f1_sp": 0.5, "ap_sp": 0.5})  # nobody published
+    ck = tmp_path / "epoch_3.pth"
+    torch.save({"trainable_linearlayer": {}, "config": {"dataset": "mvtec"}}, ck)
+
+    sets_table.table(res, ck)
+    rows = list(csv.DictReader(open(res / "published.csv", encoding="utf-8")))
+    got = {(r["source"], r["set"], r["metric"]): r for r in rows}
+    a = got[("anomalyclip", "btad", "auroc_sp")]
+    assert (a["ours"], a["published"], a["diff"], a["comparable"]) == ("75.0", "73.6", "1.4", "yes")
+    assert got[("anomalyclip", "btad", "pro")]["diff"] == "25.0"  # 50.0 - 25.0
+    assert got[("anomalyclip", "headct", "ap_sp")]["diff"] == "-1.4"  # 88.0 - 89.4
+    assert ("anomalyclip", "btad", "f1_sp") not in got  # AnomalyCLIP reports AP, not max-F1
+    ada = got[("adaclip", "btad", "auroc_sp")]
+    assert (ada["published"], ada["diff"], ada["comparable"]) == ("85.2", "-10.2", "no")
+    assert not any(r["set"] == "ksdd2" for r in rows)
+    md = (res / "benchmarks.md").read_text(encoding="utf-8")
+    assert "| btad | 90.0 / 60.8 (+29.2) |" in md  # AnomalyCLIP: auroc_px first
+    assert "Comparable with this run: yes: projections trained on mvtec" in md
+
+    # a checkpoint trained on VisA: nothing comparable, and the table says why
+    torch.save({"trainable_linearlayer": {}, "config": {"dataset": "visa"}}, ck)
+    sets_table.table(res, ck)
+    rows = list(csv.DictReader(open(res / "published.csv", encoding="utf-8")))
+    assert {r["comparable"] for r in rows} == {"no"}
+    assert "the source trained on mvtec, these projections on visa" in (
+        res / "benchmarks.md").read_text(encoding="utf-8")
+    # a released checkpoint records nothing: --trained_on says it
+    torch.save({"trainable_linearlayer": {}}, ck)
+    assert sets_table.main(["table", str(res), "--checkpoint", str(ck),
+                            "--trained_on", "mvtec"]) == 0
+    rows = list(csv.DictReader(open(res / "published.csv", encoding="utf-8")))
+    assert {r["comparable"] for r in rows if r["source"] == "anomalyclip"} == {"yes"}
