@@ -115,6 +115,11 @@ class EvalConfig(ModelConfig):
     precision: str = opt("auto", "backbone precision: auto (fp16 autocast on CUDA, fp32 on the "
                          "CPU, as released), fp32, or bf16 (bf16 autocast on any device; "
                          "the head stays fp32)", choices=("auto", "fp32", "bf16"))
+    cpu_linear: str = opt("blas", "the CPU's fp32 linear layers of a ViT backbone: blas "
+                          "(torch's default, as released) or onednn (weights packed once for "
+                          "oneDNN: the same numbers up to float rounding, faster on some CPUs; "
+                          "scripts/benchmark_cpu_linear.py measures yours)",
+                          choices=("blas", "onednn"))
     feature_store: str | None = opt(None, "folder of stored backbone outputs of this dataset "
                                     "(shared with train.py --cache_features on the same data): "
                                     "stored test images skip the backbone, new ones are added",
@@ -235,6 +240,11 @@ class PredictConfig(ModelConfig):
                          "released; --onnx: fp32), fp32, or bf16 (torch: the backbone under "
                          "bf16 autocast; --onnx: --runtime openvino where the CPU supports it)",
                          choices=("auto", "fp32", "bf16"))
+    cpu_linear: str = opt("blas", "the CPU's fp32 linear layers of a ViT backbone: blas "
+                          "(torch's default, as released) or onednn (weights packed once for "
+                          "oneDNN: the same numbers up to float rounding, faster on some CPUs; "
+                          "scripts/benchmark_cpu_linear.py measures yours)",
+                          choices=("blas", "onednn"))
     few_shot_features: list[int] | None = opt(
         None, "1-based stages of the few-shot memory banks",
         default_text="the --features_list stages")
@@ -292,6 +302,8 @@ class PredictConfig(ModelConfig):
             raise ConfigError("--object_name is required (the word put into the prompts)")
         if self.runtime != "onnxruntime" and not self.onnx:
             raise ConfigError("--runtime applies to --onnx FILE (an exported graph)")
+        if self.onnx and self.cpu_linear != "blas":
+            raise ConfigError("--cpu_linear applies to the torch path, not to --onnx FILE")
         if self.onnx and self.precision == "bf16" and self.runtime != "openvino":
             raise ConfigError("--precision bf16 with --onnx needs --runtime openvino "
                               "(onnxruntime runs the fp32 graph)")

@@ -30,8 +30,8 @@ from utils.npz_stream import NpzStreamWriter
 from .config import EvalConfig
 from .features import encode_batch, open_store
 from .inference import build_bank, normal_level, progress, reference_tokens, run_category
-from .loading import (build_model, load_projections, resolve_device, set_precision,
-                      trained_with)
+from .loading import (build_model, load_projections, resolve_device, set_cpu_linear,
+                      set_precision, trained_with)
 from .distributed import Dist, gather_category
 from .eval_outputs import draw_category, finish_reports, run_maps
 from .metric_pool import CategoryTask, MetricPool
@@ -93,6 +93,7 @@ def prepare(cfg: EvalConfig, log: logging.Logger, out: Path, dist: Dist | None =
         cfg.few_shot_features if cfg.mode == "few_shot" else (), cfg.config_path, device)
     load_projections(model.projections, cfg.checkpoint_path, trained_with(cfg))
     set_precision(model, cfg.precision)
+    set_cpu_linear(model, cfg.cpu_linear, device, cfg.batch_size)
     model.eval()
     text = TextFeatureBank(model.backbone.encode_text, tokenizer, prompts, device)
     workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)

@@ -352,3 +352,30 @@ def set_precision(model, precision: str) -> None:
         model.backbone.autocast = False
     elif precision == "bf16":
         model.backbone.autocast, model.backbone.autocast_dtype = True, torch.bfloat16
+
+
+def set_cpu_linear(model, kind: str, device: torch.device, batch: int = 1) -> int:
+    """``--cpu_linear``: ``blas`` keeps torch's linear layers; ``onednn`` packs the ViT
+    blocks' linear layers for oneDNN (``models.onednn_linear``; float rounding apart, the same
+    numbers). Returns the number of packed products (0 for ``blas``).
+
+    Raises:
+        ConfigError: ``onednn`` off the CPU, under reduced precision, without oneDNN in this
+            torch build, or for a backbone without ViT blocks.
+    """
+    if kind == "blas":
+        return 0
+    from models.onednn_linear import onednn_available, pack_vit_linears
+
+    if device.type != "cpu":
+        raise ConfigError(f"--cpu_linear onednn runs on the CPU; this run's device is {device}")
+    if model.backbone.autocast:
+        raise ConfigError("--cpu_linear onednn needs the fp32 backbone: drop --precision bf16 "
+                          "(or APRILGAN_AUTOCAST)")
+    if not onednn_available():
+        raise ConfigError("--cpu_linear onednn: this torch build has no oneDNN linear operators")
+    if model.backbone.kind != "vit":
+        raise ConfigError(f"--cpu_linear onednn applies to ViT backbones; this one is a "
+                          f"{model.backbone.kind}")
+    grid = next(iter(model.backbone.info.values())).grid
+    return pack_vit_linears(model.backbone.clip.visual, rows=batch * (grid ** 2 + 1))

@@ -18,8 +18,8 @@ from prompts import TextFeatureBank, load_prompts
 
 from .config import PredictConfig
 from .inference import build_bank, infer_batches, normal_level, reference_tokens
-from .loading import (build_model, load_projections, resolve_device, set_precision,
-                      trained_with)
+from .loading import (build_model, load_projections, resolve_device, set_cpu_linear,
+                      set_precision, trained_with)
 from .metric_pool import final_maps, zero_shot_maps
 
 
@@ -39,6 +39,7 @@ class TorchScorer:
                                             cfg.config_path, self.device)
         load_projections(self.model.projections, cfg.checkpoint_path, trained_with(cfg))
         set_precision(self.model, cfg.precision)
+        set_cpu_linear(self.model, cfg.cpu_linear, self.device, cfg.batch_size)
         self.model.eval()
         self.text = TextFeatureBank(self.model.backbone.encode_text, tokenizer, prompts,
                                     self.device)(cfg.object_name)

@@ -5,13 +5,15 @@ For each model -- ``tiny`` (the test fixture ViT, 84 px) and named open_clip arc
 random weights (speed does not depend on the weights; nothing is downloaded) -- and each mode
 (zero-shot; few-shot with memory banks of ``--k_shot`` random reference images), the graph of
 ``engine.export.build_graph`` (backbone, head, maps, scores) is timed in torch and, exported,
-in onnxruntime: after ``--warmup`` untimed calls, the median of ``--repeats`` timed calls of one
-batch, and the best call (less skewed by other work on the machine). Reported: ms per image at
-batch 1, images/s at batch 8, and peak memory -- on a GPU ``torch.cuda.max_memory_allocated``
-(torch rows), on the CPU the peak RSS of the process (``resource.getrusage``; reset before each
-row through /proc/self/clear_refs where Linux allows, otherwise the peak so far). Torch on CUDA
-runs with fp16 autocast as predict.py does; onnxruntime runs the float32 graph (the CUDA
-provider when onnxruntime has it and ``--device cuda``).
+in onnxruntime and OpenVINO: after ``--warmup`` untimed calls, the median of ``--repeats`` timed
+calls of one batch, and the best call (less skewed by other work on the machine). Each backend
+runs in a fresh process of its own (this script with ``--row``), so its memory is its own.
+Reported: ms per image at batch 1, images/s at batch ``--batch`` (the column says which), and
+the peak RSS of the backend's process (imports, model and buffers; VmHWM on Linux),
+plus ``torch.cuda.max_memory_allocated`` for torch on a GPU. Torch on CUDA runs with fp16
+autocast as predict.py does; onnxruntime runs the float32 graph (the CUDA provider when
+onnxruntime has it and ``--device cuda``); OpenVINO runs fp32 (asked for explicitly) and bf16
+where the CPU reports it. ``--keep_onnx DIR`` keeps the exported graphs.
 
     python scripts/benchmark_latency.py                    # tiny + ViT-B-16 at 224 on the CPU
     python scripts/benchmark_latency.py --model ViT-B-16 --pretrained none --image_size 224 \
@@ -38,6 +40,7 @@ FIXTURE = REPO / "tests" / "fixtures" / "golden" / "models"
 TINY = dict(name="tiny-vit", config=FIXTURE / "tiny-vit.json", weights=FIXTURE / "tiny-vit-random.pt",
             checkpoint=FIXTURE / "linear-random.pth", size=84, stages=[2, 4, 6, 8])
 MODES = ("zero_shot", "few_shot")
+ROW_TAG = "ROW "  # a --row process prints its row on a line starting with this
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,6 +61,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="torch.onnx exporter [default: dynamo; --quick: torchscript]")
     p.add_argument("--quick", action="store_true", help="CI smoke run: tiny model, few repeats")
     p.add_argument("--json", default=None, help="write the results here")
+    p.add_argument("--keep_onnx", default=None, metavar="DIR",
+                   help="keep the exported graphs in DIR (<model>_<S>_<mode>.onnx) [default: a "
+                        "temporary folder, removed]")
+    p.add_argument("--python", default=sys.executable,
+                   help="interpreter of the per-backend processes [default: this one]")
+    p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: one backend's row
+    p.add_argument("--row_onnx", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--row_few", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     a.model = a.model or (["tiny"] if a.quick else ["tiny", "ViT-B-16"])
     a.repeats = a.repeats or (3 if a.quick else 10)
@@ -99,13 +110,25 @@ def build(name: str, args, few: bool, device):
 
 
 def reset_peak() -> None:
-    try:  # Linux: "5" resets the peak RSS (VmHWM) of this process
+    """Restart the peak RSS count at the current RSS (Linux; elsewhere nothing happens)."""
+    try:  # "5" resets VmHWM, the high-water mark of this process's memory
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
         pass
 
 
 def peak_rss_mib() -> float:
+    """This process's peak resident memory (MiB): VmHWM on Linux, else ``ru_maxrss``.
+
+    Not ``ru_maxrss`` on Linux: it survives ``exec``, so a child started by a large parent
+    would report the parent's size at the fork.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**10
+    except OSError:
+        pass
     kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return kib / (2**20 if sys.platform == "darwin" else 2**10)
 
@@ -124,102 +147,139 @@ def timings(fn, warmup: int, repeats: int, sync) -> tuple[float, float]:
     return statistics.median(times), min(times)
 
 
+def inputs(size: int, batch: int):
+    """The timed inputs, the same in every backend's process: [1|B, 3, S, S] float32."""
+    import numpy as np
+
+    x1 = np.random.default_rng(1).standard_normal((1, 3, size, size), dtype=np.float32)
+    xb = np.random.default_rng(2).standard_normal((batch, 3, size, size), dtype=np.float32)
+    return x1, xb
+
+
+def backends(args) -> list[str]:
+    """The rows to run: torch, onnxruntime, and OpenVINO fp32 (bf16 where the CPU has it)."""
+    out = ["torch", "onnxruntime"]
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return out
+    from engine.openvino_runtime import bf16_supported
+
+    return out + ["openvino:fp32"] + (["openvino:bf16"] if bf16_supported() else [])
+
+
 def measure(name: str, args, few: bool) -> list[dict]:
-    """The rows (torch, onnxruntime, OpenVINO) for one model and mode."""
+    """The rows (torch, onnxruntime, OpenVINO) for one model and mode, each backend timed in a
+    process of its own, so its peak memory is its own (imports, model and buffers included)."""
     import torch
 
     from engine.export import export_proto
-    from engine.onnx_runtime import make_session
 
-    device = torch.device(args.device)
-    cuda = device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
     graph, size = build(name, args, few, torch.device("cpu"))
     t = time.perf_counter()
-    data = export_proto(graph, size, exporter=args.exporter).SerializeToString()
+    proto = export_proto(graph, size, exporter=args.exporter)
     export_s = time.perf_counter() - t
-    common = {"model": TINY["name"] if name == "tiny" else name, "image_size": size,
-              "mode": MODES[few], "k_shot": args.k_shot if few else 0, "export_s": export_s,
-              "onnx_mib": len(data) / 2**20}
-    x1 = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1))
-    xb = torch.randn(args.batch, 3, size, size, generator=torch.Generator().manual_seed(2))
-    rows = []
-
-    graph.to(device)
-    graph.model.backbone.autocast = None  # fp16 autocast on CUDA, as predict.py
-    reset_peak()
-    if cuda:
-        torch.cuda.reset_peak_memory_stats(device)
-    a1, ab = x1.to(device), xb.to(device)
-    with torch.inference_mode():
-        t1 = timings(lambda: graph(a1), args.warmup, args.repeats, sync)
-        tb = timings(lambda: graph(ab), args.warmup, args.repeats, sync)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if cuda else peak_rss_mib()
-    rows.append({**common, "backend": "torch", "precision": "fp16 autocast" if cuda else "fp32",
-                 "provider": str(device), **speeds(t1, tb, args.batch), "peak_mib": peak,
-                 "peak_kind": "cuda max_memory_allocated" if cuda else "process peak RSS"})
-    graph.to("cpu")
-    del graph, a1, ab
-    if cuda:
-        torch.cuda.empty_cache()
-
-    reset_peak()
-    sess = make_session(data, args.device)
-    n1, nb = {"images": x1.numpy()}, {"images": xb.numpy()}
-    o1 = timings(lambda: sess.run(None, n1), args.warmup, args.repeats, lambda: None)
-    ob = timings(lambda: sess.run(None, nb), args.warmup, args.repeats, lambda: None)
-    rows.append({**common, "backend": "onnxruntime", "precision": "fp32",
-                 "provider": sess.get_providers()[0], **speeds(o1, ob, args.batch),
-                 "peak_mib": peak_rss_mib(),
-                 "peak_kind": "process peak RSS (host)"})
-    del sess
-    rows += openvino_rows(data, common, n1, nb, args)
-    return rows
-
-
-def openvino_rows(data: bytes, common: dict, n1: dict, nb: dict, args) -> list[dict]:
-    """OpenVINO CPU rows: fp32 (asked for explicitly), and bf16 where the CPU has it."""
-    try:
-        import openvino as ov
-    except ImportError:
-        return []
-    from engine.openvino_runtime import PRECISIONS, bf16_supported
-
-    core, rows = ov.Core(), []
+    del graph
+    model = TINY["name"] if name == "tiny" else name
+    common = {"model": model, "image_size": size, "mode": MODES[few],
+              "k_shot": args.k_shot if few else 0, "batch": args.batch, "export_s": export_s}
     with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / "graph.onnx"
-        path.write_bytes(data)
-        model = core.read_model(str(path))
-        for precision in ("fp32", "bf16"):
-            if precision == "bf16" and not bf16_supported():
-                continue
-            reset_peak()
-            compiled = core.compile_model(model, "CPU",
-                                          {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]})
-            v1 = timings(lambda: compiled(n1), args.warmup, args.repeats, lambda: None)
-            vb = timings(lambda: compiled(nb), args.warmup, args.repeats, lambda: None)
-            rows.append({**common, "backend": "openvino", "precision": precision,
-                         "provider": f"CPU {precision}", **speeds(v1, vb, args.batch),
-                         "peak_mib": peak_rss_mib(), "peak_kind": "process peak RSS (host)"})
-    return rows
+        folder = Path(args.keep_onnx).resolve() if args.keep_onnx else Path(tmp)
+        folder.mkdir(parents=True, exist_ok=True)
+        onnx = folder / f"{model}_{size}_{MODES[few]}.onnx"
+        data = proto.SerializeToString()
+        onnx.write_bytes(data)
+        common["onnx_mib"] = len(data) / 2**20
+        if args.keep_onnx:
+            common["onnx_file"] = str(onnx)
+        del proto, data
+        return [{**common, **run_row(name, few, backend, onnx, args)}
+                for backend in backends(args)]
+
+
+def run_row(name: str, few: bool, backend: str, onnx: Path, args) -> dict:
+    """One backend's row, measured by a fresh process running this script with ``--row``."""
+    import subprocess
+
+    cmd = [args.python, str(Path(__file__).resolve()), "--row", backend, "--row_onnx", str(onnx),
+           "--model", name, "--pretrained", args.pretrained, "--image_size", str(args.image_size),
+           "--features_list", *map(str, args.features_list), "--k_shot", str(args.k_shot),
+           "--repeats", str(args.repeats), "--warmup", str(args.warmup),
+           "--batch", str(args.batch), "--device", args.device] + (["--row_few"] if few else [])
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith(ROW_TAG)]
+    if r.returncode != 0 or not lines:
+        raise SystemExit(f"error: the {backend} row of {name} {MODES[few]} failed "
+                         f"(exit {r.returncode}):\n{r.stderr[-3000:]}")
+    return json.loads(lines[-1][len(ROW_TAG):])
+
+
+def row(args) -> dict:
+    """Time one backend in this process (``--row``): its row without the common fields."""
+    reset_peak()  # a process forked from a warm interpreter starts at that one's peak
+    backend, _, precision = args.row.partition(":")
+    size = TINY["size"] if args.model == ["tiny"] else args.image_size
+    x1, xb = inputs(size, args.batch)
+    if backend == "torch":
+        import torch
+
+        device = torch.device(args.device)
+        cuda = device.type == "cuda"
+        sync = torch.cuda.synchronize if cuda else (lambda: None)
+        graph, _ = build(args.model[0], args, args.row_few, torch.device("cpu"))
+        graph.to(device)
+        graph.model.backbone.autocast = None  # fp16 autocast on CUDA, as predict.py
+        a1, ab = torch.from_numpy(x1).to(device), torch.from_numpy(xb).to(device)
+        with torch.inference_mode():
+            t1 = timings(lambda: graph(a1), args.warmup, args.repeats, sync)
+            tb = timings(lambda: graph(ab), args.warmup, args.repeats, sync)
+        out = {"backend": "torch", "precision": "fp16 autocast" if cuda else "fp32",
+               "provider": str(device), **speeds(t1, tb, args.batch)}
+        if cuda:
+            out["gpu_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    elif backend == "onnxruntime":
+        from engine.onnx_runtime import make_session
+
+        sess = make_session(args.row_onnx, args.device)
+        n1, nb = {"images": x1}, {"images": xb}
+        t1 = timings(lambda: sess.run(None, n1), args.warmup, args.repeats, lambda: None)
+        tb = timings(lambda: sess.run(None, nb), args.warmup, args.repeats, lambda: None)
+        out = {"backend": "onnxruntime", "precision": "fp32",
+               "provider": sess.get_providers()[0], **speeds(t1, tb, args.batch)}
+    else:  # openvino:fp32 or openvino:bf16; fp32 is asked for explicitly
+        import openvino as ov
+
+        from engine.openvino_runtime import PRECISIONS
+
+        compiled = ov.Core().compile_model(args.row_onnx, "CPU",
+                                           {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]})
+        t1 = timings(lambda: compiled(x1), args.warmup, args.repeats, lambda: None)
+        tb = timings(lambda: compiled(xb), args.warmup, args.repeats, lambda: None)
+        out = {"backend": "openvino", "precision": precision, "provider": f"CPU {precision}",
+               **speeds(t1, tb, args.batch)}
+    return {**out, "peak_mib": peak_rss_mib(),
+            "peak_kind": "peak RSS of the backend's own process", "pid": os.getpid()}
 
 
 def speeds(t1: tuple[float, float], tb: tuple[float, float], batch: int) -> dict:
-    """ms per image at batch 1 and images/s at ``batch``: from the median and the best call."""
+    """ms per image at batch 1 and images/s at ``batch`` (the row's ``batch``): from the
+    median and from the best call."""
     return {"ms_per_image_b1": 1e3 * t1[0], "ms_per_image_b1_best": 1e3 * t1[1],
-            "images_per_s_b8": batch / tb[0], "images_per_s_b8_best": batch / tb[1]}
+            "images_per_s": batch / tb[0], "images_per_s_best": batch / tb[1]}
 
 
 def table(rows: list[dict]) -> str:
+    """The rows as a text table; the throughput column is labelled with the batch it ran."""
+    batch = f"img/s b{rows[0]['batch']}" if rows else "img/s"
     head = (f"{'model':<12} {'S':>4} {'mode':<9} {'backend':<12} {'provider':<20} "
-            f"{'ms/img b1':>9} {'(best)':>7} {'img/s b8':>8} {'(best)':>7} {'peak MiB':>8} "
+            f"{'ms/img b1':>9} {'(best)':>7} {batch:>9} {'(best)':>7} {'peak MiB':>8} "
             f"{'export s':>8}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['model']:<12} {r['image_size']:>4} {r['mode']:<9} {r['backend']:<12} "
                      f"{r['provider'][:20]:<20} {r['ms_per_image_b1']:>9.2f} "
-                     f"{r['ms_per_image_b1_best']:>7.2f} {r['images_per_s_b8']:>8.2f} "
-                     f"{r['images_per_s_b8_best']:>7.2f} {r['peak_mib']:>8.0f} "
+                     f"{r['ms_per_image_b1_best']:>7.2f} {r['images_per_s']:>9.2f} "
+                     f"{r['images_per_s_best']:>7.2f} {r['peak_mib']:>8.0f} "
                      f"{r['export_s']:>8.1f}")
     return "\n".join(lines)
 
@@ -248,6 +308,9 @@ def main(argv: list[str] | None = None) -> int:
     import warnings
 
     warnings.filterwarnings("ignore", message=".*QuickGELU.*")
+    if args.row:
+        print(ROW_TAG + json.dumps(row(args)), flush=True)
+        return 0
     rows = []
     for name in args.model:
         for few in (False, True):
@@ -255,6 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"measured {rows[-1]['model']} {MODES[few]}", file=sys.stderr, flush=True)
     print(f"ms/img at batch 1, img/s at batch {args.batch}: median (and best) of {args.repeats} "
           f"calls after {args.warmup} warm-up; {args.exporter} exporter; device {args.device}; "
+          f"each backend in its own process (peak MiB: that process's peak RSS); "
           f"load average {os.getloadavg()[0]:.1f} (other work on the machine skews the median)")
     print(table(rows))
     result = {"machine": machine(args), "settings": vars(args),

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -284,19 +285,29 @@ def test_help_does_not_import_torch():
     assert "TORCH False" in r.stdout
 
 
-def test_latency_benchmark_smoke(tmp_path, monkeypatch, capsys):
-    """--quick runs from another folder (in this process: the imports are paid already)."""
+def test_latency_benchmark_smoke(tmp_path, monkeypatch, capsys, warm_python):
+    """--quick runs from another folder; each backend's row comes from a process of its own
+    (its peak memory its own), the throughput column names the batch it ran, and --keep_onnx
+    keeps the exported graphs."""
     spec = importlib.util.spec_from_file_location(
         "benchmark_latency", REPO / "scripts" / "benchmark_latency.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     monkeypatch.chdir(tmp_path)
-    assert bench.main(["--quick", "--repeats", "1", "--json", "latency.json"]) == 0
+    assert bench.main(["--quick", "--repeats", "1", "--batch", "2", "--json", "latency.json",
+                       "--keep_onnx", "graphs", "--python", warm_python.ready()]) == 0
     rows = json.loads((tmp_path / "latency.json").read_text())["rows"]
     assert {(row["mode"], row["backend"]) for row in rows} == {
         (m, b) for m in ("zero_shot", "few_shot") for b in ("torch", "onnxruntime", "openvino")}
-    assert all(row["ms_per_image_b1"] > 0 and row["images_per_s_b8"] > 0 for row in rows)
-    assert "ms/img b1" in capsys.readouterr().out
+    assert all(row["ms_per_image_b1"] > 0 and row["images_per_s"] > 0 and row["batch"] == 2
+               and row["peak_mib"] > 0 for row in rows)
+    pids = [row["pid"] for row in rows]
+    assert len(set(pids)) == len(rows) and os.getpid() not in pids
+    out = capsys.readouterr().out
+    assert "img/s b2" in out and "img/s b8" not in out
+    kept = sorted(p.name for p in (tmp_path / "graphs").iterdir())
+    assert kept == ["tiny-vit_84_few_shot.onnx", "tiny-vit_84_zero_shot.onnx"]
+    assert {row["onnx_file"] for row in rows} == {str(tmp_path / "graphs" / k) for k in kept}
 
 
 @pytest.mark.parametrize("mode", ["zero_shot", "few_shot"])
