@@ -13,7 +13,9 @@ the peak RSS of the backend's process (imports, model and buffers; VmHWM on Linu
 plus ``torch.cuda.max_memory_allocated`` for torch on a GPU. Torch on CUDA runs with fp16
 autocast as predict.py does; onnxruntime runs the float32 graph (the CUDA provider when
 onnxruntime has it and ``--device cuda``); OpenVINO runs fp32 (asked for explicitly) and bf16
-where the CPU reports it. ``--keep_onnx DIR`` keeps the exported graphs.
+where the CPU reports it. ``map diff`` and ``score diff``: each row's largest difference from
+the onnxruntime row's anomaly map and image score on the batch-1 input (the drift of bf16 or
+fp16, float rounding otherwise). ``--keep_onnx DIR`` keeps the exported graphs.
 
     python scripts/benchmark_latency.py                    # tiny + ViT-B-16 at 224 on the CPU
     python scripts/benchmark_latency.py --model ViT-B-16 --pretrained none --image_size 224 \
@@ -35,6 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from engine.onnx_sidecar import OUTPUTS  # noqa: E402  (light: no torch)
 
 FIXTURE = REPO / "tests" / "fixtures" / "golden" / "models"
 TINY = dict(name="tiny-vit", config=FIXTURE / "tiny-vit.json", weights=FIXTURE / "tiny-vit-random.pt",
@@ -69,6 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--row", default=None, help=argparse.SUPPRESS)  # internal: one backend's row
     p.add_argument("--row_onnx", default=None, help=argparse.SUPPRESS)
     p.add_argument("--row_few", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--row_out", default=None, help=argparse.SUPPRESS)  # its batch-1 outputs
     a = p.parse_args(argv)
     a.model = a.model or (["tiny"] if a.quick else ["tiny", "ViT-B-16"])
     a.repeats = a.repeats or (3 if a.quick else 10)
@@ -193,8 +197,27 @@ def measure(name: str, args, few: bool) -> list[dict]:
         if args.keep_onnx:
             common["onnx_file"] = str(onnx)
         del proto, data
-        return [{**common, **run_row(name, few, backend, onnx, args)}
+        rows = [{**common, **run_row(name, few, backend, onnx, args)}
                 for backend in backends(args)]
+        drift(rows, [onnx.with_suffix(f".{b.replace(':', '_')}.npz") for b in backends(args)])
+        return rows
+
+
+def drift(rows: list[dict], outputs: list[Path]) -> None:
+    """Each row's largest difference from the onnxruntime (fp32) row on the batch-1 input:
+    ``map_diff`` over the anomaly map, ``score_diff`` over the image score (bf16 drift, fp16
+    autocast on a GPU, float rounding elsewhere). The output files are removed."""
+    import numpy as np
+
+    loaded = []
+    for path in outputs:
+        with np.load(path) as z:
+            loaded.append({k: z[k] for k in z.files})
+        path.unlink()
+    ref = loaded[[r["backend"] for r in rows].index("onnxruntime")]
+    for r, out in zip(rows, loaded):
+        r["map_diff"] = float(np.abs(out["anomaly_map"] - ref["anomaly_map"]).max())
+        r["score_diff"] = float(np.abs(out["image_score"] - ref["image_score"]).max())
 
 
 def run_row(name: str, few: bool, backend: str, onnx: Path, args) -> dict:
@@ -205,7 +228,9 @@ def run_row(name: str, few: bool, backend: str, onnx: Path, args) -> dict:
            "--model", name, "--pretrained", args.pretrained, "--image_size", str(args.image_size),
            "--features_list", *map(str, args.features_list), "--k_shot", str(args.k_shot),
            "--repeats", str(args.repeats), "--warmup", str(args.warmup),
-           "--batch", str(args.batch), "--device", args.device] + (["--row_few"] if few else [])
+           "--batch", str(args.batch), "--device", args.device,
+           "--row_out", str(onnx.with_suffix(f".{backend.replace(':', '_')}.npz"))] + (
+               ["--row_few"] if few else [])
     r = subprocess.run(cmd, capture_output=True, text=True)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith(ROW_TAG)]
     if r.returncode != 0 or not lines:
@@ -233,6 +258,7 @@ def row(args) -> dict:
         with torch.inference_mode():
             t1 = timings(lambda: graph(a1), args.warmup, args.repeats, sync)
             tb = timings(lambda: graph(ab), args.warmup, args.repeats, sync)
+            outputs = [o.float().cpu().numpy() for o in graph(a1)]
         out = {"backend": "torch", "precision": "fp16 autocast" if cuda else "fp32",
                "provider": str(device), **speeds(t1, tb, args.batch)}
         if cuda:
@@ -244,6 +270,7 @@ def row(args) -> dict:
         n1, nb = {"images": x1}, {"images": xb}
         t1 = timings(lambda: sess.run(None, n1), args.warmup, args.repeats, lambda: None)
         tb = timings(lambda: sess.run(None, nb), args.warmup, args.repeats, lambda: None)
+        outputs = sess.run(list(OUTPUTS), n1)
         out = {"backend": "onnxruntime", "precision": "fp32",
                "provider": sess.get_providers()[0], **speeds(t1, tb, args.batch)}
     else:  # openvino:fp32 or openvino:bf16; fp32 is asked for explicitly
@@ -255,8 +282,15 @@ def row(args) -> dict:
                                            {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]})
         t1 = timings(lambda: compiled(x1), args.warmup, args.repeats, lambda: None)
         tb = timings(lambda: compiled(xb), args.warmup, args.repeats, lambda: None)
+        res = compiled(x1)
+        outputs = [res[compiled.output(n)] for n in OUTPUTS]
         out = {"backend": "openvino", "precision": precision, "provider": f"CPU {precision}",
                **speeds(t1, tb, args.batch)}
+    if args.row_out:
+        import numpy as np
+
+        np.savez(args.row_out, **{n: np.asarray(o, dtype=np.float32)
+                                  for n, o in zip(OUTPUTS, outputs)})
     return {**out, "peak_mib": peak_rss_mib(),
             "peak_kind": "peak RSS of the backend's own process", "pid": os.getpid()}
 
@@ -273,14 +307,14 @@ def table(rows: list[dict]) -> str:
     batch = f"img/s b{rows[0]['batch']}" if rows else "img/s"
     head = (f"{'model':<12} {'S':>4} {'mode':<9} {'backend':<12} {'provider':<20} "
             f"{'ms/img b1':>9} {'(best)':>7} {batch:>9} {'(best)':>7} {'peak MiB':>8} "
-            f"{'export s':>8}")
+            f"{'export s':>8} {'map diff':>8} {'score diff':>10}")
     lines = [head, "-" * len(head)]
     for r in rows:
         lines.append(f"{r['model']:<12} {r['image_size']:>4} {r['mode']:<9} {r['backend']:<12} "
                      f"{r['provider'][:20]:<20} {r['ms_per_image_b1']:>9.2f} "
                      f"{r['ms_per_image_b1_best']:>7.2f} {r['images_per_s']:>9.2f} "
                      f"{r['images_per_s_best']:>7.2f} {r['peak_mib']:>8.0f} "
-                     f"{r['export_s']:>8.1f}")
+                     f"{r['export_s']:>8.1f} {r['map_diff']:>8.1e} {r['score_diff']:>10.1e}")
     return "\n".join(lines)
 
 

@@ -301,6 +301,9 @@ def test_latency_benchmark_smoke(tmp_path, monkeypatch, capsys, warm_python):
         (m, b) for m in ("zero_shot", "few_shot") for b in ("torch", "onnxruntime", "openvino")}
     assert all(row["ms_per_image_b1"] > 0 and row["images_per_s"] > 0 and row["batch"] == 2
                and row["peak_mib"] > 0 for row in rows)
+    # every row's outputs against onnxruntime's: all fp32 on the CPU, so float rounding only
+    assert all(row["map_diff"] <= 1e-4 and row["score_diff"] <= 1e-5 for row in rows)
+    assert [row["map_diff"] for row in rows if row["backend"] == "onnxruntime"] == [0.0, 0.0]
     pids = [row["pid"] for row in rows]
     assert len(set(pids)) == len(rows) and os.getpid() not in pids
     out = capsys.readouterr().out
