@@ -46,7 +46,8 @@ class Published:
     key: str            # scripts/paper_tables/sets_<key>.csv
     citation: str
     protocol: str       # how APRIL-GAN was trained and scored there
-    trained_on: str | None  # the --dataset our checkpoint must be trained on to compare; None: never
+    trained_on: str | None  # the --dataset a checkpoint must be trained on to compare
+                            # with these figures; None: never
 
 
 PUBLISHED = (

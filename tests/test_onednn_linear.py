@@ -56,7 +56,8 @@ def test_packed_layers_against_hand_formulas():
     """PackedLinear is x W^T + b; PackedAttention is per-head softmax(q k^T / sqrt(d)) v, then
     the output projection (written out here with explicit matrix products)."""
     g = torch.Generator().manual_seed(2)
-    w, b, x = torch.randn(6, 4, generator=g), torch.randn(6, generator=g), torch.randn(5, 4, generator=g)
+    w, b = torch.randn(6, 4, generator=g), torch.randn(6, generator=g)
+    x = torch.randn(5, 4, generator=g)
     torch.testing.assert_close(PackedLinear(w, b)(x), x @ w.T + b, rtol=0, atol=1e-5)
     torch.testing.assert_close(PackedLinear(w, None)(x), x @ w.T, rtol=0, atol=1e-5)
     for batch_first in (True, False):
@@ -87,7 +88,8 @@ def test_golden_with_onednn_linears(tmp_path, mode):
     save = tmp_path / "out"
     assert run_test_main(VIT.args("mvtec", save, mode, "--save_predictions", "--cpu_linear",
                                   "onednn", *extra)) == 0
-    ours, exp = load_predictions(save / "predictions.npz"), load_predictions(VIT.expected_npz("mvtec", mode))
+    ours = load_predictions(save / "predictions.npz")
+    exp = load_predictions(VIT.expected_npz("mvtec", mode))
     maps, emaps = aligned(ours, exp, "anomaly_maps")
     assert float(np.abs(maps - emaps).max()) <= 1e-4
     key = "pr_sp" if mode == "zero_shot" else "pr_sp_fewshot_combined"
@@ -121,7 +123,8 @@ def test_what_onednn_linears_cannot_serve_is_refused(tmp_path, capsys):
         predict.main(["--image_dir", str(BOTTLE / "test"), "--onnx", str(tmp_path / "x.onnx"),
                       "--save_path", str(tmp_path / "c"), "--cpu_linear", "onednn"])
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and "--cpu_linear applies to the torch path, not to --onnx" in err, err
+    assert exit_.value.code == 2, err
+    assert "--cpu_linear applies to the torch path, not to --onnx" in err, err
     assert "Traceback" not in err
 
 
@@ -129,7 +132,8 @@ def test_cpu_linear_benchmark_smoke(tmp_path, capsys):
     from test_benchmarks import load_script
 
     bench = load_script("benchmark_cpu_linear")
-    assert bench.main(["--model", "tiny", "--repeats", "1", "--json", str(tmp_path / "c.json")]) == 0
+    assert bench.main(["--model", "tiny", "--repeats", "1", "--json",
+                       str(tmp_path / "c.json")]) == 0
     out = json.loads((tmp_path / "c.json").read_text())
     assert out["packed_products"] == 32 and out["max_abs_diff"] < 1e-5
     assert {g["layer"] for g in out["gemm"]} == {"attention in", "attention out", "mlp c_fc",
