@@ -197,9 +197,9 @@ def measure(name: str, args, few: bool) -> list[dict]:
         if args.keep_onnx:
             common["onnx_file"] = str(onnx)
         del proto, data
-        rows = [{**common, **run_row(name, few, backend, onnx, args)}
-                for backend in backends(args)]
-        drift(rows, [onnx.with_suffix(f".{b.replace(':', '_')}.npz") for b in backends(args)])
+        names = backends(args)
+        rows = [{**common, **run_row(name, few, backend, onnx, args)} for backend in names]
+        drift(rows, [onnx.with_suffix(f".{b.replace(':', '_')}.npz") for b in names])
         return rows
 
 
