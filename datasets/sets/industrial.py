@@ -32,7 +32,7 @@ def _mvtec_like(root: Path) -> dict:
 @register("mpdd", title="MPDD (metal parts)", kind="industrial", labels="pixel",
           test="test/ (good and defect folders)", train="train/good",
           objects="the category folder names (bracket_black, ..., tubes)",
-          licence="not stated by the authors (research use)",
+          licence="CC BY-NC-SA 4.0 (the LICENSE of stepanje/MPDD, since July 2024)",
           source="MVTec layout; stepanje/MPDD README, AnomalyCLIP mpdd.py", archive=None)
 def mpdd(root: Path) -> dict:
     return _mvtec_like(root)
@@ -49,7 +49,8 @@ def dtd_synthetic(root: Path) -> dict:
 
 @register("btad", title="BTAD (BeanTech)", kind="industrial", labels="pixel",
           test="<cat>/test/ok (normal) and <cat>/test/ko (defects)", train="<cat>/train/ok",
-          objects="01, 02, 03 (the folder names, as the peers use them)", licence=NC_SA,
+          objects="01, 02, 03 (the folder names, as the peers use them)",
+          licence="CC BY-SA 4.0 (BeanTech, per the VT-ADL README; anomalib says BY-NC-SA)",
           source="anomalib btech.py (layout, mixed .bmp/.png per category)",
           archive="btad.zip, sha256 461c9387e515bfed41ecaae07c50cf6b10def647b36c9e31d239ab2736b10d2a")
 def btad(root: Path) -> dict:
@@ -141,7 +142,8 @@ def mvtec_ad2(root: Path) -> dict:
 
 @register("ksdd", title="KolektorSDD", kind="industrial", labels="pixel",
           test="every defective image and 1 in 5 normal images (sorted by folder and name)",
-          train="the other 4 in 5 normal images", objects="commutator", licence=NC_SA,
+          train="the other 4 in 5 normal images", objects="commutator",
+          licence="CC BY-NC-SA 4.0 per anomalib (confirm on vicos.si)",
           source="anomalib kolektor.py; vicoslab input_ksdd.py (kosNN/PartN.jpg + "
                  "PartN_label.bmp, a defect when the label marks any pixel)",
           archive="KolektorSDD.zip, sha256 "
@@ -163,7 +165,8 @@ def ksdd(root: Path) -> dict:
 
 @register("ksdd2", title="KolektorSDD2", kind="industrial", labels="pixel",
           test="test/ (normal and defective)", train="the normal images of train/",
-          objects="surface", licence="non-commercial (CC BY-NC-SA 4.0 like KolektorSDD)",
+          objects="surface",
+          licence="unconfirmed: copies say CC BY-NC-SA 4.0 or CC BY-SA 4.0; check vicos.si",
           source="vicoslab input_ksdd2.py (<id>.png + <id>_GT.png for every image)",
           archive="KolektorSDD2.zip, md5 1ed0f628122776ace4965afa30dfe316")
 def ksdd2(root: Path) -> dict:
@@ -187,7 +190,7 @@ def ksdd2(root: Path) -> dict:
 @register("dagm", title="DAGM 2007", kind="industrial", labels="pixel",
           test="ClassN/Test (normal and defective)", train="the normal images of ClassN/Train",
           objects="Class1 ... Class10 (the folder names, as the peers use them)",
-          licence="not stated (DAGM 2007 competition data, research use)",
+          licence="none on the organisers' page; a Zenodo copy is labelled CC BY 4.0",
           source="vicoslab input_dagm.py, AnomalyCLIP DAGM.py (Label/<stem>_label.PNG; the "
                  "masks are coarse ellipses)", archive=None)
 def dagm(root: Path) -> dict:
@@ -218,7 +221,8 @@ def dagm(root: Path) -> dict:
 @register("realiad", title="Real-IAD", kind="industrial", labels="pixel",
           test="the 'test' list of realiad_jsons/<cat>.json",
           train="the 'train' list of realiad_jsons/<cat>.json (normal)",
-          objects="the 30 category names (audiojack, ..., zipper)", licence=NC_SA,
+          objects="the 30 category names (audiojack, ..., zipper)",
+          licence="CC BY-NC-SA 4.0 per anomalib (gated download: confirm its terms)",
           source="Tencent/AnomalyDetection_Real-IAD README and explicit_dataset.py (JSON keys "
                  "category, anomaly_class, image_path, mask_path; paths relative to "
                  "realiad_1024/<cat>/)", archive=None)

@@ -120,7 +120,7 @@ def _images_masks(root: Path, word: str, *nested: str) -> dict:
 @register("isic", title="ISIC 2016 (skin lesions)", kind="medical", labels="pixel",
           test="ISBI2016_ISIC_Part1_Test_Data (every image a lesion, with its mask)",
           train="none (no normal images)", objects="skin",
-          licence="ISIC archive terms (CC0 per mirrors; check the source)",
+          licence="CC0 (the ISIC Challenge 2016 data page)",
           source="ISIC 2016 challenge page (ISIC_<id>.jpg + ISIC_<id>_Segmentation.png)",
           archive=None)
 def isic(root: Path) -> dict:
@@ -152,7 +152,8 @@ def colondb(root: Path) -> dict:
 @register("kvasir", title="Kvasir-SEG (polyps)", kind="medical", labels="pixel",
           test="every image (a polyp, with its JPEG mask, binarised > 127 into a PNG)",
           train="none (no normal images)", objects="colon",
-          licence="Simula research and education terms", source="Kvasir-SEG.zip (images/, "
+          licence="Simula terms: research and education only, commercial use needs written "
+                  "permission, cite Jha et al. (MMM 2020)", source="Kvasir-SEG.zip (images/, "
           "masks/, same names)", archive=None)
 def kvasir(root: Path) -> dict:
     return _images_masks(root, "colon", "Kvasir-SEG", "TestDataset/Kvasir")
@@ -169,7 +170,9 @@ def endo(root: Path) -> dict:
 
 @register("tn3k", title="TN3K (thyroid nodules)", kind="medical", labels="pixel",
           test="test-image/ with test-mask/ (same names; every image a nodule)",
-          train="none (no normal images)", objects="thyroid", licence=UNSTATED,
+          train="none (no normal images)", objects="thyroid",
+          licence="no dataset licence stated; the repository holding the archives is MIT, "
+                  "stated for its code",
           source="haifangong/TRFE-Net dataloaders/tn3k.py", archive=None)
 def tn3k(root: Path) -> dict:
     base = root / "tn3k" if (root / "tn3k" / "test-image").is_dir() else root
