@@ -378,4 +378,8 @@ def set_cpu_linear(model, kind: str, device: torch.device, batch: int = 1) -> in
         raise ConfigError(f"--cpu_linear onednn applies to ViT backbones; this one is a "
                           f"{model.backbone.kind}")
     grid = next(iter(model.backbone.info.values())).grid
-    return pack_vit_linears(model.backbone.clip.visual, rows=batch * (grid ** 2 + 1))
+    n = pack_vit_linears(model.backbone.clip.visual, rows=batch * (grid ** 2 + 1))
+    if n == 0:
+        raise ConfigError("--cpu_linear onednn found no open_clip transformer blocks with "
+                          "linear layers in this backbone")
+    return n
