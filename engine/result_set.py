@@ -139,6 +139,11 @@ class ResultSet:
             else:
                 new = self.fingerprint or {}
                 diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+                if set(new) - set(old):  # settings this version has and the killed run's lacks
+                    raise ConfigError(
+                        f"--resume: the interrupted run in {p} was made by an older version "
+                        f"(it records no {', '.join(sorted(set(new) - set(old)))}); run "
+                        "without --resume to start again")
                 raise ConfigError(f"--resume: the interrupted run in {p} used other settings "
                                   f"(differs in: {', '.join(diff)}); rerun it with those, or "
                                   "without --resume to start again")

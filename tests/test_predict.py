@@ -245,6 +245,18 @@ def test_resume_after_a_kill_loses_and_repeats_nothing(capsys, tmp_path, folder,
     staged = list(save.glob(".staging-*/records-r0.jsonl"))
     assert len(staged) == 1 and len(staged[0].read_text().splitlines()) >= 4
     monkeypatch.setattr(scorers.TorchScorer, "batches", real)
+    # other settings, or a run by a version that did not record one of today's settings:
+    # refused with the reason, and the staged records stay for the right command
+    code, _, err = run(capsys, folder, save, *args, "--resume", "--pixel_threshold", "0.5")
+    assert code == 2 and "used other settings (differs in: pixel_threshold)" in err, err
+    progress = staged[0].parent / "progress.json"
+    saved = progress.read_text()
+    older = json.loads(saved)
+    del older["fingerprint"]["cpu_linear"]
+    progress.write_text(json.dumps(older))
+    code, _, err = run(capsys, folder, save, *args, "--resume")
+    assert code == 2 and "made by an older version (it records no cpu_linear)" in err, err
+    progress.write_text(saved)
     code, out, err = run(capsys, folder, save, *args, "--resume")
     assert code == 0, err
     assert "resuming" in out
