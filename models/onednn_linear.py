@@ -32,7 +32,7 @@ def onednn_available() -> bool:
 def _check(x: torch.Tensor) -> None:
     if x.device.type != "cpu" or x.dtype != torch.float32:
         raise RuntimeError(f"oneDNN-packed linear layers take float32 CPU tensors, got "
-                           f"{x.dtype} on {x.device}: unset APRILGAN_CPU_LINEAR for this run")
+                           f"{x.dtype} on {x.device}: use --cpu_linear blas for this run")
 
 
 class PackedLinear(nn.Module):
@@ -66,9 +66,13 @@ class PackedAttention(nn.Module):
         self.in_proj = PackedLinear(mha.in_proj_weight, mha.in_proj_bias, rows)
         self.out_proj = PackedLinear(mha.out_proj.weight, mha.out_proj.bias, rows)
 
-    def forward(self, query, key=None, value=None, need_weights=False, attn_mask=None, **_):
+    def forward(self, query, key=None, value=None, key_padding_mask=None, need_weights=False,
+                attn_mask=None, average_attn_weights=True, is_causal=False):
         if key is not None and key is not query or value is not None and value is not query:
             raise ValueError("PackedAttention does self-attention only")
+        if need_weights or key_padding_mask is not None or is_causal:
+            raise ValueError("PackedAttention returns no attention weights and takes no key "
+                             "padding mask or causal flag (a ViT's blocks pass none of them)")
         x = query if self.batch_first else query.transpose(0, 1)  # [B, L, C]
         b, n, c = x.shape
         h = self.num_heads

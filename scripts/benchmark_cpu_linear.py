@@ -68,14 +68,18 @@ def build(args):
     import torch
 
     from engine.loading import build_model
+    from errors import ConfigError
 
     torch.manual_seed(0)
-    if args.model == "tiny":
-        model, _ = build_model("tiny-vit", str(FIXTURE / "tiny-vit-random.pt"), 84, [2, 4, 6, 8],
-                               (), str(FIXTURE / "tiny-vit.json"), "cpu")
-    else:
-        model, _ = build_model(args.model, "none", args.image_size, args.features_list, (),
-                               None, "cpu")
+    try:
+        if args.model == "tiny":
+            model, _ = build_model("tiny-vit", str(FIXTURE / "tiny-vit-random.pt"), 84,
+                                   [2, 4, 6, 8], (), str(FIXTURE / "tiny-vit.json"), "cpu")
+        else:
+            model, _ = build_model(args.model, "none", args.image_size, args.features_list, (),
+                                   None, "cpu")
+    except ConfigError as e:
+        raise SystemExit(f"error: {e}") from None
     model.backbone.autocast = False
     if model.backbone.kind != "vit":
         raise SystemExit(f"error: {args.model} is not a ViT; --cpu_linear onednn packs ViT blocks")

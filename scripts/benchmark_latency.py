@@ -9,8 +9,8 @@ in onnxruntime and OpenVINO: after ``--warmup`` untimed calls, the median of ``-
 calls of one batch, and the best call (less skewed by other work on the machine). Each backend
 runs in a fresh process of its own (this script with ``--row``), so its memory is its own.
 Reported: ms per image at batch 1, images/s at batch ``--batch`` (the column says which), and
-the peak RSS of the backend's process (imports, model and buffers; VmHWM on Linux),
-plus ``torch.cuda.max_memory_allocated`` for torch on a GPU. Torch on CUDA runs with fp16
+the peak RSS of the backend's process (imports, model and buffers; VmHWM on Linux), plus in
+the JSON ``gpu_peak_mib`` (``torch.cuda.max_memory_allocated``) for torch on a GPU. Torch on CUDA runs with fp16
 autocast as predict.py does; onnxruntime runs the float32 graph (the CUDA provider when
 onnxruntime has it and ``--device cuda``); OpenVINO runs fp32 (asked for explicitly) and bf16
 where the CPU reports it. ``map diff`` and ``score diff``: each row's largest difference from
@@ -187,7 +187,7 @@ def measure(name: str, args, few: bool) -> list[dict]:
     model = TINY["name"] if name == "tiny" else name
     common = {"model": model, "image_size": size, "mode": MODES[few],
               "k_shot": args.k_shot if few else 0, "batch": args.batch, "export_s": export_s}
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory() as tmp:  # the graph (unless kept) and row outputs
         folder = Path(args.keep_onnx).resolve() if args.keep_onnx else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         onnx = folder / f"{model}_{size}_{MODES[few]}.onnx"
@@ -198,30 +198,32 @@ def measure(name: str, args, few: bool) -> list[dict]:
             common["onnx_file"] = str(onnx)
         del proto, data
         names = backends(args)
-        rows = [{**common, **run_row(name, few, backend, onnx, args)} for backend in names]
-        drift(rows, [onnx.with_suffix(f".{b.replace(':', '_')}.npz") for b in names])
+        outputs = [Path(tmp) / f"{b.replace(':', '_')}.npz" for b in names]
+        rows = [{**common, **run_row(name, few, b, onnx, out, args)}
+                for b, out in zip(names, outputs)]
+        drift(rows, outputs)
         return rows
 
 
 def drift(rows: list[dict], outputs: list[Path]) -> None:
     """Each row's largest difference from the onnxruntime (fp32) row on the batch-1 input:
     ``map_diff`` over the anomaly map, ``score_diff`` over the image score (bf16 drift, fp16
-    autocast on a GPU, float rounding elsewhere). The output files are removed."""
+    autocast on a GPU, float rounding elsewhere)."""
     import numpy as np
 
     loaded = []
     for path in outputs:
         with np.load(path) as z:
             loaded.append({k: z[k] for k in z.files})
-        path.unlink()
     ref = loaded[[r["backend"] for r in rows].index("onnxruntime")]
     for r, out in zip(rows, loaded):
         r["map_diff"] = float(np.abs(out["anomaly_map"] - ref["anomaly_map"]).max())
         r["score_diff"] = float(np.abs(out["image_score"] - ref["image_score"]).max())
 
 
-def run_row(name: str, few: bool, backend: str, onnx: Path, args) -> dict:
-    """One backend's row, measured by a fresh process running this script with ``--row``."""
+def run_row(name: str, few: bool, backend: str, onnx: Path, out: Path, args) -> dict:
+    """One backend's row, measured by a fresh process running this script with ``--row``
+    (its batch-1 outputs go to ``out``)."""
     import subprocess
 
     cmd = [args.python, str(Path(__file__).resolve()), "--row", backend, "--row_onnx", str(onnx),
@@ -229,7 +231,7 @@ def run_row(name: str, few: bool, backend: str, onnx: Path, args) -> dict:
            "--features_list", *map(str, args.features_list), "--k_shot", str(args.k_shot),
            "--repeats", str(args.repeats), "--warmup", str(args.warmup),
            "--batch", str(args.batch), "--device", args.device,
-           "--row_out", str(onnx.with_suffix(f".{backend.replace(':', '_')}.npz"))] + (
+           "--row_out", str(out)] + (
                ["--row_few"] if few else [])
     r = subprocess.run(cmd, capture_output=True, text=True)
     lines = [ln for ln in r.stdout.splitlines() if ln.startswith(ROW_TAG)]

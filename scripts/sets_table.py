@@ -17,8 +17,8 @@ has one table per source with each cell "ours / published (ours - published)", a
 comparable). The figures are in ``scripts/paper_tables/sets_<source>.csv`` (percent; an empty
 cell: not reported), their protocol in ``PUBLISHED`` below. ``comparable`` is "yes" only when
 the run follows the source's protocol: the projections were trained on the dataset the source
-trained on (read from the ``--checkpoint``'s recorded config) and the metric has the same
-definition.
+trained on, on its labelled test split, with its model and image size (read from the
+``--checkpoint``'s recorded config, or ``--trained_on`` for a checkpoint that records none).
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from datasets.categories import DATASETS  # noqa: E402
 from datasets.sets import SETS  # noqa: E402
 from metrics import METRIC_KEYS  # noqa: E402
 from utils.io import atomic_write_text, csv_text  # noqa: E402
@@ -46,8 +47,10 @@ class Published:
     key: str            # scripts/paper_tables/sets_<key>.csv
     citation: str
     protocol: str       # how APRIL-GAN was trained and scored there
-    trained_on: str | None  # the --dataset a checkpoint must be trained on to compare
-                            # with these figures; None: never
+    trained_on: str | None  # the --dataset (labelled test split) a checkpoint must be trained
+                            # on to compare with these figures; None: never
+    model: str = "ViT-L-14-336"  # the backbone and size the source ran
+    image_size: int = 518
 
 
 PUBLISHED = (
@@ -86,16 +89,26 @@ def _pct(v) -> str:
 
 
 def read_published(source: Published) -> dict[str, dict[str, float]]:
-    """{set: {metric: percent}} of one source; metrics it does not report are absent."""
-    out = {}
-    with open(TABLES / f"sets_{source.key}.csv", newline="", encoding="utf-8") as f:
+    """{set: {metric: percent}} of one source; metrics it does not report (empty) are absent."""
+    out, path = {}, TABLES / f"sets_{source.key}.csv"
+    with open(path, newline="", encoding="utf-8") as f:
         for row in csv.DictReader(f):
-            out[row["set"]] = {k: float(row[k]) for k in METRIC_KEYS if row.get(k, "").strip()}
+            figures = {}
+            for k in METRIC_KEYS:
+                cell = (row.get(k) or "").strip()
+                try:
+                    if cell:
+                        figures[k] = float(cell)
+                except ValueError:
+                    raise SystemExit(f"error: {path}: set {row.get('set')}, column {k}: "
+                                     f"{cell!r} is not a number") from None
+            out[row["set"]] = figures
     return out
 
 
-def trained_on(checkpoint: Path | None) -> str | None:
-    """The --dataset the checkpoint's projections were trained on (its recorded config)."""
+def recorded_training(checkpoint: Path | None) -> dict | None:
+    """What the checkpoint records of its training (train.py's config: dataset, train_split,
+    train_image_dir, model, image_size); None when it records nothing (the authors' release)."""
     if checkpoint is None:
         return None
     import torch
@@ -106,10 +119,46 @@ def trained_on(checkpoint: Path | None) -> str | None:
         print(f"warning: cannot read {checkpoint} ({e}); comparability unknown", file=sys.stderr)
         return None
     config = ck.get("config") if isinstance(ck, dict) else None
-    return config.get("dataset") if isinstance(config, dict) else None
+    return config if isinstance(config, dict) and config.get("dataset") else None
 
 
-def published_sections(rows: list[dict], trained: str | None) -> tuple[list[str], list[list]]:
+def comparability(src: Published, recorded: dict | None, stated: str | None,
+                  checkpoint: Path | None) -> tuple[bool, str]:
+    """(comparable, why): the run follows the source's protocol when its projections were
+    trained on the source's dataset, on its labelled test split (not --train_split train or
+    --train_image_dir), with the source's model and image size. ``stated`` (--trained_on)
+    speaks for a checkpoint that records nothing."""
+    if src.trained_on is None:
+        return False, "the source trained on other data than any single set"
+    if recorded is None:
+        if stated is None:
+            hint = "pass --trained_on" if checkpoint else "pass --checkpoint"
+            return False, f"the source trained on {src.trained_on}; these projections' " \
+                          f"training set is unknown ({hint})"
+        if stated != src.trained_on:
+            return False, f"the source trained on {src.trained_on}, these projections on " \
+                          f"{stated} (--trained_on)"
+        return True, f"projections trained on {stated} (--trained_on)"
+    problems = []
+    if recorded["dataset"] != src.trained_on:
+        problems.append(f"trained on {recorded['dataset']}, the source on {src.trained_on}")
+    if recorded.get("train_split", "test") != "test":
+        problems.append(f"--train_split {recorded['train_split']} (the source trained on the "
+                        "labelled test split)")
+    if recorded.get("train_image_dir"):
+        problems.append("--train_image_dir (the source trained on labelled defects)")
+    if recorded.get("model") and recorded["model"] != src.model:
+        problems.append(f"model {recorded['model']}, the source {src.model}")
+    if recorded.get("image_size") and int(recorded["image_size"]) != src.image_size:
+        problems.append(f"image size {recorded['image_size']}, the source {src.image_size}")
+    if problems:
+        return False, "; ".join(problems)
+    return True, (f"projections trained on {src.trained_on}'s test split, {src.model} at "
+                  f"{src.image_size} px")
+
+
+def published_sections(rows: list[dict], recorded: dict | None, stated: str | None,
+                       checkpoint: Path | None) -> tuple[list[str], list[list]]:
     """Markdown sections and long CSV rows comparing our zero-shot means with each source."""
     ours = {r["set"]: r["mean"] for r in rows if r["setting"] == "zero_shot"}
     lines, long = [], [["source", "set", "metric", "ours", "published", "diff", "comparable"]]
@@ -118,11 +167,8 @@ def published_sections(rows: list[dict], trained: str | None) -> tuple[list[str]
         if not theirs:
             continue
         metrics = [k for k in METRIC_KEYS if any(k in v for v in theirs.values())]
-        same = src.trained_on is not None and trained == src.trained_on
-        why = ("yes: projections trained on " + str(trained) if same else
-               "no: " + ("the source trained on other data" if src.trained_on is None else
-                         f"the source trained on {src.trained_on}, these projections on "
-                         f"{trained or 'unknown data (pass --checkpoint)'}"))
+        same, reason = comparability(src, recorded, stated, checkpoint)
+        why = ("yes: " if same else "no: ") + reason
         lines += ["", f"## Published: {src.citation}", "",
                   f"Protocol: {src.protocol}. Comparable with this run: {why}.", "",
                   "Zero-shot; each cell: ours / published (ours − published), percent.", "",
@@ -146,9 +192,14 @@ def published_sections(rows: list[dict], trained: str | None) -> tuple[list[str]
 def table(results: Path, checkpoint: Path | None = None, trained: str | None = None) -> Path:
     """Write ``benchmarks.md``, ``benchmarks.csv``, ``index.html`` (and ``published.csv``).
 
-    ``trained``: the dataset the projections were trained on, when the checkpoint does not
-    record it (the authors' released checkpoints); otherwise read from ``checkpoint``.
+    ``trained``: the dataset the projections were trained on, for a checkpoint that does not
+    record it (the authors' released checkpoints); a recorded one wins, with a warning when
+    they disagree.
     """
+    recorded = recorded_training(checkpoint)
+    if recorded and trained and trained != recorded["dataset"]:
+        print(f"warning: --trained_on {trained}, but {checkpoint} records training on "
+              f"{recorded['dataset']}: the recorded one is used", file=sys.stderr)
     from engine.report import discover_reports, write_protocol_index
 
     rows = []
@@ -187,10 +238,12 @@ def table(results: Path, checkpoint: Path | None = None, trained: str | None = N
             csv_rows.append([label, kind, setting, *cells])
             notes.append(f"- {label}, {setting}: " + "; ".join(over) + ".")
     lines += ["", "Means are taken over the sets where a metric is defined:", "", *notes]
-    sections, long = published_sections(rows, trained or trained_on(checkpoint))
+    sections, long = published_sections(rows, recorded, trained, checkpoint)
     lines += [*sections, ""]
     if len(long) > 1:
         atomic_write_text(results / "published.csv", csv_text(long))
+    else:  # a rerun without published sets: no stale comparison from an earlier one
+        (results / "published.csv").unlink(missing_ok=True)
     atomic_write_text(results / "benchmarks.md", "\n".join(lines))
     atomic_write_text(results / "benchmarks.csv", csv_text(csv_rows))
     write_protocol_index(results, None, discover_reports(results),
@@ -208,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("--checkpoint", type=Path, default=None,
                    help="the runs' checkpoint: its training set decides which published "
                         "figures are comparable")
-    t.add_argument("--trained_on", default=None, metavar="DATASET",
+    t.add_argument("--trained_on", default=None, metavar="DATASET", choices=DATASETS,
                    help="the dataset the projections were trained on, for a checkpoint that "
                         "does not record it (e.g. mvtec for the authors' MVTec checkpoint)")
     a = p.parse_args(argv)

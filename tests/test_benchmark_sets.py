@@ -6,6 +6,7 @@ undefined metrics null, with the reason)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -188,8 +189,9 @@ def _fake_run(results: Path, name: str, mean: dict) -> None:
 def test_published_figures_beside_ours_and_when_they_are_comparable(tmp_path):
     """benchmarks.md and published.csv put our zero-shot means beside the papers' APRIL-GAN
     figures (AnomalyCLIP Table 1: BTAD image AUROC 73.6, pixel PRO 25.0; AdaCLIP Table 1: BTAD
-    image AUROC 85.2), with the difference; comparable only for a checkpoint trained on the
-    source's training set (AnomalyCLIP: MVTec AD; AdaCLIP's joint training: never)."""
+    image AUROC 85.2), with the difference; comparable only for a checkpoint trained as the
+    source trained (AnomalyCLIP: MVTec AD's labelled test split, ViT-L-14-336 at 518 px;
+    AdaCLIP's joint training: never), each other case with its reason."""
     import csv
 
     import torch
@@ -219,18 +221,35 @@ def test_published_figures_beside_ours_and_when_they_are_comparable(tmp_path):
     assert not any(r["set"] == "ksdd2" for r in rows)
     md = (res / "benchmarks.md").read_text(encoding="utf-8")
     assert "| btad | 90.0 / 60.8 (+29.2) |" in md  # AnomalyCLIP: auroc_px first
-    assert "Comparable with this run: yes: projections trained on mvtec" in md
+    assert "Comparable with this run: yes: projections trained on mvtec's test split" in md
 
-    # a checkpoint trained on VisA: nothing comparable, and the table says why
-    torch.save({"trainable_linearlayer": {}, "config": {"dataset": "visa"}}, ck)
+    def comparable(config, *flags):
+        torch.save({"trainable_linearlayer": {}, **({"config": config} if config else {})}, ck)
+        assert sets_table.main(["table", str(res), "--checkpoint", str(ck), *flags]) == 0
+        rows = list(csv.DictReader(open(res / "published.csv", encoding="utf-8")))
+        return ({r["comparable"] for r in rows if r["source"] == "anomalyclip"},
+                (res / "benchmarks.md").read_text(encoding="utf-8"))
+
+    # the source's protocol: trained on MVTec AD's labelled test split, ViT-L-14-336 at 518
+    paper = {"dataset": "mvtec", "train_split": "test", "train_image_dir": None,
+             "model": "ViT-L-14-336", "image_size": 518}
+    assert comparable(paper)[0] == {"yes"}
+    for change, why in [({"dataset": "visa"}, "trained on visa, the source on mvtec"),
+                        ({"train_split": "train"}, "--train_split train"),
+                        ({"train_image_dir": "/parts"}, "--train_image_dir"),
+                        ({"model": "ViT-B-16"}, "model ViT-B-16, the source ViT-L-14-336"),
+                        ({"image_size": 336}, "image size 336, the source 518")]:
+        flags, md = comparable({**paper, **change})
+        assert flags == {"no"} and why in md, change
+    # a released checkpoint records nothing: unknown until --trained_on says it
+    flags, md = comparable(None)
+    assert flags == {"no"} and "training set is unknown (pass --trained_on)" in md
+    assert comparable(None, "--trained_on", "mvtec")[0] == {"yes"}
+    assert comparable(None, "--trained_on", "visa")[0] == {"no"}
+    # a recorded training set wins over --trained_on
+    assert comparable({**paper, "dataset": "visa"}, "--trained_on", "mvtec")[0] == {"no"}
+    # a rerun without any published set leaves no stale comparison behind
+    for name in ("btad", "headct"):
+        shutil.rmtree(res / f"{name}_zero_shot")
     sets_table.table(res, ck)
-    rows = list(csv.DictReader(open(res / "published.csv", encoding="utf-8")))
-    assert {r["comparable"] for r in rows} == {"no"}
-    assert "the source trained on mvtec, these projections on visa" in (
-        res / "benchmarks.md").read_text(encoding="utf-8")
-    # a released checkpoint records nothing: --trained_on says it
-    torch.save({"trainable_linearlayer": {}}, ck)
-    assert sets_table.main(["table", str(res), "--checkpoint", str(ck),
-                            "--trained_on", "mvtec"]) == 0
-    rows = list(csv.DictReader(open(res / "published.csv", encoding="utf-8")))
-    assert {r["comparable"] for r in rows if r["source"] == "anomalyclip"} == {"yes"}
+    assert not (res / "published.csv").exists()

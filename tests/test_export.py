@@ -289,6 +289,8 @@ def test_latency_benchmark_smoke(tmp_path, monkeypatch, capsys, warm_python):
     """--quick runs from another folder; each backend's row comes from a process of its own
     (its peak memory its own), the throughput column names the batch it ran, and --keep_onnx
     keeps the exported graphs."""
+    from engine.openvino_runtime import bf16_supported
+
     spec = importlib.util.spec_from_file_location(
         "benchmark_latency", REPO / "scripts" / "benchmark_latency.py")
     bench = importlib.util.module_from_spec(spec)
@@ -299,11 +301,17 @@ def test_latency_benchmark_smoke(tmp_path, monkeypatch, capsys, warm_python):
     rows = json.loads((tmp_path / "latency.json").read_text())["rows"]
     assert {(row["mode"], row["backend"]) for row in rows} == {
         (m, b) for m in ("zero_shot", "few_shot") for b in ("torch", "onnxruntime", "openvino")}
+    assert {row["precision"] for row in rows if row["backend"] == "openvino"} == (
+        {"fp32", "bf16"} if bf16_supported() else {"fp32"})
     assert all(row["ms_per_image_b1"] > 0 and row["images_per_s"] > 0 and row["batch"] == 2
                and row["peak_mib"] > 0 for row in rows)
-    # every row's outputs against onnxruntime's: all fp32 on the CPU, so float rounding only
-    assert all(row["map_diff"] <= 1e-4 and row["score_diff"] <= 1e-5 for row in rows)
-    assert [row["map_diff"] for row in rows if row["backend"] == "onnxruntime"] == [0.0, 0.0]
+    # every row's outputs against onnxruntime's: float rounding in fp32 (torch's differ by a
+    # little, so the two were really compared), the bf16 drift bounded where the CPU has bf16
+    for row in rows:
+        fp32 = row["precision"] == "fp32"
+        assert row["map_diff"] <= (1e-4 if fp32 else 0.5), row
+        assert row["score_diff"] <= (1e-5 if fp32 else 0.5), row
+    assert all(0 < row["map_diff"] for row in rows if row["backend"] == "torch")
     pids = [row["pid"] for row in rows]
     assert len(set(pids)) == len(rows) and os.getpid() not in pids
     out = capsys.readouterr().out

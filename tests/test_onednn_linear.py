@@ -75,6 +75,8 @@ def test_packed_layers_against_hand_formulas():
         assert none is None
         torch.testing.assert_close(out if batch_first else out.transpose(0, 1), want,
                                    rtol=0, atol=1e-4)
+    with pytest.raises(ValueError, match="no attention weights"):
+        PackedAttention(mha)(inp, inp, inp, need_weights=True)
     with pytest.raises(RuntimeError, match="float32 CPU"):
         PackedLinear(w, b)(x.double())
 
