@@ -11,9 +11,9 @@ runs in a fresh process of its own (this script with ``--row``), so its memory i
 Reported: ms per image at batch 1, images/s at batch ``--batch`` (the column says which), and
 the peak RSS of the backend's process (imports, model and buffers; VmHWM on Linux), plus in
 the JSON ``gpu_peak_mib`` (``torch.cuda.max_memory_allocated``) for torch on a GPU. Torch on
-CUDA runs with fp16 autocast as predict.py does; onnxruntime runs the float32 graph (the CUDA provider when
-onnxruntime has it and ``--device cuda``); OpenVINO runs fp32 (asked for explicitly) and bf16
-where the CPU reports it. ``map diff`` and ``score diff``: each row's largest difference from
+CUDA runs with fp16 autocast as predict.py does; onnxruntime runs the float32 graph (the CUDA
+provider when onnxruntime has it and ``--device cuda``); OpenVINO runs fp32 (asked for
+explicitly) and bf16 where the CPU reports it. ``map diff`` and ``score diff``: each row's largest difference from
 the onnxruntime row's anomaly map and image score on the batch-1 input (the drift of bf16 or
 fp16, float rounding otherwise). ``--keep_onnx DIR`` keeps the exported graphs.
 
