@@ -1,8 +1,8 @@
 """oneDNN-packed linear layers for the frozen ViT backbone on the CPU (opt-in).
 
 torch's fp32 ``nn.Linear`` on the CPU calls the BLAS it was built with (MKL in the pip wheels).
-On some CPUs that BLAS leaves speed unused (e.g. MKL does not take its AVX-512 kernels on AMD
-processors), while oneDNN, also inside torch, picks its kernels from the CPU's instruction
+On some CPUs that BLAS leaves speed unused (MKL is reported not to take its AVX-512 kernels on
+AMD processors), while oneDNN, also inside torch, picks its kernels from the CPU's instruction
 set. :func:`pack_vit_linears` replaces every linear layer of a ViT's residual blocks -- the MLP's
 ``c_fc``/``c_proj`` and the attention's input and output projections -- by the same product
 computed by oneDNN with its weight reordered once into oneDNN's blocked layout:
