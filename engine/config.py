@@ -33,6 +33,11 @@ M = "model"
 N = "training on normal images only (synthesized anomalies)"
 IMAGE_SCORES = ("released", "per_image", "both")
 HEATMAP_SCALES = ("auto", "image")
+CPU_LINEAR = ("blas", "onednn")  # --cpu_linear of test.py, prompt_study.py and predict.py
+CPU_LINEAR_HELP = ("the CPU's fp32 linear layers of a ViT backbone: blas (torch's default, as "
+                   "released) or onednn (weights packed once for oneDNN: the same numbers up to "
+                   "float rounding, faster on some CPUs; scripts/benchmark_cpu_linear.py "
+                   "measures yours)")
 
 
 def check_device_name(flag: str, name: str | None, auto: bool = False) -> None:
@@ -115,11 +120,7 @@ class EvalConfig(ModelConfig):
     precision: str = opt("auto", "backbone precision: auto (fp16 autocast on CUDA, fp32 on the "
                          "CPU, as released), fp32, or bf16 (bf16 autocast on any device; "
                          "the head stays fp32)", choices=("auto", "fp32", "bf16"))
-    cpu_linear: str = opt("blas", "the CPU's fp32 linear layers of a ViT backbone: blas "
-                          "(torch's default, as released) or onednn (weights packed once for "
-                          "oneDNN: the same numbers up to float rounding, faster on some CPUs; "
-                          "scripts/benchmark_cpu_linear.py measures yours)",
-                          choices=("blas", "onednn"))
+    cpu_linear: str = opt("blas", CPU_LINEAR_HELP, choices=CPU_LINEAR)
     feature_store: str | None = opt(None, "folder of stored backbone outputs of this dataset "
                                     "(shared with train.py --cache_features on the same data): "
                                     "stored test images skip the backbone, new ones are added",
@@ -240,11 +241,7 @@ class PredictConfig(ModelConfig):
                          "released; --onnx: fp32), fp32, or bf16 (torch: the backbone under "
                          "bf16 autocast; --onnx: --runtime openvino where the CPU supports it)",
                          choices=("auto", "fp32", "bf16"))
-    cpu_linear: str = opt("blas", "the CPU's fp32 linear layers of a ViT backbone: blas "
-                          "(torch's default, as released) or onednn (weights packed once for "
-                          "oneDNN: the same numbers up to float rounding, faster on some CPUs; "
-                          "scripts/benchmark_cpu_linear.py measures yours)",
-                          choices=("blas", "onednn"))
+    cpu_linear: str = opt("blas", CPU_LINEAR_HELP, choices=CPU_LINEAR)
     few_shot_features: list[int] | None = opt(
         None, "1-based stages of the few-shot memory banks",
         default_text="the --features_list stages")

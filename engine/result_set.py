@@ -138,12 +138,13 @@ class ResultSet:
                 found.append(p)
             else:
                 new = self.fingerprint or {}
-                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-                if set(new) - set(old):  # settings this version has and the killed run's lacks
+                unknown = sorted(set(new) - set(old))  # settings the killed run's version lacked
+                if unknown:
                     raise ConfigError(
                         f"--resume: the interrupted run in {p} was made by an older version "
-                        f"(it records no {', '.join(sorted(set(new) - set(old)))}); run "
-                        "without --resume to start again")
+                        f"(it records no {', '.join(unknown)}); run without --resume to start "
+                        "again")
+                diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise ConfigError(f"--resume: the interrupted run in {p} used other settings "
                                   f"(differs in: {', '.join(diff)}); rerun it with those, or "
                                   "without --resume to start again")
