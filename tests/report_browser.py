@@ -174,6 +174,17 @@ class Chromium:
         self.collect_errors(page)
         return page
 
+    def follow(self, page: Page, selector: str, index: int) -> dict:
+        """Click the ``index``-th element matching ``selector`` on ``page`` as a user would and
+        wait for the page it leads to; returns that page's ``{"url", "type", "width",
+        "height"}`` (``width``/``height``: the size of the picture shown, 0 for a non-image)."""
+        page.evaluate(f"document.querySelectorAll({json.dumps(selector)})[{index}].click()")
+        self.wait_event("Page.loadEventFired", page.session)
+        return page.evaluate(
+            "({url: location.href, type: document.contentType,"
+            " width: document.images.length ? document.images[0].naturalWidth : 0,"
+            " height: document.images.length ? document.images[0].naturalHeight : 0})")
+
     def collect_errors(self, page: Page) -> list[str]:
         """Move the page's error events from ``events`` into ``page.errors``."""
         keep = []

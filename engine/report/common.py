@@ -40,6 +40,7 @@ def _environment():
     env.filters["num"] = num
     env.filters["sortkey"] = sortkey
     env.filters["plural"] = plural
+    env.filters["url"] = url
     return env
 
 
@@ -84,10 +85,17 @@ def slug(name: str, index: int) -> str:
     return f"{index:02d}_{clean[:60]}"
 
 
+def url(path: str) -> str:
+    """A relative file path (``/``-separated) as a URL: every character but letters, digits,
+    ``/`` and ``_.-~`` percent-encoded (UTF-8), so that ``#``, ``%``, ``?``, spaces and
+    non-ASCII names reach the file and not a fragment, a query or another name."""
+    return quote(str(path), safe="/")
+
+
 def href(target: Path, base: Path) -> str:
     """The relative URL of file ``target`` from folder ``base`` (percent-encoded, ``/``)."""
     rel = os.path.relpath(Path(target).resolve(), Path(base).resolve())
-    return quote(Path(rel).as_posix())
+    return url(Path(rel).as_posix())
 
 
 def fresh_files_dir(out_dir: Path) -> Path:
