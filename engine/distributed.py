@@ -3,8 +3,12 @@
 A plain ``python test.py`` has no ``WORLD_SIZE`` and stays one process with no distributed
 set-up. Under ``torchrun --nproc_per_node N`` (and ``--nnodes/--node_rank`` as torchrun defines
 them) each rank takes ``cuda:LOCAL_RANK`` with NCCL when GPUs are present, the CPU with gloo
-otherwise. Sharding is by image, strided: rank r takes items r, r + N, r + 2N, ... of a list
-every rank builds identically, so the shards differ by at most one item. Results are gathered
+otherwise. Sharding is by batch: the list every rank builds identically is cut into the batches one
+process would run (``batch_size`` items each, in order, the last one shorter), and rank r takes
+batches r, r + N, r + 2N, ... of them. So every image goes through the model in exactly the batch
+it has in a one-process run, and the two runs do the same float operations on every CPU: a batch
+of another size can take other matrix-multiply kernels, which differ in the last bits. Results
+are gathered
 on rank 0 (objects over the CPU), which alone writes the outputs. If a rank fails, torchrun
 stops the others (its exit status is non-zero); collective calls also time out after
 ``APRILGAN_DIST_TIMEOUT`` seconds (default 1800) so nothing hangs forever.
@@ -37,9 +41,18 @@ class Dist:
     def main(self) -> bool:
         return self.rank == 0
 
-    def shard(self, items: Sequence[T]) -> list[T]:
-        """This rank's items: ``items[rank::world]``."""
-        return list(items[self.rank::self.world])
+    def batch_shard(self, n: int, batch_size: int, first_batch: int = 0) -> list[int]:
+        """The positions (in ``range(n)``) of this rank's items: whole batches.
+
+        Items ``[j * batch_size, (j + 1) * batch_size)`` form batch j, and batch j goes to rank
+        ``(first_batch + j) % world`` (``first_batch``: the number of batches before this list,
+        so consecutive lists, such as the categories of a run, keep taking turns). Every batch
+        but the list's last is full, so batching a rank's items again by ``batch_size`` gives
+        back exactly these batches.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {batch_size}")
+        return [i for i in range(n) if (first_batch + i // batch_size) % self.world == self.rank]
 
     def split(self, batch: Sequence[T]) -> list[T]:
         """This rank's contiguous part of one global batch (sizes differ by at most one; a

@@ -218,9 +218,9 @@ def _infer_category(job: EvalJob, cls: str):
         levels = [normal_level(job.model, r.references[cls], tokens, text, job.cfg.image_size)
                   for r in few]
     samples = job.test[cls]
-    cats = list(job.test)
-    first = sum(len(job.test[c]) for c in cats[:cats.index(cls)])  # global index of image 0
-    mine = [i for i in range(len(samples)) if (first + i) % job.dist.world == job.dist.rank]
+    cats, size = list(job.test), job.cfg.batch_size
+    first = sum(-(-len(job.test[c]) // size) for c in cats[:cats.index(cls)])  # batches before
+    mine = job.dist.batch_shard(len(samples), size, first)  # whole one-process batches
     bar = progress(len(mine), cls)
     try:
         batches, encode = _batches(job, [samples[i] for i in mine])

@@ -166,7 +166,13 @@ def run_category(model: AprilGAN, batches, text: torch.Tensor, banks: Sequence[M
 
 
 def concat_results(parts: Sequence[dict], n_banks: int) -> dict:
-    """``infer_batches`` items (in order) as one ``run_category`` result."""
+    """``infer_batches`` items (in order) as one ``run_category`` result (empty arrays for no
+    items: a rank whose share of a category is no batch)."""
+    if not parts:
+        return {"logits": [], "distances": [[] for _ in range(n_banks)],
+                "text_score": np.zeros(0), "gt_px": np.zeros((0, 0, 0), np.uint8),
+                "gt_sp": np.zeros(0, np.int64), "paths": [], "backbone_images": 0,
+                "backbone_seconds": 0.0}
     cat = lambda per_batch: [torch.cat(x) for x in zip(*per_batch)] if per_batch else []  # noqa: E731
     return {"logits": cat([p["logits"] for p in parts]),
             "distances": [cat([p["distances"][b] for p in parts]) for b in range(n_banks)],

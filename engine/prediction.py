@@ -161,11 +161,23 @@ def _records(out: Path) -> dict[str, dict]:
     return done
 
 
+def _todo(paths: list[str], dist, batch_size: int, done: dict) -> list[str]:
+    """This rank's files still to score, as whole batches of a one-process run.
+
+    The rank's batches are ``dist.batch_shard``'s; a batch with any file not yet recorded is
+    scored again in full (its recorded files are written again, the same values), so every
+    image goes through the model in the batch that one uninterrupted process gives it.
+    """
+    mine = dist.batch_shard(len(paths), batch_size)
+    batches = [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    return [paths[i] for b in batches if any(paths[i] not in done for i in b) for i in b]
+
+
 def run(job: PredictJob) -> None:
     """Score this rank's shard of the not yet recorded files, writing as it goes."""
     cfg, t0 = job.cfg, time.time()
     done = _records(job.out) if cfg.resume else {}
-    todo = [p for p in job.dist.shard(job.paths) if p not in done]
+    todo = _todo(job.paths, job.dist, cfg.batch_size, done)
     if done and job.dist.main:
         job.log.info(f"resuming: {len(done)} files already scored, {len(todo)} left on this rank")
     from .inference import progress

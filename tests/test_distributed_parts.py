@@ -27,12 +27,42 @@ def test_one_process_is_rank_0_of_1_and_not_distributed():
     assert isinstance(type(d).__dict__["enabled"], property)
 
 
-def test_shard_is_strided_by_rank():
-    items = list("abcdefg")  # 7 items over 3 ranks: a d g | b e | c f
-    assert Dist(0, 3).shard(items) == ["a", "d", "g"]
-    assert Dist(1, 3).shard(items) == ["b", "e"]
-    assert Dist(2, 3).shard(items) == ["c", "f"]
-    assert Dist().shard(items) == items
+@pytest.mark.parametrize("n, size, world, first, parts", [
+    # 7 items in batches of 2: [0 1] [2 3] [4 5] [6]; batch j to rank j % 3
+    (7, 2, 3, 0, [[0, 1, 6], [2, 3], [4, 5]]),
+    # the same list after 4 earlier batches: batch j to rank (4 + j) % 3
+    (7, 2, 3, 4, [[4, 5], [0, 1, 6], [2, 3]]),
+    # a category of 5 with batches of 8: one batch, all on one rank, the other has none
+    (5, 8, 2, 0, [[0, 1, 2, 3, 4], []]),
+    (5, 8, 2, 1, [[], [0, 1, 2, 3, 4]]),
+    (6, 3, 2, 0, [[0, 1, 2], [3, 4, 5]]),
+    (5, 1, 2, 0, [[0, 2, 4], [1, 3]]),  # batches of one: strided by image
+    (0, 4, 2, 0, [[], []]),
+    (5, 2, 1, 3, [[0, 1, 2, 3, 4]]),  # one process takes everything
+])
+def test_batch_shard_gives_whole_one_process_batches(n, size, world, first, parts):
+    assert [Dist(r, world).batch_shard(n, size, first) for r in range(world)] == parts
+
+
+def test_a_rank_rebatching_its_items_gets_the_one_process_batches():
+    """The property the any-CPU equality rests on: batching a rank's items by ``batch_size``
+    again gives batches that are each one of the one-process batches, whole."""
+    for n in range(0, 30):
+        for size in (1, 2, 3, 8):
+            one = {tuple(range(i, min(i + size, n))) for i in range(0, n, size)}
+            for world in (1, 2, 3):
+                seen = []
+                for r in range(world):
+                    mine = Dist(r, world).batch_shard(n, size, first_batch=n % 5)
+                    got = [tuple(mine[i:i + size]) for i in range(0, len(mine), size)]
+                    assert set(got) <= one, (n, size, world, r)
+                    seen += got
+                assert sorted(seen) == sorted(one)  # each batch on exactly one rank
+
+
+def test_batch_shard_refuses_a_batch_size_below_one():
+    with pytest.raises(ValueError, match="at least 1"):
+        Dist(0, 2).batch_shard(4, 0)
 
 
 @pytest.mark.parametrize("n, world, parts", [
@@ -120,3 +150,16 @@ def test_gather_category_on_one_process_and_on_other_ranks():
     res = _part([0, 1])
     assert gather_category(Dist(), res, n_banks=1) is res  # one process: unchanged
     assert gather_category(_Gathered(1, 2, parts=(res, res)), res, n_banks=1) is None
+
+
+def test_a_rank_with_no_batch_of_a_category_sends_an_empty_share():
+    """Whole-batch shards often leave a rank nothing of a small category: its share (what
+    ``concat_results`` makes of no batches) is empty and the gather leaves it out."""
+    from engine.inference import concat_results
+
+    empty = {**concat_results([], 1), "positions": []}
+    assert empty["paths"] == [] and len(empty["text_score"]) == 0 and empty["backbone_images"] == 0
+    assert empty["distances"] == [[]]
+    out = gather_category(_Gathered(0, 2, parts=(empty, _part([0, 1, 2]))), {}, n_banks=1)
+    assert out["positions"] == [0, 1, 2] and out["paths"] == ["img0.png", "img1.png", "img2.png"]
+    np.testing.assert_array_equal(out["text_score"], [0.0, 0.1, 0.2])
