@@ -168,13 +168,16 @@ class WarmPython:
 
         self.dir = Path(tempfile.mkdtemp(prefix="aprilgan-warm-"))
         self.socket = self.dir / "s"
-        self.python, self.server = sys.executable, None
+        self.python, self.server, self.lifeline = sys.executable, None, None
         if os.environ.get("APRILGAN_COLD_PYTHON") == "1":
             return
+        # the lifeline: the server ends with its process group when this process's end closes
+        lifeline, self.lifeline = os.pipe()
         self.server = subprocess.Popen(
-            [sys.executable, str(TESTS / "warm_python.py"), str(self.socket)],
+            [sys.executable, str(TESTS / "warm_python.py"), str(self.socket), str(lifeline)],
             stdout=subprocess.PIPE, stderr=open(self.dir / "server.log", "wb"),
-            start_new_session=True)
+            start_new_session=True, pass_fds=(lifeline,))
+        os.close(lifeline)
         wrapper = self.dir / "python"
         wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{TESTS / "warm_client.py"}" '
                            '"$@"\n')
@@ -205,6 +208,9 @@ class WarmPython:
 
             os.killpg(self.server.pid, signal.SIGKILL)
             self.server.wait()
+        if self.server is not None and self.lifeline is not None:
+            os.close(self.lifeline)
+            self.lifeline = None
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
@@ -230,6 +236,8 @@ def pytest_collection_finish(session) -> None:
 
 
 def pytest_sessionfinish(session, exitstatus) -> None:
+    while _WARM:  # also when no test took the fixture (-x, Ctrl-C before it was used)
+        _WARM.pop().close()
     for started in BACKGROUND.values():
         proc = started[0] if isinstance(started, tuple) else None
         if isinstance(proc, subprocess.Popen) and proc.poll() is None:

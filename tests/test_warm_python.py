@@ -3,10 +3,12 @@ working directory, environment, standard streams, exit status and death by a sig
 script, torchrun and demo tests rely on it; these check it against the plain interpreter."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -67,3 +69,67 @@ def test_killing_the_client_kills_the_command(warm_python, tmp_path):
     assert proc.wait(30) == -signal.SIGKILL
     time.sleep(1.0)
     assert "still running" not in flag.read_text()
+
+
+INNER = '''
+import os, time
+def test_first():
+    assert os.environ.get("INNER_FAIL_FIRST") != "1"
+def test_uses_the_server(warm_python):
+    warm_python.ready()
+    open(os.environ["INNER_FLAG"], "w").write("running")
+    time.sleep(120)
+'''
+
+
+def _servers(marker: str) -> list[int]:
+    """pids of the fork servers whose command line names ``marker`` (the inner session's TMPDIR)."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(b"warm_python.py" in c for c in cmd) and any(marker.encode() in c for c in cmd):
+            pids.append(int(d.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs /proc to find the processes")
+@pytest.mark.parametrize("how", ["sigkill", "stop_at_first_failure"])
+def test_the_server_never_outlives_its_pytest_session(tmp_path, how):
+    """A pytest session killed with SIGKILL (no teardown runs), or stopped by ``-x`` before any
+    test took the server it started at collection: no server of that session is left."""
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    (tmp_path / "test_inner.py").write_text(INNER)
+    flag = tmp_path / "flag"
+    env = {**os.environ, "TMPDIR": str(tmp), "INNER_FLAG": str(flag),
+           "PYTHONPATH": str(Path(__file__).parent), "APRILGAN_COLD_PYTHON": "0",
+           "INNER_FAIL_FIRST": "1" if how == "stop_at_first_failure" else "0"}
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "conftest", "-p", "no:cacheprovider",
+           "--rootdir", str(tmp_path), str(tmp_path / "test_inner.py")]
+    if how == "stop_at_first_failure":
+        cmd.insert(4, "-x")
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        if how == "sigkill":
+            t0 = time.time()
+            while not flag.exists() and proc.poll() is None and time.time() - t0 < 120:
+                time.sleep(0.1)
+            assert flag.exists(), proc.communicate()[0].decode()[-2000:]
+            assert _servers(str(tmp)), "the inner session's server is not running"
+            proc.kill()
+        out = proc.communicate(timeout=120)[0].decode()
+        if how == "stop_at_first_failure":
+            assert "1 failed" in out and "passed" not in out, out[-2000:]
+        t0 = time.time()
+        while _servers(str(tmp)) and time.time() - t0 < 20:
+            time.sleep(0.1)
+        assert not _servers(str(tmp))
+    finally:
+        for pid in _servers(str(tmp)):  # never leave one behind, even when the test fails
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            proc.kill()

@@ -15,7 +15,11 @@ status back; when the client goes away first (killed), it SIGKILLs the worker, s
 client kills the command as it would kill a real interpreter. The client forwards the signals it
 can catch (SIGINT, SIGTERM, ...) to the worker and dies of the signal the worker died of.
 
-Run by ``tests/conftest.py`` (fixture ``warm_python``): ``python tests/warm_python.py SOCKET``.
+Run by ``tests/conftest.py`` (fixture ``warm_python``): ``python tests/warm_python.py SOCKET
+[LIFELINE_FD]``. LIFELINE_FD is the read end of a pipe whose write end only the pytest process
+holds: when that process ends in any way (a normal end, ``-x``, Ctrl-C, SIGKILL) the pipe reads
+end-of-file and the server kills its whole process group (itself, its handlers and any command
+still running), so it never outlives the test session.
 ``APRILGAN_COLD_PYTHON=1`` makes the tests use a fresh interpreter for every process instead.
 """
 from __future__ import annotations
@@ -178,7 +182,7 @@ def _handle(conn: socket.socket) -> None:
     os._exit(0)
 
 
-def serve(path: str) -> None:
+def serve(path: str, lifeline: int | None = None) -> None:
     for name in PRELOAD:
         try:
             importlib.import_module(name)
@@ -190,13 +194,20 @@ def serve(path: str) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # handlers are reaped automatically
     print("ready", flush=True)
     while True:
+        ready, _, _ = select.select([srv] + ([lifeline] if lifeline is not None else []), [], [])
+        if lifeline in ready and not os.read(lifeline, 64):  # the test session has ended
+            os.killpg(0, signal.SIGKILL)
+        if srv not in ready:
+            continue
         conn, _ = srv.accept()
         if os.fork() == 0:
             srv.close()
+            if lifeline is not None:
+                os.close(lifeline)
             signal.signal(signal.SIGCHLD, signal.SIG_DFL)
             _handle(conn)
         conn.close()
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1])
+    serve(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else None)
