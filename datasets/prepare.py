@@ -1,6 +1,12 @@
 """Index a dataset folder into ``meta.json`` in the released format (METHOD §8).
 
-    python -m datasets.prepare {mvtec,visa,folder} ROOT
+    python -m datasets.prepare {mvtec,visa,folder,NAME} ROOT [--out DIR]
+
+The index goes beside the data (``ROOT/meta.json``) when the user may write there, or into a
+folder ``--out DIR`` names; preparing never writes into an installed package (``site-packages``)
+or a folder that is not writable. DIR is then the ``--data_path`` of the later commands: paths
+in its index are relative to DIR for files under it (masks a builder made) and absolute for the
+data outside it.
 
 ``meta.json`` = ``{"train"|"test": {cat: [{"img_path", "mask_path", "cls_name", "specie_name",
 "anomaly"}]}}`` with paths relative to ROOT. MVTec-layout folders: ``<cat>/{train/good,
@@ -156,32 +162,82 @@ def visa_meta(root: Path, check_sizes: bool = True) -> dict:
 
 
 def _set_builder(name: str):
-    def build(root: Path) -> dict:
+    def build(root: Path, out: Path) -> dict:
         from .sets import SETS
 
-        info = SETS[name].build(root)
+        info = SETS[name].build(root, out)
         _check_all_sizes(root, info)
         return {"dataset": name, **info}
     return build
 
 
 BUILDERS = {
-    "mvtec": lambda root: mvtec_layout_meta(root),
-    "folder": lambda root: mvtec_layout_meta(root, standard=()),
-    "visa": visa_meta,
+    "mvtec": lambda root, out: mvtec_layout_meta(root),
+    "folder": lambda root, out: mvtec_layout_meta(root, standard=()),
+    "visa": lambda root, out: visa_meta(root),
     **{name: _set_builder(name) for name in SET_NAMES},
 }
+PACKAGE_FOLDERS = ("site-packages", "dist-packages")  # where pip and the distributions install
+OUT_HINT = "name a folder for the index with --out DIR, then pass DIR as --data_path"
 
 
-def prepare(kind: str, root: str | Path) -> Path:
-    """Write ``ROOT/meta.json`` for a dataset of layout ``kind``; returns its path."""
+def index_folder(root: Path, out: str | Path | None = None) -> Path:
+    """The folder ``meta.json`` goes to: ``out`` when given (made if missing), else ``root``.
+
+    Raises:
+        DatasetError: the folder lies in an installed package (a ``site-packages`` or
+            ``dist-packages`` folder: the user's package manager owns it) or the user may not
+            write there (``os.access``); without ``out`` the message names ``--out``.
+    """
+    home = Path(out) if out is not None else root
+    flag = "--out" if out is not None else "the dataset root"
+    package = next((p for p in home.resolve().parts if p in PACKAGE_FOLDERS), None)
+    if package:
+        raise DatasetError(f"{flag} {home} lies in an installed Python package ({package}): "
+                           f"meta.json is never written there; {OUT_HINT}")
+    if out is not None:
+        try:
+            home.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise DatasetError(f"cannot make the --out folder {home}: {e.strerror or e}") from e
+    if not os.access(home, os.W_OK | os.X_OK):
+        raise DatasetError(f"{flag} {home} is not writable: cannot write meta.json there; "
+                           + (OUT_HINT if out is None else "name a folder you may write to"))
+    return home
+
+
+def relocate(info: dict, root: Path, home: Path) -> dict:
+    """``info`` (paths relative to ``root``) with its paths for an index in ``home``: relative to
+    ``home`` for a file under it, absolute for one outside it (the data)."""
+    base = home.resolve()
+
+    def move(rel: str) -> str:
+        if not rel:
+            return rel
+        full = Path(os.path.normpath(os.path.join(os.path.abspath(root), rel))).resolve()
+        return (full.relative_to(base) if full.is_relative_to(base) else full).as_posix()
+
+    for split in ("train", "test"):
+        for rows in info.get(split, {}).values():
+            for r in rows:
+                r["img_path"], r["mask_path"] = move(r["img_path"]), move(r["mask_path"])
+    return info
+
+
+def prepare(kind: str, root: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``meta.json`` for a dataset of layout ``kind`` at ``root`` into ``out`` (default:
+    ``root``; see ``index_folder``); returns its path. Nothing is written under ``root`` when
+    ``out`` names another folder."""
     if kind not in BUILDERS:
         raise DatasetError(f"unknown dataset {kind!r}: choose one of {', '.join(BUILDERS)}")
     root = Path(root)
     if not root.is_dir():
         raise DatasetError(f"dataset root not found: {root}")
-    info = BUILDERS[kind](root)
-    path = root / "meta.json"
+    home = index_folder(root, out)
+    info = BUILDERS[kind](root, home)
+    if home.resolve() != root.resolve():
+        info = relocate(info, root, home)
+    path = home / "meta.json"
     atomic_write_text(path, json.dumps(info, indent=4) + "\n")
     return path
 
@@ -195,9 +251,14 @@ def main(argv: list[str] | None = None) -> int:
                         "dataset in the MVTec layout; or a benchmark set from its raw release: "
                         + ", ".join(SET_NAMES) + " (the README lists their layouts)")
     p.add_argument("root", help="dataset root folder")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="write meta.json (and any masks a builder makes) into DIR instead of "
+                        "ROOT, which is then only read; pass DIR as --data_path afterwards. "
+                        "Needed when ROOT is not writable or lies in an installed package "
+                        "(site-packages)")
     args = p.parse_args(argv)
     try:
-        path = prepare(args.kind, args.root)
+        path = prepare(args.kind, args.root, args.out)
     except DatasetError as e:
         print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
@@ -207,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         a = sum(e["anomaly"] for v in meta[phase].values() for e in v)
         print(f"{phase}: {len(meta[phase])} categories, {n} images ({a} anomalous)")
     print(f"wrote {path}")
+    if Path(path).parent.resolve() != Path(args.root).resolve():
+        print(f"pass --data_path {Path(path).parent} to test.py, train.py and prompt_study.py")
     return 0
 
 

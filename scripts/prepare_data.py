@@ -3,6 +3,7 @@
     python scripts/prepare_data.py --archives ~/Downloads            # archives or folders there
     python scripts/prepare_data.py --download                        # fetch the public archives
     python scripts/prepare_data.py --archives dl --datasets visa --sha256 VisA_20220922.tar=<hash>
+    python scripts/prepare_data.py --set elpv ELPV_DATA --out data   # index in data/elpv/
 
 For each dataset the source is, in this order: an already prepared ``OUT/<name>`` folder; the
 archive in ``--archives`` (``mvtec_anomaly_detection.tar.xz``, ``VisA_20220922.tar``), checked
@@ -348,8 +349,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--download", action="store_true",
                    help="download missing archives from the public URLs into --archives "
                         "(default OUT/archives)")
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "data",
-                   help="where OUT/mvtec and OUT/visa go (default: <repo>/data)")
+    p.add_argument("--out", type=Path, default=None,
+                   help="where OUT/mvtec and OUT/visa go (default: <repo>/data); with --set, "
+                        "the index of set NAME goes to OUT/NAME (default: ROOT/meta.json, "
+                        "beside its data)")
     p.add_argument("--datasets", nargs="+", choices=sorted(SOURCES), default=["mvtec", "visa"],
                    help="which datasets (default: both)")
     p.add_argument("--sha256", nargs="+", default=[], metavar="FILE=HASH",
@@ -366,10 +369,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.set:
         from datasets.prepare import main as index_main
         for name, root in args.set:
-            code = index_main([name, root])
+            code = index_main([name, root] + (["--out", str(args.out / name)] if args.out else []))
             if code:
                 return code
         return 0
+    args.out = args.out or Path(__file__).resolve().parents[1] / "data"
     try:
         sha = parse_sha(args.sha256)
         if args.archives is not None and not args.archives.is_dir():

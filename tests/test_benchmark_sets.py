@@ -164,22 +164,6 @@ def test_the_readme_lists_every_set():
         assert info.objects in readme and info.licence in readme, name
 
 
-def test_the_real_elpv_release_when_its_package_is_installed(tmp_path):
-    """With the PyPI package elpv-dataset (not a requirement): its 2,624 real cells indexed."""
-    elpv = pytest.importorskip("elpv_dataset")
-    data = Path(elpv.__file__).parent / "data"
-    if not (data / "labels.csv").is_file():
-        pytest.skip(f"elpv_dataset has no data/labels.csv at {data}")
-    (tmp_path / "labels.csv").symlink_to(data / "labels.csv")
-    (tmp_path / "images").symlink_to(data / "images")
-    prepare("elpv", tmp_path)
-    meta = json.loads((tmp_path / "meta.json").read_text())
-    n = sum(len(v) for split in ("train", "test") for v in meta[split].values())
-    lines = [ln for ln in (data / "labels.csv").read_text().splitlines() if ln.strip()]
-    assert n == len(lines) == 2624
-    assert meta["labels"] == "image" and all(r["anomaly"] == 0 for r in meta["train"]["solar_cell"])
-
-
 def _fake_run(results: Path, name: str, mean: dict) -> None:
     run = results / f"{name}_zero_shot"
     run.mkdir(parents=True)

@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image
 
 from errors import DatasetError
+from utils.io import atomic_write
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -34,8 +35,9 @@ def need_dir(path: Path, what: str) -> Path:
 
 def record(root: Path, img: Path, mask: Path | None, cls: str, specie: str,
            anomaly: int) -> dict:
-    """One meta.json record with paths relative to ``root``."""
-    rel = lambda p: p.relative_to(root).as_posix() if p else ""  # noqa: E731
+    """One meta.json record with paths relative to ``root`` (``../`` steps for a file the
+    builder made outside it, in the index's folder)."""
+    rel = lambda p: Path(os.path.relpath(p, root)).as_posix() if p else ""  # noqa: E731
     return {"img_path": rel(img), "mask_path": rel(mask), "cls_name": cls,
             "specie_name": specie, "anomaly": int(anomaly)}
 
@@ -54,6 +56,12 @@ def mask_for(img: Path, mask_dir: Path, names: Callable[[str], Iterable[str]]) -
 def with_suffix(suffix: str, exts: Iterable[str] = (".png",)) -> Callable[[str], list[str]]:
     """``stem -> [stem + suffix + ext ...]``: e.g. ``with_suffix("_mask")``."""
     return lambda stem: [f"{stem}{suffix}{e}" for e in exts]
+
+
+def save_mask(path: Path, marked: np.ndarray) -> Path:
+    """Write a boolean array as a 0/255 PNG mask, atomically (folders made as needed)."""
+    image = Image.fromarray(marked.astype(np.uint8) * 255, mode="L")
+    return atomic_write(path, lambda f: image.save(f, format="PNG"))
 
 
 def marks_anything(mask: Path) -> bool:

@@ -16,7 +16,7 @@ from PIL import Image
 from errors import DatasetError
 
 from .common import (images, marks_anything, mask_for, meta, need_dir, normals, one_category,
-                     record, with_suffix)
+                     record, save_mask, with_suffix)
 from .registry import register
 
 NC_SA = "CC BY-NC-SA 4.0"
@@ -34,7 +34,7 @@ def _mvtec_like(root: Path) -> dict:
           objects="the category folder names (bracket_black, ..., tubes)",
           licence="CC BY-NC-SA 4.0 (the LICENSE of stepanje/MPDD, since July 2024)",
           source="MVTec layout; stepanje/MPDD README, AnomalyCLIP mpdd.py", archive=None)
-def mpdd(root: Path) -> dict:
+def mpdd(root: Path, out: Path) -> dict:
     return _mvtec_like(root)
 
 
@@ -43,7 +43,7 @@ def mpdd(root: Path) -> dict:
           objects="the texture folder names (Blotchy_099, ...)",
           licence="not stated (Aota et al., WACV 2023; research use)",
           source="MVTec layout; AnomalyCLIP DTD.py", archive=None)
-def dtd_synthetic(root: Path) -> dict:
+def dtd_synthetic(root: Path, out: Path) -> dict:
     return _mvtec_like(root)
 
 
@@ -53,7 +53,7 @@ def dtd_synthetic(root: Path) -> dict:
           licence="CC BY-SA 4.0 (BeanTech, per the VT-ADL README; anomalib says BY-NC-SA)",
           source="anomalib btech.py (layout, mixed .bmp/.png per category)",
           archive="btad.zip, sha256 461c9387e515bfed41ecaae07c50cf6b10def647b36c9e31d239ab2736b10d2a")
-def btad(root: Path) -> dict:
+def btad(root: Path, out: Path) -> dict:
     if (root / "BTech_Dataset_transformed").is_dir():
         root_data = root / "BTech_Dataset_transformed"
     else:
@@ -81,10 +81,10 @@ def btad(root: Path) -> dict:
           source="anomalib mvtec_loco.py (several masks per image, merged)",
           archive="mvtec_loco_anomaly_detection.tar.xz, sha256 "
                   "9e7c84dba550fd2e59d8e9e231c929c45ba737b6b6a6d3814100f54d63aae687")
-def mvtec_loco(root: Path) -> dict:
+def mvtec_loco(root: Path, out: Path) -> dict:
     """The masks of one anomalous image (``ground_truth/<type>/<stem>/*.png``, one per defect)
-    are merged (pixel > 0 in any) into ``merged_masks/<cat>/<type>/<stem>.png`` under ROOT,
-    written once (kept when it exists)."""
+    are merged (pixel > 0 in any) into ``merged_masks/<cat>/<type>/<stem>.png`` under OUT (the
+    index's folder), written once (kept when it exists)."""
     cats = sorted(d.name for d in root.iterdir() if (d / "train" / "good").is_dir()
                   and (d / "test").is_dir())
     if not cats:
@@ -104,7 +104,7 @@ def mvtec_loco(root: Path) -> dict:
                 if not parts:
                     raise DatasetError(f"image {img} has no masks in "
                                        f"{d / 'ground_truth' / specie / img.stem}")
-                merged = root / "merged_masks" / c / specie / f"{img.stem}.png"
+                merged = out / "merged_masks" / c / specie / f"{img.stem}.png"
                 if not merged.is_file():
                     union = None
                     for p in parts:
@@ -112,8 +112,7 @@ def mvtec_loco(root: Path) -> dict:
                             a = np.asarray(m)
                         a = (a.max(axis=2) if a.ndim == 3 else a) > 0
                         union = a if union is None else union | a
-                    merged.parent.mkdir(parents=True, exist_ok=True)
-                    Image.fromarray(union.astype(np.uint8) * 255, mode="L").save(merged)
+                    save_mask(merged, union)
                 test[c].append(record(root, img, merged, c, specie, 1))
     return meta(train, test)
 
@@ -124,7 +123,7 @@ def mvtec_loco(root: Path) -> dict:
           licence=NC_SA, source="anomalib mvtecad2.py; MVTec's evaluation script",
           archive="mvtec_ad_2.tar.gz, sha256 "
                   "c0ded99ef32bfc8e352d52beb44515e5b292b8598cb963aadfa91ca0763505e4")
-def mvtec_ad2(root: Path) -> dict:
+def mvtec_ad2(root: Path, out: Path) -> dict:
     cats = sorted(d.name for d in root.iterdir() if (d / "test_public").is_dir())
     if not cats:
         raise DatasetError(f"no MVTec AD 2 category folders (with test_public/) under {root}")
@@ -148,7 +147,7 @@ def mvtec_ad2(root: Path) -> dict:
                  "PartN_label.bmp, a defect when the label marks any pixel)",
           archive="KolektorSDD.zip, sha256 "
                   "65dc621693418585de9c4467d1340ea7958a6181816f0dc2883a1e8b61f9d4dc")
-def ksdd(root: Path) -> dict:
+def ksdd(root: Path, out: Path) -> dict:
     folders = sorted(d for d in root.iterdir() if d.is_dir() and d.name.startswith("kos"))
     if not folders:
         raise DatasetError(f"no kosNN folders under {root} (the KolektorSDD release)")
@@ -169,7 +168,7 @@ def ksdd(root: Path) -> dict:
           licence="unconfirmed: copies say CC BY-NC-SA 4.0 or CC BY-SA 4.0; check vicos.si",
           source="vicoslab input_ksdd2.py (<id>.png + <id>_GT.png for every image)",
           archive="KolektorSDD2.zip, md5 1ed0f628122776ace4965afa30dfe316")
-def ksdd2(root: Path) -> dict:
+def ksdd2(root: Path, out: Path) -> dict:
     c, out = "surface", {}
     for split in ("train", "test"):
         d = need_dir(root / split, f"KolektorSDD2 {split} folder")
@@ -193,7 +192,7 @@ def ksdd2(root: Path) -> dict:
           licence="none on the organisers' page; a Zenodo copy is labelled CC BY 4.0",
           source="vicoslab input_dagm.py, AnomalyCLIP DAGM.py (Label/<stem>_label.PNG; the "
                  "masks are coarse ellipses)", archive=None)
-def dagm(root: Path) -> dict:
+def dagm(root: Path, out: Path) -> dict:
     cats = sorted((d for d in root.iterdir() if d.is_dir() and d.name.startswith("Class")),
                   key=lambda d: (len(d.name), d.name))
     if not cats:
@@ -226,7 +225,7 @@ def dagm(root: Path) -> dict:
           source="Tencent/AnomalyDetection_Real-IAD README and explicit_dataset.py (JSON keys "
                  "category, anomaly_class, image_path, mask_path; paths relative to "
                  "realiad_1024/<cat>/)", archive=None)
-def realiad(root: Path) -> dict:
+def realiad(root: Path, out: Path) -> dict:
     jsons = next((p for p in (root / "realiad_jsons" / "realiad_jsons", root / "realiad_jsons")
                   if p.is_dir()), None)
     if jsons is None:
@@ -265,7 +264,7 @@ def realiad(root: Path) -> dict:
           objects="solar_cell", licence=NC_SA,
           source="zae-bayern/elpv-dataset README and labels.csv (whitespace-separated: path, "
                  "probability 0, 1/3, 2/3 or 1, type)", archive=None)
-def elpv(root: Path) -> dict:
+def elpv(root: Path, out: Path) -> dict:
     """A cell is anomalous when its defect probability is above 0 (any rater saw a defect);
     image-level labels only."""
     labels = next((p for p in (root / "labels.csv", root / "src" / "elpv_dataset" / "data" /

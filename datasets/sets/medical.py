@@ -16,7 +16,8 @@ from PIL import Image
 
 from errors import DatasetError
 
-from .common import images, mask_for, meta, need_dir, one_category, record, with_suffix
+from .common import (images, mask_for, meta, need_dir, one_category, record, save_mask,
+                     with_suffix)
 from .registry import register
 
 UNSTATED = "not stated by the release (research use); check the source before use"
@@ -37,7 +38,7 @@ def _yes_no(root: Path, word: str, yes: Path, no: Path) -> dict:
           objects="brain", licence=UNSTATED,
           source="Kaggle navoneel/brain-mri-images-for-brain-tumor-detection (yes/, no/; "
                  "the copy in brain_tumor_dataset/ is used when present)", archive=None)
-def brainmri(root: Path) -> dict:
+def brainmri(root: Path, out: Path) -> dict:
     base = root / "brain_tumor_dataset" if (root / "brain_tumor_dataset" / "yes").is_dir() \
         else root
     return _yes_no(root, "brain", base / "yes", base / "no")
@@ -48,7 +49,7 @@ def brainmri(root: Path) -> dict:
           objects="brain", licence=UNSTATED,
           source="Kaggle ahmedhamada0/brain-tumor-detection (yes/, no/; the unlabelled pred/ "
                  "and Br35H-Mask-RCNN/ are not indexed)", archive=None)
-def br35h(root: Path) -> dict:
+def br35h(root: Path, out: Path) -> dict:
     return _yes_no(root, "brain", root / "yes", root / "no")
 
 
@@ -57,7 +58,7 @@ def br35h(root: Path) -> dict:
           train="1 in 5 of the scans with hemorrhage 0", objects="head", licence=UNSTATED,
           source="Kaggle felipekitamura/head-ct-hemorrhage (head_ct/NNN.png, labels.csv: id, "
                  "' hemorrhage')", archive=None)
-def headct(root: Path) -> dict:
+def headct(root: Path, out: Path) -> dict:
     labels = next((p for p in (root / "labels.csv", root / "head_ct" / "labels.csv")
                    if p.is_file()), None)
     folder = next((p for p in (root / "head_ct" / "head_ct", root / "head_ct") if p.is_dir()),
@@ -81,26 +82,26 @@ def headct(root: Path) -> dict:
                         fifth_to="train", labels="image")
 
 
-def _lossless(root: Path, mask: Path) -> Path:
-    """A JPEG mask (Kvasir-SEG ships them) as a 0/255 PNG under ``ROOT/binarised_masks/`` (> 127:
+def _lossless(root: Path, out: Path, mask: Path) -> Path:
+    """A JPEG mask (Kvasir-SEG ships them) as a 0/255 PNG under ``OUT/binarised_masks/`` (> 127:
     JPEG ringing around the edges must not count as a finding), written once; others as they
     are (binarised > 0 when read)."""
     if mask.suffix.lower() not in (".jpg", ".jpeg"):
         return mask
-    out = root / "binarised_masks" / mask.relative_to(root).with_suffix(".png")
-    if not out.is_file():
+    png = out / "binarised_masks" / mask.relative_to(root).with_suffix(".png")
+    if not png.is_file():
         with Image.open(mask) as m:
             a = np.asarray(m.convert("L")) > 127
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(a.astype(np.uint8) * 255, mode="L").save(out)
-    return out
+        save_mask(png, a)
+    return png
 
 
-def _segmentation(root: Path, word: str, img_dir: Path, mask_dir: Path, names) -> dict:
+def _segmentation(root: Path, out: Path, word: str, img_dir: Path, mask_dir: Path,
+                  names) -> dict:
     """A set whose every image shows the finding, with its mask: test only, no train."""
     need_dir(img_dir, "image folder")
     need_dir(mask_dir, "mask folder")
-    rows = [record(root, img_dir / n, _lossless(root, mask_for(img_dir / n, mask_dir, names)),
+    rows = [record(root, img_dir / n, _lossless(root, out, mask_for(img_dir / n, mask_dir, names)),
                    word, "lesion", 1) for n in images(img_dir)]
     return meta({word: []}, {word: rows})
 
@@ -109,11 +110,11 @@ def _same_name(stem: str) -> list[str]:
     return [f"{stem}{e}" for e in (".png", ".jpg", ".tif", ".bmp", ".jpeg", ".tiff")]
 
 
-def _images_masks(root: Path, word: str, *nested: str) -> dict:
+def _images_masks(root: Path, out: Path, word: str, *nested: str) -> dict:
     """``images/`` + ``masks/`` with the same file names (at ROOT or under ``nested``)."""
     for base in [root / n for n in nested] + [root]:
         if (base / "images").is_dir():
-            return _segmentation(root, word, base / "images", base / "masks", _same_name)
+            return _segmentation(root, out, word, base / "images", base / "masks", _same_name)
     raise DatasetError(f"images/ and masks/ not found under {root}")
 
 
@@ -123,8 +124,8 @@ def _images_masks(root: Path, word: str, *nested: str) -> dict:
           licence="CC0 (the ISIC Challenge 2016 data page)",
           source="ISIC 2016 challenge page (ISIC_<id>.jpg + ISIC_<id>_Segmentation.png)",
           archive=None)
-def isic(root: Path) -> dict:
-    return _segmentation(root, "skin", root / "ISBI2016_ISIC_Part1_Test_Data",
+def isic(root: Path, out: Path) -> dict:
+    return _segmentation(root, out, "skin", root / "ISBI2016_ISIC_Part1_Test_Data",
                          root / "ISBI2016_ISIC_Part1_Test_GroundTruth",
                          with_suffix("_Segmentation"))
 
@@ -134,19 +135,19 @@ def isic(root: Path) -> dict:
           objects="colon", licence=UNSTATED,
           source="CVC release (Original/, 'Ground Truth/', same names) or the PraNet test "
                  "split (images/, masks/)", archive=None)
-def clinicdb(root: Path) -> dict:
+def clinicdb(root: Path, out: Path) -> dict:
     if (root / "Original").is_dir():
-        return _segmentation(root, "colon", root / "Original", root / "Ground Truth",
+        return _segmentation(root, out, "colon", root / "Original", root / "Ground Truth",
                              _same_name)
-    return _images_masks(root, "colon", "TestDataset/CVC-ClinicDB", "CVC-ClinicDB")
+    return _images_masks(root, out, "colon", "TestDataset/CVC-ClinicDB", "CVC-ClinicDB")
 
 
 @register("colondb", title="CVC-ColonDB (polyps)", kind="medical", labels="pixel",
           test="every image (a polyp, with its mask)", train="none (no normal images)",
           objects="colon", licence=UNSTATED, source="PraNet test split (images/, masks/)",
           archive=None)
-def colondb(root: Path) -> dict:
-    return _images_masks(root, "colon", "TestDataset/CVC-ColonDB", "CVC-ColonDB")
+def colondb(root: Path, out: Path) -> dict:
+    return _images_masks(root, out, "colon", "TestDataset/CVC-ColonDB", "CVC-ColonDB")
 
 
 @register("kvasir", title="Kvasir-SEG (polyps)", kind="medical", labels="pixel",
@@ -155,8 +156,8 @@ def colondb(root: Path) -> dict:
           licence="Simula terms: research and education only, commercial use needs written "
                   "permission, cite Jha et al. (MMM 2020)", source="Kvasir-SEG.zip (images/, "
           "masks/, same names)", archive=None)
-def kvasir(root: Path) -> dict:
-    return _images_masks(root, "colon", "Kvasir-SEG", "TestDataset/Kvasir")
+def kvasir(root: Path, out: Path) -> dict:
+    return _images_masks(root, out, "colon", "Kvasir-SEG", "TestDataset/Kvasir")
 
 
 @register("endo", title="EndoTect 2020 (polyps)", kind="medical", labels="pixel",
@@ -164,8 +165,8 @@ def kvasir(root: Path) -> dict:
           objects="colon", licence=UNSTATED,
           source="EndoTect_2020_Segmentation_Test_Dataset (images/, masks/), as AnomalyCLIP "
                  "reads it", archive=None)
-def endo(root: Path) -> dict:
-    return _images_masks(root, "colon", "EndoTect_2020_Segmentation_Test_Dataset")
+def endo(root: Path, out: Path) -> dict:
+    return _images_masks(root, out, "colon", "EndoTect_2020_Segmentation_Test_Dataset")
 
 
 @register("tn3k", title="TN3K (thyroid nodules)", kind="medical", labels="pixel",
@@ -174,6 +175,6 @@ def endo(root: Path) -> dict:
           licence="no dataset licence stated; the repository holding the archives is MIT, "
                   "stated for its code",
           source="haifangong/TRFE-Net dataloaders/tn3k.py", archive=None)
-def tn3k(root: Path) -> dict:
+def tn3k(root: Path, out: Path) -> dict:
     base = root / "tn3k" if (root / "tn3k" / "test-image").is_dir() else root
-    return _segmentation(root, "thyroid", base / "test-image", base / "test-mask", _same_name)
+    return _segmentation(root, out, "thyroid", base / "test-image", base / "test-mask", _same_name)

@@ -1,10 +1,12 @@
 """The registry of benchmark-set builders: one ``@register`` per raw layout, nothing else.
 
-A builder turns the unpacked raw release at ROOT into the ``meta.json`` dict
-(``{"train": {cat: [records]}, "test": {cat: [records]}}``, records as ``datasets.prepare``
-writes them; ``"labels": "image"`` for a set without masks). Registering it makes its name a
-choice of ``python -m datasets.prepare``, ``--dataset`` of test.py/train.py/prompt_study.py and
-the scripts, and a row of the README's dataset table.
+A builder ``build(root, out)`` turns the unpacked raw release at ROOT into the ``meta.json``
+dict (``{"train": {cat: [records]}, "test": {cat: [records]}}``, records as
+``datasets.prepare`` writes them, paths relative to ROOT; ``"labels": "image"`` for a set
+without masks). It only reads ROOT: a file it makes (merged or binarised masks) goes under OUT,
+the folder the index is written to (ROOT itself unless the user names another). Registering it
+makes its name a choice of ``python -m datasets.prepare``, ``--dataset`` of
+test.py/train.py/prompt_study.py and the scripts, and a row of the README's dataset table.
 """
 from __future__ import annotations
 
@@ -25,15 +27,16 @@ class SetInfo:
     licence: str
     source: str  # where the layout was learned
     archive: str | None  # the archive and its checksum, where a stable one exists
-    build: Callable[[Path], dict]
+    build: Callable[[Path, Path], dict]
 
 
 SETS: dict[str, SetInfo] = {}
 
 
 def register(name: str, **info) -> Callable:
-    """Decorator: ``@register("mpdd", title=..., kind=..., ...)`` over ``build(root) -> meta``."""
-    def wrap(build: Callable[[Path], dict]) -> Callable[[Path], dict]:
+    """Decorator: ``@register("mpdd", title=..., kind=..., ...)`` over
+    ``build(root, out) -> meta``."""
+    def wrap(build: Callable[[Path, Path], dict]) -> Callable[[Path, Path], dict]:
         if name in SETS:
             raise ValueError(f"a builder named {name!r} is registered twice")
         SETS[name] = SetInfo(name=name, build=build, **info)
