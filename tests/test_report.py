@@ -49,9 +49,13 @@ def test_select_gallery_orders_by_score_with_index_ties():
     normal = [i for i in range(40) if labels[i] == 0]
     anomalous = [i for i in range(40) if labels[i] == 1]
     assert got["false_positives"] == sorted(normal, key=lambda i: (-scores[i], i))[:5]
-    assert got["false_negatives"] == sorted(anomalous, key=lambda i: (scores[i], i))[:5]
-    assert got["best_detections"] == sorted(anomalous, key=lambda i: (-scores[i], i))[:5]
-    assert select_gallery(scores, labels, None, n=5) == got  # the threshold does not choose
+    missed = [i for i in anomalous if scores[i] < 0.5]
+    assert got["false_negatives"] == sorted(missed, key=lambda i: (scores[i], i))[:5]
+    hit = [i for i in anomalous if scores[i] >= 0.5]
+    assert got["best_detections"] == sorted(hit, key=lambda i: (-scores[i], i))[:5]
+    none = select_gallery(scores, labels, None, n=5)  # no threshold: no false negatives
+    assert none["false_positives"] == got["false_positives"] and none["false_negatives"] == []
+    assert none["best_detections"] == sorted(anomalous, key=lambda i: (-scores[i], i))[:5]
 
 
 def test_select_gallery_small_and_one_class():
@@ -95,8 +99,10 @@ def test_gallery_false_positives_are_the_highest_scored_normal_images(run):
         assert shown == [c.paths[i] for i in top]
         assert all(c.scores[i] >= max(c.scores[j] for j in normal if j not in top) for i in top)
         if c.labels.any():
-            anomalous = sorted(np.flatnonzero(c.labels), key=lambda i: (c.scores[i], i))[:4]
-            assert page.galleries[(name, "false_negatives")] == [c.paths[i] for i in anomalous]
+            thr = c.values["threshold_sp"]
+            missed = [i for i in np.flatnonzero(c.labels) if c.scores[i] < thr]
+            missed = sorted(missed, key=lambda i: (c.scores[i], i))[:4]
+            assert page.galleries.get((name, "false_negatives"), []) == [c.paths[i] for i in missed]
         assert page.galleries[(name, "references")] == c.references
 
 

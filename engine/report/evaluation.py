@@ -39,9 +39,16 @@ __all__ = ["EvalReport", "GALLERY_KINDS", "GalleryItem", "select_gallery"]
 GALLERY_KINDS: dict[str, tuple[str, str]] = {
     "false_positives": ("Worst false positives",
                         "normal images with the highest scores (above the threshold or not)"),
-    "false_negatives": ("Worst false negatives", "anomalous images with the lowest scores"),
-    "best_detections": ("Best detections", "anomalous images with the highest scores"),
+    "false_negatives": ("Worst false negatives",
+                        "anomalous images below the image threshold, lowest score first"),
+    "best_detections": ("Best detections",
+                        "anomalous images at or above the image threshold, highest score first"),
 }
+# what an empty gallery says, with and without an image threshold
+EMPTY = {"false_negatives": ("none: every anomalous image scores at or above the image threshold",
+                             "none: no image threshold (only one class), so no false negatives"),
+         "best_detections": ("none: no anomalous image reaches the image threshold",
+                             "none: no anomalous image")}
 
 
 @dataclass(frozen=True)
@@ -76,27 +83,32 @@ def select_gallery(scores: np.ndarray, labels: np.ndarray, threshold: float | No
     Args:
         scores: ``[N]`` image scores.
         labels: ``[N]`` 0 (normal) / 1 (anomalous).
-        threshold: the image threshold; it does not change the choice (the worst false
-            positives are the highest-scored normal images whether or not they pass it) and is
-            accepted so that callers can pass what they have.
+        threshold: the image threshold (an image is flagged at ``score >= threshold``); ``None``
+            or NaN where it is undefined (one class).
         n: at most this many per gallery.
 
     Returns:
-        ``{"false_positives": the n highest-scored normal images (descending),
-        "false_negatives": the n lowest-scored anomalous images (ascending),
-        "best_detections": the n highest-scored anomalous images (descending)}``; ties go to
-        the lower index. The last two overlap when there are fewer than 2n anomalous images.
+        ``{"false_positives": the n highest-scored normal images (descending, above the
+        threshold or not), "false_negatives": the n lowest-scored anomalous images below the
+        threshold (ascending; none without a threshold), "best_detections": the n
+        highest-scored anomalous images at or above it (descending; without a threshold, the
+        highest-scored anomalous images)}``; ties go to the lower index. The last two never
+        share an image.
     """
-    del threshold  # documented above: not used for the choice
     s = np.asarray(scores, dtype=np.float64).reshape(-1)
     y = np.asarray(labels).reshape(-1)
     if s.shape != y.shape:
         raise ValueError(f"scores {s.shape} and labels {y.shape} must have the same length")
     normal, anomalous = np.flatnonzero(y == 0), np.flatnonzero(y != 0)
+    if is_number(threshold):
+        flagged = s[anomalous] >= float(threshold)
+        missed, hit = anomalous[~flagged], anomalous[flagged]
+    else:
+        missed, hit = anomalous[:0], anomalous
     return {
         "false_positives": _order(s, normal, True)[:n].tolist(),
-        "false_negatives": _order(s, anomalous, False)[:n].tolist(),
-        "best_detections": _order(s, anomalous, True)[:n].tolist(),
+        "false_negatives": _order(s, missed, False)[:n].tolist(),
+        "best_detections": _order(s, hit, True)[:n].tolist(),
     }
 
 
@@ -205,7 +217,9 @@ class EvalReport:
                 rows.append({"src": self._rel(file), "w": w, "h": h, "path": it.path,
                              "score": num(float(it.score), 4), "has_gt": it.gt is not None,
                              **_verdict(float(it.score), thr, ANOMALOUS_KIND.get(kind))})
-            galleries.append({"kind": kind, "heading": heading, "what": what, "items": rows})
+            empty = EMPTY.get(kind, ("none", "none"))[math.isnan(thr)]
+            galleries.append({"kind": kind, "heading": heading, "what": what, "items": rows,
+                              "empty": empty})
         refs = []
         for j, ref in enumerate(references or []):
             entry: dict[str, Any] = {"path": ref, "src": None}
