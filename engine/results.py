@@ -7,6 +7,7 @@ decimal, columns auroc_px, f1_px, ap_px, pro, auroc_sp, f1_sp, ap_sp (METHOD §7
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,7 @@ def write_metrics(out: Path, per_category: dict[str, dict[str, float]], extra: d
                   for c, m in per_category.items()}
     scores = {c: {k: v for k, v in m.items() if k not in THRESHOLD_KEYS}
               for c, m in per_category.items()}
-    mean = mean_metrics(scores)
+    mean = _quiet_mean(scores)
     result = {"per_category": scores, "mean": mean, "vand": vand_summary(scores), **extra}
     why = {c: {k: r for k, r in u.items() if k not in THRESHOLD_KEYS}
            for c, u in (undefined or {}).items()}
@@ -64,13 +65,14 @@ def write_metrics(out: Path, per_category: dict[str, dict[str, float]], extra: d
     for k, v in mean.items():
         if not np.isfinite(v):
             why.setdefault("mean", {})[k] = "undefined in every category"
+    skipped = mean_note(scores, why)
     if why:
         result["undefined"] = why
     table = format_table(_shown(scores), _shown({"mean": mean})["mean"])
     if per_image_sp is not None:
         sp = {c: {"auroc_sp": m["auroc"], "f1_sp": m["f1"], "ap_sp": m["ap"]}
               for c, m in per_image_sp.items()}
-        sp_mean = mean_metrics(sp)
+        sp_mean = _quiet_mean(sp)
         result["per_image_score"] = {"per_category": sp, "mean": sp_mean}
         for c, m in per_image_sp.items():
             thresholds[c]["image_per_image"] = m["threshold"]
@@ -85,8 +87,44 @@ def write_metrics(out: Path, per_category: dict[str, dict[str, float]], extra: d
         [c, *(pct(m[k]) for k in METRIC_KEYS)] for c, m in {**scores, "mean": mean}.items()]
     atomic_write_text(out / "metrics.csv", csv_text(rows))
     if echo:
-        (log.info if log else print)("\n" + (f"{title}\n" if title else "") + table)
+        say = log.info if log else print
+        say("\n" + (f"{title}\n" if title else "") + table)
+        if skipped:
+            say(skipped)
     return result
+
+
+def _quiet_mean(per_category: dict[str, dict[str, float]]) -> dict[str, float]:
+    """``mean_metrics`` without its warning per skipped value: :func:`mean_note` says it once."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return mean_metrics(per_category)
+
+
+def mean_note(per_category: dict[str, dict[str, float]],
+              why: dict[str, dict[str, str]] | None = None) -> str | None:
+    """One line on the metrics the mean row leaves out (undefined in some or all categories)
+    and why, or ``None`` when every value is defined.
+
+    ``why``: ``{category: {metric: reason}}`` (metrics.json's ``undefined``)."""
+    why = why or {}
+    groups: dict[tuple[str, ...], list[str]] = {}  # the categories left out -> their metrics
+    for key in dict.fromkeys(k for m in per_category.values() for k in m):
+        bad = tuple(c for c, m in per_category.items() if key in m and not np.isfinite(m[key]))
+        if bad and key not in THRESHOLD_KEYS:
+            groups.setdefault(bad, []).append(key)
+    if not groups:
+        return None
+    n = len(per_category)
+    said = []
+    for bad, names in groups.items():
+        reasons = "; ".join(dict.fromkeys(why.get(c, {}).get(k) for c in bad for k in names
+                                          if why.get(c, {}).get(k)))
+        text = f"{', '.join(names)} undefined in " + (
+            "every category" if len(bad) == n else ", ".join(bad)) + (
+            f" ({reasons})" if reasons else "")
+        said.append(text if len(bad) == n else f"{text}: the mean of the other {n - len(bad)}")
+    return "mean row: " + "; ".join(said)
 
 
 def summarize_runs(results: list[dict]) -> dict:

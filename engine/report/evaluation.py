@@ -46,7 +46,7 @@ GALLERY_KINDS: dict[str, tuple[str, str]] = {
 }
 # what an empty gallery says, with and without an image threshold
 EMPTY = {"false_negatives": ("none: every anomalous image scores at or above the image threshold",
-                             "none: no image threshold (only one class), so no false negatives"),
+                             "none: the image threshold is undefined, so no false negatives"),
          "best_detections": ("none: no anomalous image reaches the image threshold",
                              "none: no anomalous image")}
 
@@ -123,6 +123,16 @@ def _verdict(score: float, thr: float, anomalous: bool | None) -> dict[str, Any]
     flagged = score >= thr
     cls = "same" if anomalous is None else ("better" if flagged == anomalous else "worse")
     return {"verdict": "flagged, ≥ threshold" if flagged else "passed, < threshold", "cls": cls}
+
+
+LEVEL_KEYS = {"image": ("auroc_sp", "f1_sp", "ap_sp"), "pixel": ("auroc_px", "f1_px", "ap_px", "pro")}
+ONE_CLASS = "only one class is present"  # why, where metrics.json gives no reason
+
+
+def _why(reasons: list[str]) -> str:
+    """The distinct ``reasons`` (metrics.json's ``undefined`` values) joined, in order;
+    :data:`ONE_CLASS` when there are none."""
+    return "; ".join(dict.fromkeys(str(r) for r in reasons)) or ONE_CLASS
 
 
 def _level(c: dict | None) -> dict[str, Any]:
@@ -252,6 +262,14 @@ class EvalReport:
         """
         if "per_category" not in metrics:
             raise ValueError("metrics must be the metrics.json dict (with 'per_category')")
+        undefined = metrics.get("undefined") or {}
+        for c in self.categories:  # why a level is undefined: metrics.json's reason
+            u = undefined.get(c["name"], {})
+            for level, keys in LEVEL_KEYS.items():
+                if not c[level]["defined"]:
+                    c[level]["why"] = _why([r for k, r in u.items() if k in keys])
+        why_blank = _why([r for cat, u in undefined.items() if cat in metrics["per_category"]
+                          for r in u.values()])
         anchors = {c["name"]: c["key"] for c in self.categories}
         rows = [{"name": cat, "anchor": anchors.get(cat),
                  "cells": [(pct(m.get(k)), sortkey(m.get(k))) for k in METRIC_KEYS]}
@@ -262,5 +280,5 @@ class EvalReport:
             "cells": [(pct(mean.get(k)), sortkey(mean.get(k))) for k in METRIC_KEYS]}
         return render_page(
             "eval.html", self.path, title=self.title, info=info_rows(self.info),
-            columns=list(METRIC_KEYS), rows=rows, mean_row=mean_row,
+            columns=list(METRIC_KEYS), rows=rows, mean_row=mean_row, why_blank=why_blank,
             categories=self.categories, files_dir=FILES_DIR)

@@ -75,7 +75,7 @@ def _curve_axes(ax, curves: dict[str, dict | None], kind: str) -> None:
     for key, label, colour in LEVELS:
         c = curves.get(key)
         if c is None:
-            ax.plot([], [], " ", label=f"{label}: undefined (one class)")
+            ax.plot([], [], " ", label=f"{label}: undefined")
             continue
         r, p, thr = c["f1_point"]
         if kind == "roc":
