@@ -25,7 +25,7 @@ import numpy as np
 from errors import ConfigError, DatasetError
 from utils.io import atomic_write_json
 
-from .thresholds import definition, model_name
+from .thresholds import definition, effective_precision, model_name
 
 MARGIN = 1e-6
 
@@ -118,9 +118,10 @@ def run_definition(job) -> dict:
         refs = meta.get("references") or {}
         return definition(job.mode, cfg.image_score, meta["model"]["name"], meta["image_size"],
                           meta["features_list"], meta.get("few_shot_features") or [],
-                          refs.get("count"))
+                          refs.get("count"), effective_precision(cfg.precision, "cpu", onnx=True))
     return definition(job.mode, cfg.image_score, model_name(cfg.model, cfg.config_path),
-                      cfg.image_size, cfg.features_list, cfg.few_shot_features, len(job.refs))
+                      cfg.image_size, cfg.features_list, cfg.few_shot_features, len(job.refs),
+                      effective_precision(cfg.precision, job.scorer.device.type))
 
 
 def calibrate_job(job, final_scores) -> dict:

@@ -37,7 +37,7 @@ from .eval_outputs import draw_category, finish_reports, run_maps
 from .metric_pool import CategoryTask, MetricPool
 from .result_set import check_free_space
 from .results import pct, write_metrics, write_summary
-from .thresholds import definition, model_name
+from .thresholds import definition, effective_precision, model_name
 from .runs import FewShotRun, Run, plan_runs
 
 
@@ -261,7 +261,8 @@ def write(job: EvalJob, per_cat: dict[Run, dict], config_text: str) -> dict[Run,
             other = {c: res["image_metrics_per_image"] for c, res in per_cat[r].items()}
         fitted = definition(cfg.mode, used, model_name(cfg.model, cfg.config_path),
                             cfg.image_size, cfg.features_list, cfg.few_shot_features,
-                            getattr(r, "k", None))
+                            getattr(r, "k", None),
+                            effective_precision(cfg.precision, job.device.type))
         undefined = {c: dict(res["undefined"]) for c, res in per_cat[r].items()}
         if job.image_level:  # say why, not what the empty masks make of the formulas
             for c, res in per_cat[r].items():

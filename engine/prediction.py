@@ -43,9 +43,9 @@ from .distributed import Dist
 from .calibration import calibrate_job, run_definition, write_calibrated_thresholds
 from .predict_report import write_report
 from .regions import REGION_COLUMNS, draw_boxes, find_regions
-from .result_set import check_free_space
+from .result_set import check_free_space, recorded
 from .scorers import OnnxScorer, TorchScorer, reference_list
-from .thresholds import resolve_thresholds
+from .thresholds import check_precision, resolve_thresholds
 
 FORMULAS = {
     "zero_shot": "text_score: softmax(100 * image embedding . text features)[1]",
@@ -128,6 +128,8 @@ def prepare(cfg: PredictConfig, log: logging.Logger, out: Path, dist: Dist) -> P
                 job.thresholds[key] = t[key]
                 filled.append(key)
         if filled:
+            check_precision(t.get("precision"), job.definition["precision"],
+                            f"{cfg.onnx} (sidecar thresholds)", job.warn)
             own = job.thresholds["source"]
             job.thresholds["source"] = f"{cfg.onnx} (sidecar)" if own is None else \
                 f"{own}; {' and '.join(filled)} from {cfg.onnx} (sidecar)"

@@ -5,11 +5,14 @@ A threshold only means something for the score it was fitted on. Every ``thresho
 (test.py, ``predict.py --calibration_dir``) records its *definition*: ``mode`` (zero_shot or
 few_shot), ``image_score`` (what its ``image`` threshold thresholds: ``released`` or
 ``per_image`` in few-shot; the text score in zero-shot), ``model``, ``image_size``,
-``features_list``, ``few_shot_features`` and, few-shot, ``k_shot`` (references per category).
+``features_list``, ``few_shot_features``, few-shot ``k_shot`` (references per category) and
+``precision`` (what the backbone computed at: fp32, fp16 or bf16; see ``effective_precision``).
 A file fitted for another mode, model, image size, stages or few-shot score is refused with one
-line naming both sides and the fix; another k only gets a warning (the map's normal level moves
-a little with the number of references). Files written before these fields existed are used
-with a warning that they cannot be checked.
+line naming both sides and the fix; another k or another precision only gets a warning (the
+map's normal level moves a little with the number of references; bf16 moves the scores by about
+5e-4 and the maps by about 0.05: fit thresholds at the precision you score with). Files written
+before these fields existed are used with a warning that they cannot be checked (a file without
+``precision`` is not checked for it).
 """
 from __future__ import annotations
 
@@ -20,7 +23,19 @@ from errors import ConfigError, DatasetError
 from utils.io import read_json
 
 DEFINITION_KEYS = ("mode", "image_score", "model", "image_size", "features_list",
-                   "few_shot_features", "k_shot")
+                   "few_shot_features", "k_shot", "precision")
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def effective_precision(precision: str, device_type: str, onnx: bool = False) -> str:
+    """What ``--precision`` computes at: ``auto`` is fp16 (autocast) for torch on CUDA and fp32
+    everywhere else (the CPU, and an exported graph: ``--onnx``); fp32 and bf16 are themselves."""
+    if precision == "auto":
+        return "fp16" if device_type == "cuda" and not onnx else "fp32"
+    if precision not in PRECISIONS:
+        raise ConfigError(f"unknown precision {precision!r} (use one of auto, "
+                          f"{', '.join(PRECISIONS)})")
+    return precision
 
 
 def model_name(model: str, config_path: str | None) -> str:
@@ -29,17 +44,29 @@ def model_name(model: str, config_path: str | None) -> str:
 
 
 def definition(mode: str, image_score: str, model: str, image_size: int,
-               features_list, few_shot_features, k_shot: int | None) -> dict:
+               features_list, few_shot_features, k_shot: int | None,
+               precision: str = "fp32") -> dict:
     """What a threshold is a threshold *of* (the keys of ``DEFINITION_KEYS``).
 
     ``image_score``: ``released`` or ``per_image`` in few-shot; ``text`` in zero-shot (the image
-    score is then the text score whatever ``--image_score`` says).
+    score is then the text score whatever ``--image_score`` says). ``precision``: an
+    ``effective_precision`` (fp32, fp16 or bf16).
     """
     few = mode == "few_shot"
     return {"mode": mode, "image_score": image_score if few else "text", "model": model,
             "image_size": int(image_size), "features_list": [int(s) for s in features_list],
             "few_shot_features": [int(s) for s in few_shot_features] if few else [],
-            "k_shot": int(k_shot) if few and k_shot is not None else None}
+            "k_shot": int(k_shot) if few and k_shot is not None else None,
+            "precision": precision}
+
+
+def check_precision(fitted: str | None, run: str | None, path: str, warn) -> None:
+    """Warn when thresholds fitted at one precision score a run at another (either unknown:
+    nothing to check)."""
+    if fitted and run and fitted != run:
+        warn(path, f"fitted at {fitted}; this run computes at {run}: its scores and maps differ "
+                   f"a little from those the thresholds were fitted on (bf16 against fp32: "
+                   f"about 5e-4 on the image score); fit thresholds at {run} to remove this")
 
 
 def _stages(d: dict) -> str:
@@ -68,6 +95,8 @@ def image_key(data: dict, run: dict, path: str, warn, has_per_image: bool = Fals
                 f"stages {_stages(data)}; this run uses {run['model']} at {run['image_size']} px, "
                 f"stages {_stages(run)}: maps and scores of other models or sizes are on other "
                 "scales; fit thresholds with this model and size")
+    if fitted is not None:
+        check_precision(data.get("precision"), run.get("precision"), path, warn)
     if run["mode"] != "few_shot" or fitted is None:
         return "image"
     k = data.get("k_shot")
@@ -115,6 +144,8 @@ def resolve_thresholds(cfg, run: dict, warn) -> dict:
             else:
                 warn(str(path), f"no finite {key} threshold for {cat!r}; not used")
         out["source"] = f"{path.resolve()} [{cat}]"
+        if data.get("precision") in PRECISIONS:  # kept with them (an export's sidecar too)
+            out["precision"] = data["precision"]
         if data.get("source") == "calibration" and isinstance(data.get("calibration"), dict):
             out["calibration"] = data["calibration"]
     if cfg.image_threshold is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import PredictConfig
-from engine.thresholds import definition, resolve_thresholds
+from engine.thresholds import definition, effective_precision, resolve_thresholds
 from errors import ConfigError
 from test_predict import BOTTLE, read_csv, run
 
@@ -160,3 +160,58 @@ def test_a_threshold_that_is_not_a_number_is_a_clear_error(tmp_path, value):
     path.write_text('{"per_category": {"bottle": {"image": %s, "pixel": 1.0}}}' % value)
     with pytest.raises(DatasetError, match="image threshold of 'bottle' is not a number"):
         _resolve(path)
+
+
+def test_another_precision_only_warns_either_way(tmp_path):
+    """bf16 moves scores by about 5e-4: a file fitted at one precision scoring a run at the
+    other is used, with a warning naming both; the same precision, or a file that records none,
+    says nothing."""
+    for fitted, mine in (("bf16", "fp32"), ("fp32", "bf16"), ("fp16", "fp32")):
+        path = tmp_path / f"thr_{fitted}.json"
+        path.write_text(json.dumps({**_run(), "precision": fitted,
+                                    "per_category": {"bottle": {"image": 0.7, "pixel": 1.5}}}))
+        cfg = PredictConfig(image_dir="x", object_name="bottle", checkpoint_path="x.pth",
+                            thresholds=str(path))
+        warned: list[str] = []
+        thr = resolve_thresholds(cfg, {**_run(), "precision": mine},
+                                 lambda where, why: warned.append(why))
+        assert thr["image"] == 0.7 and thr["precision"] == fitted
+        assert len(warned) == 1 and f"fitted at {fitted}; this run computes at {mine}" in \
+            warned[0], warned
+        warned.clear()
+        resolve_thresholds(cfg, {**_run(), "precision": fitted},
+                           lambda where, why: warned.append(why))
+        assert warned == []
+    old = _file(tmp_path, "zero_shot")  # a definition without "precision" (an older file)
+    data = json.loads(old.read_text())
+    del data["precision"]
+    old.write_text(json.dumps(data))
+    thr, warned = _resolve(old)
+    assert warned == [] and "precision" not in thr
+
+
+@pytest.mark.parametrize("asked, device, onnx, computed", [
+    ("auto", "cpu", False, "fp32"), ("auto", "cuda", False, "fp16"),
+    ("auto", "cuda", True, "fp32"), ("fp32", "cuda", False, "fp32"),
+    ("bf16", "cpu", False, "bf16"), ("bf16", "cpu", True, "bf16")])
+def test_the_precision_a_run_records(asked, device, onnx, computed):
+    assert effective_precision(asked, device, onnx) == computed
+    assert definition("zero_shot", "per_image", "m", 84, [2], [2], None,
+                      effective_precision(asked, device, onnx))["precision"] == computed
+
+
+def test_calibrated_thresholds_record_fp32_and_a_bf16_run_warns(capsys, tmp_path):
+    """predict.py end to end: thresholds calibrated on the CPU record fp32; scoring with them
+    at --precision bf16 warns (and scores); at fp32 it does not."""
+    fit = tmp_path / "fit"
+    code, _, err = run(capsys, BOTTLE / "test", fit, "--recursive", "--no_heatmaps", "--no_report",
+                       "--calibration_dir", str(BOTTLE / "train" / "good"))
+    assert code == 0, err
+    saved = json.loads((fit / "thresholds.json").read_text())
+    assert saved["precision"] == "fp32"
+    for precision, warns in (("bf16", True), ("fp32", False)):
+        code, out, err = run(capsys, BOTTLE / "test", tmp_path / precision, "--recursive",
+                             "--no_heatmaps", "--no_report", "--precision", precision,
+                             "--thresholds", str(fit / "thresholds.json"))
+        assert code == 0, err
+        assert ("fitted at fp32; this run computes at bf16" in out + err) == warns, out + err
