@@ -226,6 +226,18 @@ def test_export_takes_a_calibrated_file_and_refuses_another_definition(capsys, t
     entry = thr["per_category"]["bottle"]
     assert (meta["thresholds"]["image"], meta["thresholds"]["pixel"]) == (entry["image"],
                                                                           entry["pixel"])
+    assert meta["thresholds"]["precision"] == thr["precision"] == "fp32"  # kept with them
+    # sidecar thresholds fitted at another precision than the run's: used, with a warning
+    Path(f"{out}.json").write_text(json.dumps({**meta, "thresholds": {**meta["thresholds"],
+                                                                      "precision": "bf16"}}))
+    import predict
+
+    code = predict.main(["--image_dir", str(BOTTLE / "test"), "--recursive", "--object_name",
+                         "bottle", "--save_path", str(tmp_path / "scored"), "--onnx", str(out),
+                         "--no_heatmaps", "--no_report"])
+    said = capsys.readouterr()
+    assert code == 0, said.err
+    assert "fitted at bf16; this run computes at fp32" in said.out + said.err
     other = tmp_path / "other.json"
     other.write_text(json.dumps({**thr, "image_size": 518}))
     code = export.main(argv("vit", "zero_shot", tmp_path / "no.onnx", "--thresholds", str(other)))
