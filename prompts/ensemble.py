@@ -19,31 +19,21 @@ from typing import Callable
 import torch
 
 from errors import DatasetError
-from utils.io import read_json
+
+from .checks import PromptError, override_problems, scan_lines, scan_overrides
 
 PROMPT_DIR = Path(__file__).resolve().parent
+FILES = ("normal_states.txt", "abnormal_states.txt", "templates.txt")
 
 
 def read_lines(path: Path) -> tuple[str, ...]:
     """Non-empty, non-comment lines of a prompt file; each must contain one ``{}`` and appear
-    once (a repeated line would silently weigh twice in the mean)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"prompt file not found: {path}")
-    lines, seen = [], {}
-    for n, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = raw.strip()
-        if not line or line.startswith("#"):
-            continue
-        if line.count("{}") != 1:
-            raise ValueError(f"{path}:{n}: a prompt line needs exactly one '{{}}' placeholder: {line!r}")
-        if line in seen:
-            raise ValueError(f"{path}:{n}: {line!r} repeats line {seen[line]}; each prompt "
-                             "may appear once")
-        seen[line] = n
-        lines.append(line)
-    if not lines:
-        raise ValueError(f"{path} holds no prompts")
-    return tuple(lines)
+    once (a repeated line would silently weigh twice in the mean). PromptError listing every
+    problem of the file (``checks.scan_lines``)."""
+    lines, problems = scan_lines(path)
+    if problems:
+        raise PromptError(problems)
+    return tuple(line for _, line in lines)
 
 
 @dataclass(frozen=True)
@@ -54,36 +44,61 @@ class PromptSet:
     abnormal_states: tuple[str, ...]
     templates: tuple[str, ...]
     overrides: dict = field(default_factory=dict)
+    # where each line came from, "file:line": (group, text) for the files' lines (group
+    # "normal", "abnormal" or "template"), (category, group, text) for an override's states
+    origins: dict = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def load(cls, directory: str | Path | None = None) -> "PromptSet":
         """Read ``normal_states.txt``, ``abnormal_states.txt``, ``templates.txt`` and the optional
-        ``overrides.json`` from ``directory`` (default: this package)."""
+        ``overrides.json`` from ``directory`` (default: this package).
+
+        Raises:
+            PromptError: every problem of every file at once, each naming its file and line.
+        """
         d = Path(directory) if directory else PROMPT_DIR
+        problems, groups, origins = [], [], {}
+        for name, group in zip(FILES, ("normal", "abnormal", "template")):
+            lines, found = scan_lines(d / name)
+            problems += found
+            groups.append(tuple(line for _, line in lines))
+            origins.update({(group, line): f"{d / name}:{n}" for n, line in lines})
         overrides = {}
         if (d / "overrides.json").is_file():
-            overrides = read_json(d / "overrides.json", "prompt overrides")
-            overrides = {k: v for k, v in overrides.items() if not k.startswith("_")}
-        return cls(read_lines(d / "normal_states.txt"), read_lines(d / "abnormal_states.txt"),
-                   read_lines(d / "templates.txt"), overrides)
+            overrides, extra, found = scan_overrides(d / "overrides.json", groups[0], groups[1])
+            problems += found
+            origins.update(extra)
+        if problems:
+            raise PromptError(problems)
+        return cls(*groups, overrides, origins)
 
     def states_for(self, class_name: str) -> tuple[str, tuple[str, ...], tuple[str, ...]]:
-        """(object word, normal states, abnormal states) for one category, overrides applied."""
+        """(object word, normal states, abnormal states) for one category, overrides applied.
+        PromptError listing every problem of the category's override."""
         o = self.overrides.get(class_name, {})
-        unknown = set(o) - {"object", "normal", "abnormal", "mode"}
-        if unknown:
-            raise ValueError(f"overrides for {class_name!r}: unknown keys {sorted(unknown)}")
+        problems = override_problems(o, self.normal_states, self.abnormal_states)
+        if problems:
+            raise PromptError([f"overrides for {class_name!r}: {what}" for *_, what in problems])
         mode = o.get("mode", "extend")
-        if mode not in ("extend", "replace"):
-            raise ValueError(f"overrides for {class_name!r}: mode must be 'extend' or 'replace'")
         groups = []
         for key, base in (("normal", self.normal_states), ("abnormal", self.abnormal_states)):
             extra = tuple(o.get(key, ()))
-            for s in extra:
-                if s.count("{}") != 1:
-                    raise ValueError(f"overrides for {class_name!r}: state {s!r} needs one '{{}}'")
             groups.append(extra if (mode == "replace" and extra) else base + extra)
         return o.get("object", class_name), groups[0], groups[1]
+
+    def sentence_sources(self, class_name: str) -> dict[str, str]:
+        """Each sentence of ``class_name`` -> the lines it is made of ("<state's file:line>
+        in <template's file:line>"), where they are known (a loaded set)."""
+        obj, normal, abnormal = self.states_for(class_name)
+        out = {}
+        for group, states in (("normal", normal), ("abnormal", abnormal)):
+            for s in states:
+                state = self.origins.get((class_name, group, s)) or self.origins.get((group, s))
+                for t in self.templates:
+                    where = (state, self.origins.get(("template", t)))
+                    if all(where):
+                        out.setdefault(t.format(s.format(obj)), " in ".join(where))
+        return out
 
     def build_prompts(self, class_name: str) -> tuple[list[str], list[str]]:
         """All sentences for one category: (normal, abnormal), state-major then template order."""
@@ -96,7 +111,8 @@ def load_prompts(prompt_dir: str | Path | None, categories: list[str]) -> Prompt
     """The prompt files, checked for every category (overrides included) before any work.
 
     Raises:
-        DatasetError: a missing or malformed prompt file, naming it.
+        DatasetError: missing or malformed prompt files, naming every problem with its file
+            and line.
     """
     try:
         prompts = PromptSet.load(prompt_dir)
@@ -112,47 +128,56 @@ def build_prompts(class_name: str, prompt_dir: str | Path | None = None) -> tupl
     return PromptSet.load(prompt_dir).build_prompts(class_name)
 
 
-def check_lengths(tokenizer, sentences) -> None:
-    """DatasetError naming the first sentence longer than the text encoder's context (77 tokens
-    for CLIP, start and end tokens included): the tokenizer would cut it silently."""
+def check_lengths(tokenizer, sentences, sources: dict[str, str] | None = None) -> None:
+    """DatasetError naming every sentence longer than the text encoder's context (77 tokens
+    for CLIP, start and end tokens included), each with its token count and, from ``sources``
+    (``PromptSet.sentence_sources``), the state and template lines it is made of: the tokenizer
+    would cut them silently."""
     limit = int(getattr(tokenizer, "context_length", 0) or 0)
     encode = getattr(tokenizer, "encode", None)
     if not limit or not callable(encode):
         return
-    for group in sentences:
-        for text in group:
-            try:
-                n = len(encode(text)) + 2  # the start and end tokens
-            except Exception:  # noqa: BLE001 - a tokenizer without a plain encode()
-                return
-            if n > limit:
-                raise DatasetError(f"the prompt {text!r} is {n} tokens long, more than the text "
-                                   f"encoder's context of {limit}: the tokenizer would cut it "
-                                   "silently; shorten the state or template")
+    problems = []
+    for text in dict.fromkeys(t for group in sentences for t in group):
+        try:
+            n = len(encode(text)) + 2  # the start and end tokens
+        except Exception:  # noqa: BLE001 - a tokenizer without a plain encode()
+            return
+        if n > limit:
+            where = (sources or {}).get(text)
+            problems.append(f"{where + ': ' if where else ''}the prompt {text!r} is {n} tokens "
+                            f"long, more than the text encoder's context of {limit}")
+    if problems:
+        count = f"{len(problems)} prompts too long: " if len(problems) > 1 else ""
+        raise DatasetError(count + "; ".join(problems) + ": the tokenizer would cut them "
+                           "silently; shorten the states or templates")
 
 
 @torch.no_grad()
 def ensemble_text_features(encode_text: Callable[[torch.Tensor], torch.Tensor], tokenizer,
                            sentences: tuple[list[str], list[str]],
                            device: torch.device | str = "cpu",
-                           cache: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+                           cache: dict[str, torch.Tensor] | None = None,
+                           sources: dict[str, str] | None = None) -> torch.Tensor:
     """Encode both sentence groups and return T [D, 2] (column 0 normal, column 1 abnormal).
 
     ``cache`` (sentence -> its normalised embedding) lets many prompt sets share the sentences
     they have in common (prompt_study.py): each distinct sentence is encoded once.
 
-    Raises DatasetError for a sentence longer than the tokenizer's context (``check_lengths``).
+    Raises DatasetError naming every sentence longer than the tokenizer's context
+    (``check_lengths``; ``sources`` names the lines each sentence is made of).
     """
+    # both groups checked before any encoding, so one error names every long sentence
+    check_lengths(tokenizer, [[t for t in g if cache is None or t not in cache]
+                              for g in sentences], sources)
     columns = []
     for group in sentences:
         if cache is None:
-            check_lengths(tokenizer, (group,))
             emb = encode_text(tokenizer(group).to(device)).float()  # [P, D]
             emb = emb / emb.norm(dim=-1, keepdim=True)
         else:
             new = [t for t in dict.fromkeys(group) if t not in cache]
             if new:
-                check_lengths(tokenizer, (new,))
                 fresh = encode_text(tokenizer(new).to(device)).float()
                 cache.update(zip(new, fresh / fresh.norm(dim=-1, keepdim=True)))
             emb = torch.stack([cache[t] for t in group])
@@ -182,6 +207,6 @@ class TextFeatureBank:
         if class_name not in self._cache:
             self._cache[class_name] = ensemble_text_features(
                 self.encode_text, self.tokenizer, self.prompts.build_prompts(class_name),
-                self.device, self.sentences)
+                self.device, self.sentences, self.prompts.sentence_sources(class_name))
         return self._cache[class_name]
 

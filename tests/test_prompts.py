@@ -13,7 +13,9 @@ import torch
 
 from conftest import RN, VIT, load_predictions, require, run_test_main
 from engine.loading import load_clip, tokenizer_for
-from prompts import PROMPT_DIR, PromptSet, TextFeatureBank, build_prompts, ensemble_text_features
+from errors import DatasetError
+from prompts import (PROMPT_DIR, PromptError, PromptSet, TextFeatureBank, build_prompts,
+                     ensemble_text_features, load_prompts)
 
 TEXT_TOL = 1e-6
 NORMAL = ("{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw",
@@ -102,12 +104,148 @@ def test_bad_prompt_files(tmp_path):
     with pytest.raises(ValueError, match="no prompts"):
         PromptSet.load(d)
     (d / "templates.txt").unlink()
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(PromptError, match="prompt file not found: .*templates.txt"):
         PromptSet.load(d)
     (d / "overrides.json").write_text("{not json")
     (d / "templates.txt").write_text("a {}.\n")
     with pytest.raises(ValueError, match="overrides.json"):
         PromptSet.load(d)
+
+
+def _where(problems):
+    """The ``file:line`` each problem starts with."""
+    return [q.split(": ", 1)[0] for q in problems]
+
+
+def test_every_problem_of_a_file_is_reported(tmp_path):
+    """Three bad lines in one file: all three named, each with its line (counted by hand)."""
+    d = _copy_prompts(tmp_path)
+    f = d / "templates.txt"
+    f.write_text("# templates\n"            # 1
+                 "a photo of a {}.\n"       # 2
+                 "a photo of a thing.\n"    # 3: no placeholder
+                 "\n"                       # 4
+                 "{} next to {}.\n"         # 5: two placeholders
+                 "a close-up of a {}.\n"    # 6
+                 "a photo of a {}.\n")      # 7: repeats line 2
+    with pytest.raises(PromptError) as err:
+        PromptSet.load(d)
+    assert _where(err.value.problems) == [f"{f}:3", f"{f}:5", f"{f}:7"]
+    assert "exactly one '{}'" in err.value.problems[0] and "'{} next to {}.'" in err.value.problems[1]
+    assert "repeats line 2" in err.value.problems[2]
+    assert str(err.value).startswith("3 problems: ")
+
+
+def test_every_problem_of_every_file_in_one_error(tmp_path):
+    """Problems in both state files and overrides.json: one error (one line) naming all."""
+    d = _copy_prompts(tmp_path)
+    (d / "normal_states.txt").write_text("{}\nperfect\n")
+    (d / "abnormal_states.txt").write_text("damaged {}\ndamaged {}\n")
+    (d / "overrides.json").write_text('{\n  "bottle": {"mode": "merge"}\n}\n')
+    with pytest.raises(PromptError) as err:
+        PromptSet.load(d)
+    assert _where(err.value.problems) == [f"{d / 'normal_states.txt'}:2",
+                                          f"{d / 'abnormal_states.txt'}:2",
+                                          f"{d / 'overrides.json'}:2"]
+    assert "not 'merge'" in err.value.problems[2]
+    with pytest.raises(DatasetError) as err:
+        load_prompts(d, ["bottle"])
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("bad prompt files: 3 problems: ")
+    assert all(w in msg for w in (f"{d / 'normal_states.txt'}:2:", f"{d / 'abnormal_states.txt'}:2:",
+                                  f"{d / 'overrides.json'}:2:"))
+
+
+OVERRIDES = """{
+  "_comment": "ignored",
+  "bottle": {
+    "colour": "red",
+    "abnormal": [
+      "cracked {}",
+      "no placeholder",
+      "cracked {}",
+      "broken {}"
+    ]
+  },
+  "screw": {"object": "", "normal": "flawless {}"},
+  "cable": "x"
+}
+"""
+
+
+def test_every_override_problem_named_with_its_line(tmp_path):
+    """Seven problems of overrides.json, each at the line it is on (counted by hand in
+    OVERRIDES): an unknown key (4), a state without '{}' (7), a state listed twice (8, its
+    second time), a state the base already has ('broken {}', 9), an empty object word and a
+    state list that is a string (12), an entry that is not an object (13)."""
+    d = _copy_prompts(tmp_path)
+    o = d / "overrides.json"
+    o.write_text(OVERRIDES)
+    with pytest.raises(PromptError) as err:
+        PromptSet.load(d)
+    want = [(4, "'bottle': unknown keys ['colour']"),
+            (7, "'bottle': abnormal state 'no placeholder' needs exactly one '{}'"),
+            (8, "'bottle': abnormal state 'cracked {}' is listed twice"),
+            (9, "'bottle': abnormal state 'broken {}' is already in abnormal_states.txt"),
+            (12, "'screw': object must be a non-empty word"),
+            (12, "'screw': 'normal' must be a list of states"),
+            (13, "'cable': must be an object")]
+    got = err.value.problems
+    assert len(got) == len(want), got
+    for q, (line, words) in zip(got, want):
+        assert q.startswith(f"{o}:{line}: {words}"), (q, line, words)
+
+
+class _WordTokenizer:
+    """A tokenizer of whitespace-separated words with a context of 8 tokens (start and end
+    included): a sentence of more than 6 words is too long."""
+
+    context_length = 8
+
+    def encode(self, text):
+        return text.split()
+
+    def __call__(self, texts):
+        return torch.zeros(len(texts), 1, dtype=torch.long)
+
+
+@pytest.mark.parametrize("shared", [None, {}], ids=["one_set", "shared_sentences"])
+def test_every_long_prompt_is_named_with_its_lines(tmp_path, shared):
+    """Of the 8 sentences of 2x2 states and 2 templates, 4 exceed the context of 8 tokens (words
+    + 2, counted by hand below); all 4, from both groups, are named with the state and template
+    lines they are made of, in one error."""
+    d = tmp_path / "p"
+    d.mkdir()
+    (d / "normal_states.txt").write_text("{}\nvery very very clean {}\n")
+    (d / "abnormal_states.txt").write_text("damaged {}\nvery very badly damaged {}\n")
+    (d / "templates.txt").write_text("a {}.\nthis is a photo of a {}.\n")
+    n, a, t = (str(d / f) for f in ("normal_states.txt", "abnormal_states.txt", "templates.txt"))
+    want = [(f"{n}:1 in {t}:2", "this is a photo of a bottle.", 9),
+            (f"{n}:2 in {t}:2", "this is a photo of a very very very clean bottle.", 13),
+            (f"{a}:1 in {t}:2", "this is a photo of a damaged bottle.", 10),
+            (f"{a}:2 in {t}:2", "this is a photo of a very very badly damaged bottle.", 13)]
+    bank = TextFeatureBank(lambda ids: torch.ones(len(ids), 4), _WordTokenizer(),
+                           PromptSet.load(d), sentences=shared)
+    with pytest.raises(DatasetError) as err:
+        bank("bottle")
+    msg = str(err.value)
+    assert msg.startswith("4 prompts too long: ") and "\n" not in msg
+    for where, text, tokens in want:
+        assert (f"{where}: the prompt {text!r} is {tokens} tokens long, more than the text "
+                f"encoder's context of 8") in msg
+    assert msg.count("tokens long") == 4  # "a very very very clean bottle." (8) fits
+
+
+def test_every_prompt_problem_in_one_error_line_of_test_py(tmp_path, capsys):
+    """test.py: one error line naming the problems of two files, exit 2, no run."""
+    d = _copy_prompts(tmp_path)
+    (d / "normal_states.txt").write_text("{}\n{} and {}\n")
+    (d / "templates.txt").write_text("a photo of a {}.\na photo of a {}.\n")
+    code = run_test_main(VIT.args("mvtec", tmp_path / "run", "zero_shot", "--prompt_dir", str(d)))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"{d / 'normal_states.txt'}:2:" in err[0] and f"{d / 'templates.txt'}:2:" in err[0]
+    assert not (tmp_path / "run" / "metrics.json").exists()
 
 
 def test_ensemble_arithmetic_with_a_fake_encoder():
