@@ -195,7 +195,8 @@ def write(study: Study, config_text: str) -> list[dict]:
     md += ["| " + " | ".join(map(str, row)) + " |" for row in table]
     atomic_write_text(out / "study.md", "\n".join(md) + "\n")
     if not cfg.no_report:
-        write_study_report(out, f"prompt study: {cfg.dataset} {cfg.mode}", rows, order, cfg)
+        write_study_report(out, f"prompt study: {cfg.dataset} {cfg.mode}", rows, order,
+                           cfg.rank_by, report_info(study))
     atomic_write_text(out / "config.json", config_text)
     best = study.variants[[r["name"] for r in rows].index(order[0]["name"])]
     if cfg.write_best:
@@ -206,6 +207,16 @@ def write(study: Study, config_text: str) -> list[dict]:
                    f"backbone, {study.seconds:.1f} s; best: {order[0]['name']}. Results in "
                    f"{cfg.save_path}")
     return rows
+
+
+def report_info(study: Study) -> dict:
+    """The report's header: test.py's (the random-model warning, mode, dataset, model, weights,
+    checkpoint, ...) and the baseline's prompts; the study draws no heatmaps."""
+    from .eval_outputs import report_info as eval_info
+
+    info = eval_info(study.job, study.job.runs[0])
+    info.pop("heatmaps", None)
+    return {**info, "baseline prompts": study.cfg.prompt_dir or "the shipped prompts"}
 
 
 def _pct(v) -> str:
