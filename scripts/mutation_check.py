@@ -1,0 +1,221 @@
+r"""Mutation check: do the tests notice a plausible one-line bug in a module?
+
+    bash scripts/mutation_check.sh engine/thresholds.py engine/regions.py
+    bash scripts/mutation_check.sh datasets/sets/                 # every module of a folder
+    bash scripts/mutation_check.sh --since main~3                 # every module changed since
+    bash scripts/mutation_check.sh engine/regions.py --tests "tests/test_calibration.py -k region"
+
+For each module, cosmic-ray (pinned in requirements-dev.txt) makes every mutant its operators
+know (``+`` for ``-``, ``<`` for ``<=``, a constant changed, a ``break`` for a ``continue``,
+...) and runs that module's tests against each one. A mutant is *killed* when the tests fail
+(or time out), and *survives* when they pass: a change of behaviour nothing checks, or an
+equivalent change that alters nothing (those are argued by hand).
+
+The tests of a module are the test files that name it (``engine.thresholds``, ``from engine
+import thresholds``, or the file's stem for a script), run with ``pytest -x``; ``--tests``
+gives them instead (pytest arguments, for every module of the call). The whole run happens in a
+scratch copy of the working tree (tracked and untracked, not ignored files), so the checkout is
+never changed, even when the run is killed. The tests must pass on the unchanged copy first.
+
+Output (``--out DIR``, default ``mutation_out/``): per module ``<name>.sqlite`` (the cosmic-ray
+session), ``<name>.survivors.txt`` (each survivor as a diff) and ``summary.md``; a table of
+mutants, killed, timed out and survived per module on the terminal. ``--min_rate P``: exit 1
+when a module's killed share (timeouts count as killed) is below P percent.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Outcome:
+    module: str
+    tests: str
+    mutants: int = 0
+    killed: int = 0
+    timeout: int = 0
+    survived: int = 0
+    incompetent: int = 0  # mutants that could not be run (an import-time error of the mutant)
+
+    @property
+    def rate(self) -> float:
+        """Killed share in percent: (killed + timed out) / mutants run."""
+        run = self.killed + self.timeout + self.survived
+        return 100.0 * (self.killed + self.timeout) / run if run else 100.0
+
+
+def dotted(module: str) -> str:
+    """``engine/report/study.py`` -> ``engine.report.study``."""
+    return module[:-3].replace("/", ".") if module.endswith(".py") else module
+
+
+def find_tests(root: Path, module: str) -> list[str]:
+    """The test files (relative to ``root``) that name ``module``: its dotted name, ``from
+    package import name``, or, for a module outside a package (a script), its stem."""
+    name = dotted(module)
+    package, _, leaf = name.rpartition(".")
+    patterns = [re.escape(name) + r"\b"]
+    if package:
+        patterns.append(rf"from\s+{re.escape(package)}\s+import\s+[^\n]*\b{re.escape(leaf)}\b")
+    if not (root / module).parent.joinpath("__init__.py").exists() or package == "scripts":
+        patterns.append(rf"\b{re.escape(Path(module).stem)}\b")
+    found = re.compile("|".join(patterns))
+    return sorted(str(p.relative_to(root)) for p in (root / "tests").glob("test_*.py")
+                  if found.search(p.read_text(encoding="utf-8")))
+
+
+def modules_of(root: Path, targets: list[str], since: str | None) -> list[str]:
+    """The .py modules named (folders expanded, ``__init__.py`` and tests left out) plus, with
+    ``since``, every such module changed since that commit (committed or not)."""
+    out: list[str] = []
+    for t in targets:
+        path = (root / t).resolve()
+        if not path.exists():
+            sys.exit(f"error: {t} does not exist (give paths relative to {root})")
+        files = sorted(path.rglob("*.py")) if path.is_dir() else [path]
+        out += [str(f.relative_to(root)) for f in files]
+    if since:
+        r = subprocess.run(["git", "diff", "--name-only", since, "--", "*.py"], cwd=root,
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            sys.exit(f"error: git diff {since}: {r.stderr.strip()}")
+        out += [f for f in r.stdout.split() if (root / f).exists()]
+    keep = [m for m in dict.fromkeys(out)
+            if m.endswith(".py") and not m.startswith("tests/") and Path(m).name != "__init__.py"]
+    if not keep:
+        sys.exit("error: no module to check (name .py files or folders, or --since COMMIT)")
+    return keep
+
+
+def scratch_copy(root: Path, dest: Path) -> None:
+    """The working tree's tracked and untracked, not ignored, files copied to ``dest``."""
+    r = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root,
+                       capture_output=True, check=True)
+    for rel in filter(None, r.stdout.decode().split("\0")):
+        src = root / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+
+
+def summarize(session: Path, module: str, tests: str) -> tuple[Outcome, list[str]]:
+    """Counts and survivor diffs from a cosmic-ray session (``cosmic-ray dump``)."""
+    dump = subprocess.run(["cosmic-ray", "dump", str(session)], capture_output=True, text=True,
+                          check=True)
+    out, survivors = Outcome(module, tests), []
+    for line in dump.stdout.splitlines():
+        item, result = json.loads(line)
+        if result is None:  # not run (the run was stopped)
+            continue
+        out.mutants += 1
+        test, worker = result.get("test_outcome"), result.get("worker_outcome")
+        if worker == "timeout":
+            out.timeout += 1
+        elif test == "killed":
+            out.killed += 1
+        elif test == "survived":
+            out.survived += 1
+            where = item["mutations"][0]
+            survivors.append(f"# {where['operator_name']} at line {where['start_pos'][0]}\n"
+                             f"{result.get('diff', '')}")
+        else:
+            out.incompetent += 1
+    return out, survivors
+
+
+def check_module(work: Path, module: str, tests: list[str], timeout: float, out: Path,
+                 python: str) -> Outcome:
+    """One module's cosmic-ray session in the scratch copy ``work``."""
+    command = " ".join([shlex.quote(python), "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider",
+                        *tests])
+    base = subprocess.run(command, shell=True, cwd=work, capture_output=True, text=True)
+    if base.returncode != 0:
+        tail = (base.stdout + base.stderr).strip().splitlines()[-5:]
+        sys.exit(f"error: the tests of {module} fail before any mutation ({command}):\n"
+                 + "\n".join(tail))
+    stem = module[:-3].replace("/", "__")
+    config, session = work / f"{stem}.toml", out / f"{stem}.sqlite"
+    config.write_text(f'[cosmic-ray]\nmodule-path = "{module}"\ntimeout = {timeout}\n'
+                      f'excluded-modules = []\ntest-command = {json.dumps(command)}\n'
+                      '[cosmic-ray.distributor]\nname = "local"\n')
+    session.unlink(missing_ok=True)
+    subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, check=True)
+    subprocess.run(["cosmic-ray", "exec", str(config), str(session)], cwd=work, check=True)
+    result, survivors = summarize(session, module, " ".join(tests))
+    text = "\n".join(survivors) if survivors else "no survivor\n"
+    (out / f"{stem}.survivors.txt").write_text(text, encoding="utf-8")
+    return result
+
+
+def table(results: list[Outcome]) -> str:
+    rows = ["| module | tests | mutants | killed | timed out | survived | not run | killed % |",
+            "|---|---|---|---|---|---|---|---|"]
+    for r in results:
+        rows.append(f"| `{r.module}` | `{r.tests}` | {r.mutants} | {r.killed} | {r.timeout} | "
+                    f"{r.survived} | {r.incompetent} | {r.rate:.1f} |")
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="See the module docstring of scripts/mutation_check.py.")
+    p.add_argument("modules", nargs="*", help=".py files or folders, relative to the repository")
+    p.add_argument("--since", help="also every module changed since this commit")
+    p.add_argument("--tests", help="pytest arguments to run for every module (default: the test "
+                   "files that name the module)")
+    p.add_argument("--timeout", type=float, default=120.0,
+                   help="seconds before a mutant's test run counts as killed by a time-out [120]")
+    p.add_argument("--out", default="mutation_out", help="folder of the results [mutation_out]")
+    p.add_argument("--min_rate", type=float, default=None,
+                   help="exit 1 when a module's killed share is below this percentage")
+    p.add_argument("--root", default=str(REPO), help=argparse.SUPPRESS)  # the tests' own trees
+    a = p.parse_args(argv)
+    if shutil.which("cosmic-ray") is None:
+        sys.exit("error: cosmic-ray is not installed: pip install -r requirements-dev.txt")
+    root = Path(a.root).resolve()
+    modules = modules_of(root, a.modules, a.since)
+    plan = {}
+    for m in modules:
+        tests = shlex.split(a.tests) if a.tests else find_tests(root, m)
+        if not tests:
+            sys.exit(f"error: no test file names {m} ({dotted(m)}); pass --tests")
+        plan[m] = tests
+    out = Path(a.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    with tempfile.TemporaryDirectory(prefix="mutation-") as tmp:
+        work = Path(tmp)
+        scratch_copy(root, work)
+        for m, tests in plan.items():
+            print(f"== {m}: {' '.join(tests)}", flush=True)
+            results.append(check_module(work, m, tests, a.timeout, out, sys.executable))
+            print(f"   {results[-1].killed + results[-1].timeout} of {results[-1].mutants} "
+                  f"killed ({results[-1].rate:.1f} %)", flush=True)
+    text = table(results)
+    tmp_summary = out / "summary.md.tmp"
+    tmp_summary.write_text(text, encoding="utf-8")
+    os.replace(tmp_summary, out / "summary.md")
+    print(text, end="")
+    print(f"survivors as diffs: {out}/<module>.survivors.txt")
+    if a.min_rate is not None and any(r.rate < a.min_rate for r in results):
+        low = ", ".join(r.module for r in results if r.rate < a.min_rate)
+        print(f"below {a.min_rate:g} % killed: {low}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,92 @@
+"""scripts/mutation_check.py on a project of its own (one module, one test file, a git tree):
+the counts of a pinned cosmic-ray against hand-counted mutants, the survivors as diffs, the
+module's tests found by name, --since, and the checkout left unchanged."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "scripts"))
+import mutation_check  # noqa: E402
+
+pytestmark = pytest.mark.skipif(shutil.which("cosmic-ray") is None,
+                                reason="cosmic-ray not installed (pip install -r "
+                                       "requirements-dev.txt)")
+
+# one comparison, which cosmic-ray mutates into each other comparison operator
+MODULE = '''def pick(a, b):
+    return a if a < b else b
+'''
+TESTS = '''from pkg.calc import pick
+
+
+def test_pick():
+    assert pick(1, 2) == 1
+    assert pick(3, 2) == 2
+'''
+
+
+def _tree(tmp_path: Path) -> Path:
+    root = tmp_path / "proj"
+    (root / "pkg").mkdir(parents=True)
+    (root / "tests").mkdir()
+    (root / "pkg" / "__init__.py").write_text("")
+    (root / "pkg" / "calc.py").write_text(MODULE)
+    (root / "tests" / "test_calc.py").write_text(TESTS)
+    (root / "tests" / "test_other.py").write_text("def test_nothing():\n    pass\n")
+    (root / "conftest.py").write_text("")  # the tree's root on sys.path for the tests
+    git = ["git", "-c", "user.name=t", "-c", "user.email=t@t", "-c", "commit.gpgsign=false"]
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    subprocess.run([*git, "add", "."], cwd=root, check=True)
+    subprocess.run([*git, "commit", "-qm", "start"], cwd=root, check=True)
+    return root
+
+
+def test_counts_survivors_and_the_checkout_left_alone(tmp_path, capsys):
+    root = _tree(tmp_path)
+    out = tmp_path / "out"
+    code = mutation_check.main(["pkg/calc.py", "--root", str(root), "--out", str(out),
+                                "--timeout", "60", "--min_rate", "90"])
+    printed = capsys.readouterr().out
+    # `a < b` mutated into every other comparison: only `<=` passes both asserts (it differs
+    # from `<` only at a == b, where both return the same number): one survivor, equivalent.
+    summary = (out / "summary.md").read_text()
+    row = next(line for line in summary.splitlines() if "pkg/calc.py" in line)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    mutants, killed, timed_out, survived = map(int, cells[2:6])
+    assert mutants == killed + timed_out + survived + int(cells[6]) and mutants >= 5
+    survivors = (out / "pkg__calc.survivors.txt").read_text()
+    assert survived == survivors.count("# core/") == 1
+    assert "-    return a if a < b else b" in survivors
+    assert "+    return a if a <= b else b" in survivors  # the equivalent one
+    assert code == 1 and float(cells[7]) < 90  # below --min_rate: exit 1
+    assert "tests/test_calc.py" in row and "test_other" not in row  # found by name
+    assert (root / "pkg" / "calc.py").read_text() == MODULE  # never mutated in place
+    assert "killed" in printed
+
+
+def test_modules_since_a_commit_and_their_tests(tmp_path):
+    root = _tree(tmp_path)
+    (root / "pkg" / "new.py").write_text("X = 1\n")
+    (root / "tests" / "test_new.py").write_text("from pkg import new\n")
+    with pytest.raises(SystemExit, match="no module to check"):  # not yet known to git
+        mutation_check.modules_of(root, [], "HEAD")
+    subprocess.run(["git", "add", "."], cwd=root, check=True)
+    assert mutation_check.modules_of(root, [], "HEAD") == ["pkg/new.py"]
+    assert mutation_check.modules_of(root, ["pkg"], None) == ["pkg/calc.py", "pkg/new.py"]
+    assert mutation_check.find_tests(root, "pkg/new.py") == ["tests/test_new.py"]
+    assert mutation_check.find_tests(root, "pkg/calc.py") == ["tests/test_calc.py"]
+    with pytest.raises(SystemExit, match="does not exist"):
+        mutation_check.modules_of(root, ["pkg/absent.py"], None)
+
+
+def test_tests_that_fail_unmutated_stop_the_run(tmp_path):
+    root = _tree(tmp_path)
+    (root / "tests" / "test_calc.py").write_text(TESTS.replace("== 1", "== 5"))
+    with pytest.raises(SystemExit, match="fail before any mutation"):
+        mutation_check.main(["pkg/calc.py", "--root", str(root), "--out", str(tmp_path / "o")])
