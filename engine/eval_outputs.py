@@ -38,12 +38,16 @@ def _scale(job, run: Run, metrics: dict, level: float | None):
     return fixed_scale(len(job.model.features_list), n_mem, metrics.get("threshold_px"), level)
 
 
-def _pictures(job, path: str, amap: np.ndarray, scale, side: int):
+def _pictures(job, path: str, amap: np.ndarray, scale, side: int, panel_px: int):
+    """(image, overlay) of one gallery image: at most ``side`` px long, or as long as its panel
+    of ``panel_px`` needs (a 4000 x 100 strip is drawn 1200 px long, to stay legible)."""
+    from .report.images import source_side
+
     img = open_image(job.root / path)
     if scale is None:
         s = amap.shape[0]
         return np.asarray(img.convert("RGB").resize((s, s), Image.BICUBIC)), heatmap_overlay(img, amap)
-    return render_overlay(img, amap, scale, max_side=side)
+    return render_overlay(img, amap, scale, max_side=max(side, source_side(img.size, panel_px)))
 
 
 def draw_category(job, cls: str, res: dict, results: list[dict], levels: list) -> None:
@@ -72,7 +76,8 @@ def draw_category(job, cls: str, res: dict, results: list[dict], levels: list) -
         for kind, idx in picks.items():
             items = []
             for j in idx:
-                rgb, over = _pictures(job, res["paths"][j], maps[j], scale, 384)
+                rgb, over = _pictures(job, res["paths"][j], maps[j], scale, 384,
+                                      job.reports[r].panel_px)
                 gt = res["gt_px"][j] if res["gt_sp"][j] else None
                 items.append(GalleryItem(res["paths"][j], float(out["score"][j]), rgb, over, gt))
             gallery[kind] = items

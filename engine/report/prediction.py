@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from .common import FILES_DIR, REPORT_NAME, fresh_files_dir, info_rows, is_number, num, render_page
-from .images import JPEG_QUALITY, as_rgb, save_row
+from .images import JPEG_QUALITY, as_rgb, fit, save_row
 
 __all__ = ["PredictReport"]
 
@@ -94,7 +94,7 @@ class PredictReport:
                     img = im.convert("RGB")
             except OSError:
                 continue
-            img.thumbnail((96, 96))
+            img = fit(np.asarray(img), 96)
             file = self.files / f"ref_{i:03d}.jpg"
             img.save(file, format="JPEG", quality=self.quality)
             self.references.append({"src": f"{FILES_DIR}/{file.name}", "name": name,
