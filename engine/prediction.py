@@ -31,7 +31,7 @@ from PIL import Image
 
 from datasets.folder import heatmap_names, list_files
 from datasets.transforms import open_image
-from errors import DatasetError
+from errors import DatasetError, Interrupted
 from models.anomaly_maps import combined_image_scores, per_image_scores
 from utils.io import atomic_write_json, atomic_write_text, csv_text
 from utils.npz_stream import NpzStreamWriter
@@ -96,8 +96,18 @@ def settle_object_name(cfg: PredictConfig) -> None:
 
 def fingerprint(config: dict) -> dict:
     """The settings a resumed run must share with the killed one."""
-    drop = {"resume", "debug", "num_workers", "batch_size", "save_path", "no_report"}
+    drop = {"resume", "restart", "debug", "num_workers", "batch_size", "save_path", "no_report"}
     return {k: v for k, v in config.items() if k not in drop}
+
+
+def interrupted(out: Path, cfg: PredictConfig) -> Interrupted:
+    """The one line of a Ctrl-C: how many images are kept in the staging folder ``out`` and
+    how to continue (``--resume``) or start over (``--restart``)."""
+    n = recorded(out)
+    if not n:
+        return Interrupted("no image was scored yet; run the command again to start")
+    return Interrupted(f"{n} scored image(s) are kept in {cfg.save_path}: rerun the same "
+                       "command with --resume to continue (or with --restart to start over)")
 
 
 def prepare(cfg: PredictConfig, log: logging.Logger, out: Path, dist: Dist) -> PredictJob:

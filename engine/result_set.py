@@ -87,13 +87,15 @@ class ResultSet:
     """
 
     def __init__(self, save: str | Path, config: dict, staged: bool = True, dist=None,
-                 fingerprint: dict | None = None, resume: bool = False):
+                 fingerprint: dict | None = None, resume: bool = False, restart: bool = False):
         self.save = Path(save)
         self.config, self.staged = config, staged
         self.dist = dist  # engine.distributed.Dist: rank 0 locks, stages and commits
         # a streaming run (predict.py) records its settings; with resume it continues the
-        # staging folder a killed run with the same settings left
+        # staging folder a killed run with the same settings left; without resume or restart
+        # such a folder is refused (restart discards it)
         self.fingerprint, self.resume, self.resumed = fingerprint, resume, False
+        self.restart = restart
         self.id = f"{dt.datetime.now():%Y%m%d-%H%M%S}-{uuid.uuid4().hex[:6]}"
         self.dir = self.save / f".staging-{self.id}" if staged else self.save
         self.started = _now()
@@ -142,12 +144,12 @@ class ResultSet:
                 if unknown:
                     raise ConfigError(
                         f"--resume: the interrupted run in {p} was made by an older version "
-                        f"(it records no {', '.join(unknown)}); run without --resume to start "
-                        "again")
+                        f"(it records no {', '.join(unknown)}); pass --restart instead of "
+                        "--resume to start again")
                 diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
                 raise ConfigError(f"--resume: the interrupted run in {p} used other settings "
                                   f"(differs in: {', '.join(diff)}); rerun it with those, or "
-                                  "without --resume to start again")
+                                  "pass --restart instead of --resume to start again")
         return max(found, key=lambda p: p.stat().st_mtime) if found else None
 
     def _lock(self) -> None:
@@ -191,6 +193,8 @@ class ResultSet:
             keep = self._resumable()
             if keep is not None:
                 self.dir, self.resumed = keep, True
+        elif self.fingerprint is not None and not self.restart:
+            self._refuse_interrupted()
         for p in self.save.glob(".staging-*"):
             if not (self.resumed and p == self.dir):
                 shutil.rmtree(p, ignore_errors=True)
@@ -198,6 +202,17 @@ class ResultSet:
             shutil.rmtree(p, ignore_errors=True)
         for p in self.save.glob(".*.tmp"):  # atomic writes that a kill interrupted
             p.unlink(missing_ok=True)
+
+    def _refuse_interrupted(self) -> None:
+        """ConfigError when an interrupted streaming run left scored images here: a run
+        without --resume would throw them away unasked."""
+        for p in sorted(self.save.glob(".staging-*")):
+            n = recorded(p)
+            if n:
+                raise ConfigError(
+                    f"{self.save} holds an interrupted run with {n} image(s) scored ({p.name}): "
+                    "rerun the same command with --resume to continue it, or with --restart to "
+                    "discard it and start again")
 
     # ------------------------------------------------------------------ commit
     def path(self, name: str) -> Path:
@@ -318,6 +333,19 @@ def _missing_folders(save: Path) -> list[Path]:
         out.append(p)
         p = p.parent
     return out
+
+
+def recorded(staging: Path) -> int:
+    """How many images the records of a streaming run's staging folder hold (lines of its
+    ``records*.jsonl``; 0 when there are none)."""
+    n = 0
+    for f in staging.glob("records*.jsonl"):
+        try:
+            with open(f, "rb") as fh:
+                n += sum(1 for line in fh if line.strip())
+        except OSError:
+            continue
+    return n
 
 
 def failure_text(error: str, log: str) -> str:
