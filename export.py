@@ -35,9 +35,10 @@ def main(argv: list[str] | None = None) -> int:
 
     def body() -> None:
         from engine.export import check_output
-        from engine.preflight import check_pretrained
+        from engine.preflight import check_checkpoint_file, check_pretrained
 
         check_output(cfg.output)  # fail before torch loads
+        check_checkpoint_file(cfg.checkpoint_path)
         check_pretrained(cfg.model, cfg.pretrained)
         from engine import export
         from utils.log import setup_logging

@@ -22,8 +22,9 @@ refused when fitted for another mode, model, size, stages or score), from --imag
 --pixel_threshold, or from normal images alone: ``--calibration_dir DIR`` sets them so that at
 most --target_fpr of DIR's images (and of their pixels) score at or above, and writes them to
 thresholds.json for later runs. ``--onnx FILE`` scores with an
-exported model; ``--resume`` continues a killed run; ``torchrun --nproc_per_node N predict.py``
-shards the folder.
+exported model; ``--resume`` continues an interrupted run (Ctrl-C or a kill), ``--restart``
+discards it (a rerun into the same --save_path with neither is refused while one is there);
+``torchrun --nproc_per_node N predict.py`` shards the folder.
 """
 from __future__ import annotations
 
@@ -44,9 +45,11 @@ def main(argv: list[str] | None = None) -> int:
         from utils.allocator import keep_large_buffers
 
         keep_large_buffers()  # large CPU buffers stay in the process (utils/allocator.py)
-        from engine.preflight import check_pretrained
+        from engine.preflight import check_checkpoint_file, check_onnx_file, check_pretrained
 
+        check_onnx_file(cfg.onnx)  # a folder or a .pth given as the graph: named at once
         if not cfg.onnx:
+            check_checkpoint_file(cfg.checkpoint_path, onnx_flag=True)
             check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch
         from engine import distributed, prediction
         from engine.result_set import ResultSet
@@ -56,10 +59,13 @@ def main(argv: list[str] | None = None) -> int:
         dist = distributed.setup()  # one process, or a rank of torchrun
         config = resolved(cfg)
         with ResultSet(cfg.save_path, config, dist=dist, resume=cfg.resume,
-                       fingerprint=prediction.fingerprint(config)) as results:
+                       restart=cfg.restart, fingerprint=prediction.fingerprint(config)) as results:
             log = setup_logging(results.dir if dist.main else None, quiet=not dist.main)
-            job = prediction.prepare(cfg, log, results.dir, dist)  # files, model, bank, scale
-            prediction.run(job)  # this rank's images, streamed to disk
+            try:
+                job = prediction.prepare(cfg, log, results.dir, dist)  # files, model, bank
+                prediction.run(job)  # this rank's images, streamed to disk
+            except KeyboardInterrupt:  # one line: what is kept, how to continue
+                raise prediction.interrupted(results.dir, cfg) from None
             if dist.all_ok(True) and dist.main:
                 prediction.finish(job, config_json(cfg, device=str(job.scorer.device)))
                 results.commit()  # the whole set moves into place

@@ -35,8 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         from utils.allocator import keep_large_buffers
 
         keep_large_buffers()  # large CPU buffers stay in the process (utils/allocator.py)
-        from engine.preflight import check_pretrained
+        from engine.preflight import check_checkpoint_file, check_pretrained
 
+        check_checkpoint_file(cfg.checkpoint_path)  # a folder, an ONNX graph: named at once
         check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch loads
         from engine import prompt_study
         from engine.result_set import ResultSet

@@ -36,8 +36,10 @@ def train(cfg: TrainConfig) -> dict:
     The run holds the lock of ``--save_path`` and writes ``run.json``; Ctrl-C ends it with one
     line naming the checkpoint to ``--resume`` from.
     """
-    from engine.preflight import check_pretrained
+    from engine.preflight import check_checkpoint_file, check_pretrained
 
+    check_checkpoint_file(cfg.init_checkpoint, "--init_checkpoint")  # a folder, an ONNX graph
+    check_checkpoint_file(cfg.resume, "--resume")
     check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch loads
     from engine import distributed, training
     from engine.result_set import ResultSet

@@ -13,6 +13,7 @@ from __future__ import annotations
 import shlex
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 from datasets.categories import DATASETS
 from errors import ConfigError
@@ -28,6 +29,12 @@ MOSAIC_DATASETS = ("mvtec", "folder")
 # The paper's few-shot protocol (test_few_shot.sh): k in {1, 2, 4}, 5 seeds.
 PAPER_K_SHOTS = (1, 2, 4)
 PAPER_SEEDS = (1, 2, 3, 4, 5)
+SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
+PROBABILITY = "a probability from 0 to 1 (0.2 for 20%)"
+STAGES = "stage numbers from 1 to the backbone's depth (1-based: 24 is ViT-L-14-336's last)"
+# what an ONNX graph of export.py carries: predict.py --onnx refuses these flags
+ONNX_CARRIES = ("model", "pretrained", "config_path", "image_size", "features_list",
+                "few_shot_features", "checkpoint_path", "prompt_dir")
 
 M = "model"
 N = "training on normal images only (synthesized anomalies)"
@@ -64,7 +71,7 @@ class ModelConfig(Config):
     image_size: int = opt(518, "input size S (a multiple of the ViT patch size)", minimum=1,
                           group=M)
     features_list: list[int] = opt([6, 12, 18, 24], "1-based stages whose tokens are projected",
-                                   group=M)
+                                   minimum=1, range_text=STAGES, group=M)
     device: str | None = opt(None, "cpu, cuda or cuda:N", default_text="cuda if available, "
                              "else cpu", group=M, metavar="DEV")
     batch_size: int = opt(8, "images per backbone pass", minimum=1, group=M)
@@ -85,10 +92,11 @@ class EvalConfig(ModelConfig):
                                       "mvtec_pretrained.pth)", required=True, path=True)
     few_shot_features: list[int] | None = opt(
         None, "1-based stages of the few-shot memory banks",
-        default_text="the --features_list stages")
+        default_text="the --features_list stages", minimum=1, range_text=STAGES)
     k_shot: list[int] = opt([10], "reference images per category; several values run in one "
                             "pass", minimum=1)
-    seed: list[int] = opt([10], "seed(s) of the reference draw; several values run in one pass")
+    seed: list[int] = opt([10], "seed(s) of the reference draw; several values run in one pass",
+                          minimum=0, maximum=SEED_MAX)
     reference_list: str | None = opt(None, "JSON {category: [image paths relative to the data "
                                      "root]} used as the memory-bank images instead of a "
                                      "seeded draw (the format of references.json)", path=True)
@@ -143,14 +151,16 @@ class TrainConfig(ModelConfig):
                                "--train_split)", path=True)
     save_path: str = opt("exps/train", "output folder (checkpoints, log, config)", path=True)
     aug_rate: float = opt(0.2, "probability of the 2x2 mosaic per sample (MVTec layout only; "
-                          "ignored for visa, as released)", minimum=0.0, maximum=1.0)
+                          "ignored for visa, as released)", minimum=0.0, maximum=1.0,
+                          range_text=PROBABILITY)
     epoch: int | None = opt(None, "total epochs", minimum=1,
                             default_text="3 for mvtec/folder, 15 for visa, as in the paper; "
                             f"{NORMAL_ONLY_EPOCHS} with --train_split train or --train_image_dir")
     learning_rate: float = opt(1e-3, "Adam learning rate", minimum=0.0)
     print_freq: int = opt(1, "log the mean loss every N epochs", minimum=1)
     save_freq: int = opt(1, "write epoch_N.pth every N epochs (and after the last)", minimum=1)
-    seed: int = opt(111, "seed of the model init, shuffling and mosaics")
+    seed: int = opt(111, "seed of the model init, shuffling and mosaics", minimum=0,
+                    maximum=SEED_MAX)
     init_checkpoint: str | None = opt(None, "start from these projection weights (released "
                                       "format) with a fresh optimizer", path=True)
     resume: str | None = opt(None, "continue a run from its epoch_N.pth (weights, optimizer, "
@@ -167,7 +177,7 @@ class TrainConfig(ModelConfig):
         0.0, "probability P per sample and epoch of a synthesized defect (DRAEM/CutPaste-style, "
         "exact mask) on its image, for training without defect masks; 0 is off (as released). "
         "Synthesized samples go through the backbone every time (not cached)", minimum=0.0,
-        maximum=1.0, group=N)
+        maximum=1.0, range_text=PROBABILITY, group=N)
     train_split: str = opt("test", "split of meta.json trained on: test (labelled defects, as "
                            "released) or train (normal images, e.g. MVTec train/good, VisA's "
                            "train rows; needs --synthesize_anomalies)", choices=("test", "train"),
@@ -244,7 +254,7 @@ class PredictConfig(ModelConfig):
     cpu_linear: str = opt("blas", CPU_LINEAR_HELP, choices=CPU_LINEAR)
     few_shot_features: list[int] | None = opt(
         None, "1-based stages of the few-shot memory banks",
-        default_text="the --features_list stages")
+        default_text="the --features_list stages", minimum=1, range_text=STAGES)
     reference_dir: str | None = opt(None, "folder of normal images of the same object: all of "
                                     "them form the few-shot memory bank (few-shot mode)",
                                     path=True)
@@ -267,7 +277,8 @@ class PredictConfig(ModelConfig):
         "thresholds are set so that at most --target_fpr of them (of their pixels) score at or "
         "above; written to thresholds.json and applied", path=True)
     target_fpr: float = opt(0.01, "false-alarm rate allowed on the --calibration_dir images "
-                            "(a fraction, e.g. 0.01)", minimum=1e-9, maximum=0.999999)
+                            "(a fraction, e.g. 0.01)", minimum=1e-9, maximum=0.999999,
+                            range_text="a fraction above 0 and below 1 (0.01 for 1%)")
     min_region_area: int = opt(0, "regions.csv and masks: drop connected regions smaller than "
                                "this many pixels (0: keep all)", minimum=0)
     prompt_dir: str | None = opt(None, "folder with edited prompt files",
@@ -285,8 +296,10 @@ class PredictConfig(ModelConfig):
     no_report: bool = opt(False, "do not write report.html (saves about 6 kB per image)")
     report_max_images: int = opt(2000, "images shown in report.html (the highest-scored; all "
                                  "are in scores.csv)", minimum=1)
-    resume: bool = opt(False, "continue a killed run into the same --save_path: the images it "
-                       "recorded are skipped")
+    resume: bool = opt(False, "continue an interrupted run into the same --save_path: the "
+                       "images it scored are skipped")
+    restart: bool = opt(False, "discard an interrupted run's scored images in --save_path and "
+                        "start again (without --resume or --restart such a run is refused)")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -297,6 +310,10 @@ class PredictConfig(ModelConfig):
                               "you score with --onnx FILE")
         if not self.onnx and not self.object_name:
             raise ConfigError("--object_name is required (the word put into the prompts)")
+        if self.resume and self.restart:
+            raise ConfigError("--resume and --restart exclude each other (--resume continues "
+                              "the interrupted run, --restart discards it)")
+        check_apart(self.image_dir, self.save_path)
         if self.runtime != "onnxruntime" and not self.onnx:
             raise ConfigError("--runtime applies to --onnx FILE (an exported graph)")
         if self.onnx and self.cpu_linear != "blas":
@@ -313,6 +330,31 @@ class PredictConfig(ModelConfig):
             if given:
                 raise ConfigError(f"--calibration_dir sets the thresholds; drop --{given[0]} (or "
                                   "drop --calibration_dir to use it)")
+
+    def check_given(self, given: set[str]) -> None:
+        """With ``--onnx`` the graph carries its model: model and checkpoint flags are refused
+        (they would be ignored)."""
+        typed = [f"--{n}" for n in ONNX_CARRIES if n in given]
+        if self.onnx and typed:
+            raise ConfigError(f"--onnx {self.onnx} carries its model (backbone, size, stages, "
+                              f"projections, prompts): drop {', '.join(typed)}, or export a graph "
+                              "with those settings (export.py)")
+
+
+def check_apart(image_dir: str | None, save_path: str | None) -> None:
+    """ConfigError when predict.py's --save_path is --image_dir or holds it: the results would
+    lie among the images (a --save_path inside --image_dir is fine: its files are never
+    scored)."""
+    if not image_dir or not save_path:
+        return
+    images, save = Path(image_dir).expanduser().resolve(), Path(save_path).expanduser().resolve()
+    if images == save:
+        raise ConfigError(f"--save_path {save_path} is --image_dir: the results would be written "
+                          "among your images; pass another folder, e.g. --save_path "
+                          f"{images.parent / (images.name + '_scored')}")
+    if save in images.parents:
+        raise ConfigError(f"--image_dir {image_dir} is inside --save_path {save_path}: the "
+                          "results folder is never scored; pass a --save_path outside it")
 
 
 def shell_defaults() -> str:

@@ -40,7 +40,7 @@ from typing import Any
 from errors import ConfigError, ModelLoadError
 from utils.cli import opt
 
-from .config import ModelConfig
+from .config import STAGES, ModelConfig
 from .onnx_sidecar import INPUT, OUTPUTS, sidecar_path  # noqa: F401 - part of this API
 
 EXPORTERS = ("dynamo", "torchscript")
@@ -62,7 +62,7 @@ class ExportConfig(ModelConfig):
                                       "visa_pretrained.pth)", required=True, path=True)
     few_shot_features: list[int] | None = opt(
         None, "1-based stages of the few-shot memory banks",
-        default_text="the --features_list stages")
+        default_text="the --features_list stages", minimum=1, range_text=STAGES)
     reference_dir: str | None = opt(None, "folder of normal images of the object: all of them "
                                     "form the memory banks baked into the graph (few-shot)",
                                     path=True)

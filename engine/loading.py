@@ -28,7 +28,8 @@ from models.projection import StageProjections, projection_state
 from utils.io import read_json
 
 from . import preflight
-from .preflight import HUB_HOST, NO_WEIGHTS, is_file_argument, offline_error
+from .preflight import (HUB_HOST, NO_WEIGHTS, check_checkpoint_file, is_file_argument,
+                        offline_error)
 
 log = logging.getLogger("aprilgan")
 
@@ -218,8 +219,7 @@ def read_checkpoint(path: str | Path) -> dict:
     running it; an empty, truncated or foreign file says what it is.
     """
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint not found: {path}")
+    check_checkpoint_file(path, "")  # missing, a folder, an ONNX graph
     with open(path, "rb") as f:
         head = f.read(8)
     if not head:

@@ -220,7 +220,7 @@ def test_synthesis_is_seeded_per_epoch_and_index():
      ["texture_dir", "MISSING"]),
     (["--train_image_dir", "EMPTY", "--object_name", "b", "--synthesize_anomalies", "0.5"],
      ["EMPTY"]),
-    (["--synthesize_anomalies", "1.5"], ["--synthesize_anomalies", "<= 1"]),
+    (["--synthesize_anomalies", "1.5"], ["--synthesize_anomalies", "from 0 to 1"]),
 ])
 def test_clear_errors(tmp_path, image_dir, capsys, extra, names):
     (tmp_path / "EMPTY").mkdir()

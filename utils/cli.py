@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import sys
 import types
 import typing
@@ -24,8 +25,8 @@ MISSING = dataclasses.MISSING
 
 def opt(default: Any = None, help: str = "", *, default_text: str | None = None,
         choices: tuple | None = None, required: bool = False, minimum: float | None = None,
-        maximum: float | None = None, group: str | None = None, metavar: str | None = None,
-        path: bool = False, cli: bool = True) -> Any:
+        maximum: float | None = None, range_text: str | None = None, group: str | None = None,
+        metavar: str | None = None, path: bool = False, cli: bool = True) -> Any:
     """A config field with its command-line help.
 
     Args:
@@ -33,13 +34,17 @@ def opt(default: Any = None, help: str = "", *, default_text: str | None = None,
         help: what the flag means; ``[default: ...]`` is appended from ``default`` (or
             ``default_text`` when the default is resolved later, e.g. "cuda if available").
         choices, minimum, maximum: allowed values, checked when the config is built.
+        range_text: the valid range in words, for the one-line error of a value outside it
+            (e.g. "a fraction above 0 and below 1 (0.01 for 1%)"); made from ``minimum`` and
+            ``maximum`` when not given.
         required: the flag must be given (no default shown).
         group: argparse group title (e.g. "model").
         path: the value is a file or folder (``config.json`` records it made absolute).
         cli: False for fields that are set by the program, not by a flag.
     """
     meta = dict(help=help, default_text=default_text, choices=choices, required=required,
-                minimum=minimum, maximum=maximum, group=group, metavar=metavar, path=path, cli=cli)
+                minimum=minimum, maximum=maximum, range_text=range_text, group=group,
+                metavar=metavar, path=path, cli=cli)
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata=meta)
     return field(default=default, metadata=meta)
@@ -92,6 +97,10 @@ class Config:
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def check_given(self, given: set[str]) -> None:
+        """ConfigError for flags given on the command line that this combination ignores
+        (``given``: the field names whose flag was typed); nothing by default."""
+
 
 def check_value(f: dataclasses.Field, tp, value: Any) -> None:
     """Raise ConfigError when ``value`` does not fit field ``f`` (type, choices, range)."""
@@ -113,10 +122,28 @@ def check_value(f: dataclasses.Field, tp, value: Any) -> None:
         m = f.metadata
         if m.get("choices") and v not in m["choices"]:
             raise ConfigError(f"{name} {v!r} is not one of: {', '.join(map(str, m['choices']))}")
-        if m.get("minimum") is not None and v < m["minimum"]:
-            raise ConfigError(f"{name} must be >= {m['minimum']}, got {v}")
-        if m.get("maximum") is not None and v > m["maximum"]:
-            raise ConfigError(f"{name} must be <= {m['maximum']}, got {v}")
+        low, high = m.get("minimum"), m.get("maximum")
+        if base is float and not math.isfinite(v):
+            raise ConfigError(f"{name} takes {range_text(m, base)}, got {v}")
+        if (low is not None and not v >= low) or (high is not None and not v <= high):
+            raise ConfigError(f"{name} takes {range_text(m, base)}, got {v}")
+
+
+def range_text(meta: Any, base: type) -> str:
+    """The valid values of a numeric field in words: its ``range_text``, else from its bounds
+    ("a whole number >= 1", "a number from 0.0 to 1.0", "a finite number")."""
+    if meta.get("range_text"):
+        return meta["range_text"]
+    low, high = meta.get("minimum"), meta.get("maximum")
+    kind = {int: "a whole number", float: "a number" if high is not None else
+            "a finite number"}.get(base, "a value")
+    if low is not None and high is not None:
+        return f"{kind} from {low} to {high}"
+    if low is not None:
+        return f"{kind} >= {low}"
+    if high is not None:
+        return f"{kind} <= {high}"
+    return kind
 
 
 def flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, **kw) -> None:
@@ -125,11 +152,36 @@ def flag(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: str, *
     parser.add_argument(*names, dest=name, **kw)
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line (``prog: error: ...``, exit status 2)
+    instead of the whole usage block; ``--help`` still prints it."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (python {self.prog} --help lists the "
+                     "flags)\n")
+
+
+class _Number:
+    """An argparse ``type`` for a numeric field: text that is no number is refused naming the
+    field's valid range."""
+
+    def __init__(self, base: type, meta: Any):
+        self.base, self.meta = base, meta
+        self.__name__ = base.__name__  # argparse names the type in some messages
+
+    def __call__(self, text: str) -> Any:
+        try:
+            return self.base(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {range_text(self.meta, self.base)}") from None
+
+
 def build_parser(cls: type, description: str = "", epilog: str = "",
                  prog: str | None = None) -> argparse.ArgumentParser:
     """An argparse parser with one flag per CLI field of the config dataclass ``cls``."""
-    p = argparse.ArgumentParser(prog=prog, description=description, epilog=epilog,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = OneLineParser(prog=prog, description=description, epilog=epilog,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     hints = typing.get_type_hints(cls)
     groups: dict[str, argparse._ArgumentGroup] = {}
     for f in dataclasses.fields(cls):
@@ -144,7 +196,7 @@ def build_parser(cls: type, description: str = "", epilog: str = "",
         if base is bool:
             kw["action"] = "store_true"
         else:
-            kw["type"] = base
+            kw["type"] = _Number(base, m) if base in (int, float) else base
             if is_list:
                 kw["nargs"] = "+"
             if m.get("choices"):
@@ -168,9 +220,20 @@ def parse_config(cls: type, argv: list[str] | None = None, prog: str | None = No
     first, _, rest = doc.strip().partition("\n\n")
     p = build_parser(cls, first, rest, prog)
     try:
-        return cls(**vars(p.parse_args(argv)))
-    except ConfigError as e:
-        p.error(str(e))
+        cfg = cls(**vars(p.parse_args(argv)))
+        cfg.check_given(given_flags(cls, argv))
+        return cfg
+    except ConfigError as e:  # one line naming the flag, no usage block
+        p.exit(2, f"{p.prog}: error: {one_line(e)}\n")
+
+
+def given_flags(cls: type, argv: list[str] | None = None) -> set[str]:
+    """The fields of ``cls`` whose flag appears in ``argv`` (even with its default value)."""
+    p = build_parser(cls)
+    for action in p._actions:
+        action.default = argparse.SUPPRESS
+        action.required = False
+    return set(vars(p.parse_known_args(argv)[0]))
 
 
 def resolved(cfg, **actual: Any) -> dict:
