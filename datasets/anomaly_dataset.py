@@ -23,6 +23,24 @@ from .transforms import (binary_mask_image, empty_mask_image, image_transform, m
 PREPARE_HINT = "python -m datasets.prepare {kind} {root}"
 
 
+def rebuild_advice(root: str | Path, kind: str = "mvtec", listed: str = "") -> str:
+    """How to index ``root`` again after a file it lists was removed: the prepare command
+    (VisA first needs the file's row out of ``split_csv/1cls.csv``, which the index is made
+    from). ``listed``: the removed file as the index names it; an absolute path means the
+    index lies apart from the data (``--out``), which the command then names."""
+    root, data = Path(root), Path(root)
+    command = PREPARE_HINT.format(kind=kind or "folder", root=root)
+    where = ""
+    if Path(listed).is_absolute():
+        data = Path("DATASET_ROOT")
+        command = f"{PREPARE_HINT.format(kind=kind or 'folder', root=data)} --out {root}"
+        where = " (DATASET_ROOT: the folder the index was made from)"
+    hint = f"rebuild the index with `{command}`{where}"
+    if kind == "visa":
+        return f"delete its row in {data / 'split_csv' / '1cls.csv'}, then {hint}"
+    return hint
+
+
 @dataclass(frozen=True)
 class Sample:
     """One indexed image. Paths are relative to the dataset root, as in meta.json."""
@@ -94,14 +112,17 @@ def make_samples(root: str | Path, split: str, categories: Sequence[str] | None 
             raise DatasetError(f"category {c} has no {split} images in {root / 'meta.json'}")
         for s in samples:
             if not (root / s.img_path).is_file():
-                raise DatasetError(f"image listed in meta.json not found: {root / s.img_path}")
+                raise DatasetError(f"image listed in {root / 'meta.json'} not found: "
+                                   f"{root / s.img_path}; if it was removed, "
+                                   f"{rebuild_advice(root, kind, s.img_path)}")
             if s.anomaly and not s.mask_path:
                 if image_level:
                     continue
                 raise DatasetError(f"anomalous image {root / s.img_path} has no mask in meta.json")
             if s.anomaly and not (root / s.mask_path).is_file():
                 raise DatasetError(f"mask not found for anomalous image {root / s.img_path}: "
-                                   f"{root / s.mask_path}")
+                                   f"{root / s.mask_path}; restore it, or remove the image too "
+                                   f"and {rebuild_advice(root, kind, s.img_path)}")
         out[c] = samples
     return out
 
