@@ -70,7 +70,10 @@ def check_precision(fitted: str | None, run: str | None, path: str, warn) -> Non
 
 
 def _stages(d: dict) -> str:
-    return " ".join(map(str, d.get("features_list") or []))
+    """``2 4`` or, with memory-bank stages (few-shot), ``2 4, memory-bank stages 4``."""
+    few = d.get("few_shot_features")
+    return " ".join(map(str, d.get("features_list") or [])) + (
+        f", memory-bank stages {' '.join(map(str, few))}" if few else "")
 
 
 def image_key(data: dict, run: dict, path: str, warn, has_per_image: bool = False) -> str:
@@ -87,14 +90,13 @@ def image_key(data: dict, run: dict, path: str, warn, has_per_image: bool = Fals
             f"for {run['mode']} (test.py --mode {run['mode']}, or predict.py --calibration_dir) "
             f"or score {'with' if fitted == 'few_shot' else 'without'} --reference_dir")
     if "model" in data or "image_size" in data:
-        mine = (data.get("model"), data.get("image_size"), data.get("features_list"))
-        theirs = (run["model"], run["image_size"], run["features_list"])
-        if any(a is not None and a != b for a, b in zip(mine, theirs)):
+        keys = ("model", "image_size", "features_list", "few_shot_features")
+        if any(data.get(k) is not None and data[k] != run.get(k) for k in keys):
             raise ConfigError(
                 f"{path} was fitted for {data.get('model')} at {data.get('image_size')} px, "
                 f"stages {_stages(data)}; this run uses {run['model']} at {run['image_size']} px, "
-                f"stages {_stages(run)}: maps and scores of other models or sizes are on other "
-                "scales; fit thresholds with this model and size")
+                f"stages {_stages(run)}: maps and scores of other models, sizes or stages are on "
+                "other scales; fit thresholds with this model, size and stages")
     if fitted is not None:
         check_precision(data.get("precision"), run.get("precision"), path, warn)
     if run["mode"] != "few_shot" or fitted is None:

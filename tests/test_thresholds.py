@@ -215,3 +215,71 @@ def test_calibrated_thresholds_record_fp32_and_a_bf16_run_warns(capsys, tmp_path
                              "--thresholds", str(fit / "thresholds.json"))
         assert code == 0, err
         assert ("fitted at fp32; this run computes at bf16" in out + err) == warns, out + err
+
+
+def test_another_k_warns_in_both_directions_and_the_same_k_is_silent(tmp_path):
+    """The run has k = 2 (``_run``): a file of 5 and a file of 1 reference each warn, naming
+    both numbers; a file of 2 says nothing."""
+    for k in (5, 1):
+        thr, warned = _resolve(_file(tmp_path, "few_shot", "per_image", k=k), "few_shot")
+        assert thr["image"] == 0.7 and warned == [
+            f"fitted with {k} reference images per category; this run has 2: the map's normal "
+            "level differs a little"]
+    thr, warned = _resolve(_file(tmp_path, "few_shot", "per_image", k=2), "few_shot")
+    assert (thr["image"], warned) == (0.7, [])
+
+
+def _few_shot_file(tmp_path: Path, stages, memory) -> Path:
+    path = tmp_path / f"thr_{'_'.join(map(str, stages))}-{'_'.join(map(str, memory))}.json"
+    path.write_text(json.dumps({**definition("few_shot", "per_image", "tiny-vit", 84, stages,
+                                             memory, 2),
+                                "per_category": {"bottle": {"image": 0.7, "pixel": 1.5}}}))
+    return path
+
+
+def test_a_file_of_other_memory_bank_stages_is_refused_naming_both(tmp_path):
+    """few_shot_features is part of the definition: the memory-bank distances of other stages
+    are another map (another range, 0..#stages + 2 #memory stages)."""
+    with pytest.raises(ConfigError) as err:
+        _resolve(_few_shot_file(tmp_path, (2, 4), (4,)), "few_shot")
+    line = str(err.value)
+    assert "\n" not in line
+    assert "was fitted for tiny-vit at 84 px, stages 2 4, memory-bank stages 4; this run uses " \
+           "tiny-vit at 84 px, stages 2 4, memory-bank stages 2 4: " in line, line
+    thr, warned = _resolve(_few_shot_file(tmp_path, (2, 4), (2, 4)), "few_shot")
+    assert (thr["image"], thr["pixel"], warned) == (0.7, 1.5, [])
+
+
+def test_test_py_thresholds_of_other_memory_stages_serve_predict_with_the_same_flags(
+        capsys, tmp_path):
+    """test.py few-shot with --features_list 2 4 6 8 --few_shot_features 4 8 writes a file that
+    predict.py takes with the same flags (its numbers, unchanged) and refuses with the default
+    memory stages (the --features_list), naming both in one error line."""
+    from conftest import run_test_main
+    from test_predict import GOLDEN, MODEL
+
+    stages = ["--features_list", "2", "4", "6", "8", "--few_shot_features", "4", "8"]
+    flags = [*MODEL[:MODEL.index("--features_list")], *MODEL[MODEL.index("--device"):]]
+    ev = tmp_path / "eval"
+    assert run_test_main(["--mode", "few_shot", "--dataset", "mvtec", "--data_path",
+                          str(GOLDEN / "data" / "mvtec"), "--save_path", str(ev), "--categories",
+                          "bottle", "--k_shot", "2", "--seed", "1", "--image_score", "per_image",
+                          "--no_mvtec_aupro", "--no_report", *flags, *stages]) == 0
+    fitted = json.loads((ev / "thresholds.json").read_text())
+    assert (fitted["features_list"], fitted["few_shot_features"], fitted["k_shot"]) == \
+        ([2, 4, 6, 8], [4, 8], 2)
+    common = ["--image_dir", str(BOTTLE / "test"), "--recursive", "--object_name", "bottle",
+              "--reference_dir", str(BOTTLE / "train" / "good"), "--no_heatmaps", "--no_report",
+              "--thresholds", str(ev / "thresholds.json"), *flags]
+    import predict
+
+    assert predict.main([*common, "--save_path", str(tmp_path / "same"), *stages]) == 0
+    used = json.loads((tmp_path / "same" / "scores.json").read_text())["thresholds"]
+    entry = fitted["per_category"]["bottle"]
+    assert (used["image"], used["pixel"]) == (entry["image"], entry["pixel"])
+    capsys.readouterr()
+    assert predict.main([*common, "--save_path", str(tmp_path / "other"), *stages[:5]]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and "stages 2 4 6 8, memory-bank stages 4 8; this run uses" in err[0] \
+        and "stages 2 4 6 8, memory-bank stages 2 4 6 8:" in err[0], err
+    assert not (tmp_path / "other" / "scores.json").exists()
