@@ -43,6 +43,7 @@ from .distributed import Dist
 from .calibration import calibrate_job, run_definition, write_calibrated_thresholds
 from .predict_report import write_report
 from .regions import REGION_COLUMNS, draw_boxes, find_regions
+from .report.images import source_side
 from .result_set import check_free_space, recorded
 from .scorers import OnnxScorer, TorchScorer, reference_list
 from .thresholds import check_precision, resolve_thresholds
@@ -126,9 +127,28 @@ def prepare(cfg: PredictConfig, log: logging.Logger, out: Path, dist: Dist) -> P
             job.warn(str(cfg.reference_dir), f"{len(both)} reference image(s) are also scored: "
                                              "their few-shot maps are near zero")
         job.scorer = TorchScorer(cfg, dist.device(cfg.device), job.refs, log)
+    settle_thresholds(job)
+    job.names = heatmap_names(job.paths)
+    per_image = (0 if cfg.no_heatmaps else 200_000) + (0 if cfg.no_report else 8_000) + (
+        4 * job.scorer.size ** 2 if cfg.save_maps else 0)
+    check_free_space(out, len(job.paths) * per_image, "the heatmaps, report and maps")
+    if dist.main:
+        log.info(f"{job.mode} on {len(job.paths)} files of {cfg.object_name!r} in "
+                 f"{job.image_dir}" + (f", memory bank of {len(job.refs)} reference images"
+                                       if job.refs else "")
+                 + (f", {dist.world} processes" if dist.enabled else "")
+                 + (f"; heatmaps on one scale: {job.scale.source}" if job.scale else ""))
+    return job
+
+
+def settle_thresholds(job: PredictJob) -> None:
+    """The score definition, thresholds and colour scale of a job whose scorer is built
+    (predict.py, and serve.py per object): calibrated (``--calibration_dir``), else from
+    ``--thresholds`` and the flags, then an export's sidecar for what neither set."""
+    cfg = job.cfg
     job.definition = run_definition(job)
     if cfg.calibration_dir:
-        job.thresholds = calibrate_job(job, _final_scores)
+        job.thresholds = calibrate_job(job, final_scores)
     else:
         job.thresholds = resolve_thresholds(cfg, job.definition, job.warn)
     if cfg.onnx and job.scorer.onnx.thresholds:  # the sidecar's fill what no flag or file set
@@ -146,17 +166,6 @@ def prepare(cfg: PredictConfig, log: logging.Logger, out: Path, dist: Dist) -> P
     if cfg.heatmap_scale == "auto":
         job.scale = fixed_scale(job.scorer.n_stages, job.scorer.n_memory_stages,
                                 job.thresholds["pixel"], job.scorer.normal_level)
-    job.names = heatmap_names(job.paths)
-    per_image = (0 if cfg.no_heatmaps else 200_000) + (0 if cfg.no_report else 8_000) + (
-        4 * job.scorer.size ** 2 if cfg.save_maps else 0)
-    check_free_space(out, len(job.paths) * per_image, "the heatmaps, report and maps")
-    if dist.main:
-        log.info(f"{job.mode} on {len(job.paths)} files of {cfg.object_name!r} in "
-                 f"{job.image_dir}" + (f", memory bank of {len(job.refs)} reference images"
-                                       if job.refs else "")
-                 + (f", {dist.world} processes" if dist.enabled else "")
-                 + (f"; heatmaps on one scale: {job.scale.source}" if job.scale else ""))
-    return job
 
 
 # --------------------------------------------------------------------------- streaming
@@ -213,7 +222,7 @@ def run(job: PredictJob) -> None:
                 part[0] += 1
             for j, (rel, text, m) in enumerate(zip(batch["path"], batch["text_score"], maps)):
                 rec = {"path": rel, "text_score": float(text), "map_max": float(m.max())}
-                rec.update(_image_files(job, rel, m))
+                rec.update(image_files(job, rel, m))
                 if cfg.save_maps:
                     rec["maps"] = [name, j]
                 pending.append(rec)
@@ -235,7 +244,7 @@ def _flush(sink, pending: list[dict]) -> None:
         pending.clear()
 
 
-def _image_files(job: PredictJob, rel: str, m: np.ndarray) -> dict:
+def image_files(job: PredictJob, rel: str, m: np.ndarray) -> dict:
     """Heatmap, mask (with a pixel threshold) and report thumbnail of one image."""
     cfg, thr, out, name = job.cfg, job.thresholds, {}, job.names[rel]
     if cfg.no_heatmaps and thr["pixel"] is None and cfg.no_report:
@@ -259,18 +268,27 @@ def _image_files(job: PredictJob, rel: str, m: np.ndarray) -> dict:
             s = m.shape[0]
             rgb, over = np.asarray(img.convert("RGB").resize((s, s))), heatmap_overlay(img, m)
         else:
-            rgb, over = render_overlay(img, m, job.scale, max_side=256)
+            # drawn large enough that the report's panel never enlarges it (a 4000x100
+            # strip keeps its short side legible)
+            side = max(256, source_side(img.size, _report(job).panel_px))
+            rgb, over = render_overlay(img, m, job.scale, max_side=side)
         if regions:
             over = draw_boxes(over, regions, img.size)
         out["thumb"] = _thumb(job, rel, rgb, over)
     return out
 
 
-def _thumb(job: PredictJob, rel: str, rgb: np.ndarray, over: np.ndarray) -> dict:
-    """The report row of one image (its thumbnail written now; its score set at the end)."""
+def _report(job: PredictJob):
+    """The report's thumbnail writer (made at the first image)."""
     if job.thumbs is None:
         from .report import PredictReport
         job.thumbs = PredictReport(job.out, "", {}, fresh=False)
+    return job.thumbs
+
+
+def _thumb(job: PredictJob, rel: str, rgb: np.ndarray, over: np.ndarray) -> dict:
+    """The report row of one image (its thumbnail written now; its score set at the end)."""
+    _report(job)
     key = hashlib.sha1(rel.encode()).hexdigest()[:16]
     return job.thumbs.add(rel, 0.0, rgb, over, None, name=key)
 
@@ -289,7 +307,7 @@ def finish(job: PredictJob, config_text: str) -> dict:
                            "as an image")
     text = np.array([r["text_score"] for r in scored], dtype=np.float64)
     mmax = np.array([r["map_max"] for r in scored], dtype=np.float64)
-    score = _final_scores(job, text, mmax)
+    score = final_scores(job, text, mmax)
     rows = [["path", "score"] + (["anomalous"] if thr["image"] is not None else [])]
     region_rows = [["path", *REGION_COLUMNS]]
     images = []
@@ -340,7 +358,7 @@ def _cell(v) -> str:
     return f"{v:.6g}" if isinstance(v, float) else str(v)
 
 
-def _final_scores(job: PredictJob, text: np.ndarray, mmax: np.ndarray) -> np.ndarray:
+def final_scores(job: PredictJob, text: np.ndarray, mmax: np.ndarray) -> np.ndarray:
     if job.score_name == "zero_shot":
         return text
     if job.score_name == "per_image":

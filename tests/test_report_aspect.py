@@ -92,3 +92,25 @@ def test_extreme_aspect_ratios_are_legible_in_chromium(report):
     assert drawn["usual.png"][:2] == (3 * 192 + 4, 144)
     for alt, (w, h, rw, rh) in drawn.items():
         assert (rw, rh) == (w, h), alt  # shown at its own size: the page does not shrink it
+
+
+def test_predict_report_draws_a_strip_from_the_full_image(capsys, tmp_path):
+    """predict.py's report: a 4000 x 100 image with 20 px stripes. Its image panel (1200 x 30)
+    is drawn from the full image, so the stripes (6 px apart there) stay visible; drawn from a
+    256 px picture they would be 1.3 px apart, averaged to an even grey."""
+    from test_predict import run
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    stripes = ((np.arange(4000) // 10) % 2 * 255).astype(np.uint8)  # 10 px black, 10 px white
+    Image.fromarray(np.repeat(np.tile(stripes, (100, 1))[..., None], 3, 2)).save(
+        folder / "strip.png")
+    code, _, err = run(capsys, folder, tmp_path / "out", "--no_heatmaps")
+    assert code == 0, err
+    thumbs = list((tmp_path / "out" / "report_files").glob("*.jpg"))
+    assert len(thumbs) == 1
+    row = np.asarray(Image.open(thumbs[0]).convert("L"), dtype=np.float64)
+    assert row.shape[1] == 1200 and row.shape[0] >= 30
+    panel = row[:30]  # the image panel on top (the two panels are stacked)
+    columns = panel.mean(axis=0)
+    assert columns.std() > 60, columns.std()  # stripes: about 127 for a clean square wave
