@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -56,7 +56,13 @@ class TorchScorer:
                 ) -> Iterator[dict]:
         """Per batch: ``path`` list, ``text_score`` [b], ``maps`` [b, S, S] float32 (numpy)."""
         loader = readable_batches(root, paths, self.size, batch_size, self.workers, on_skip)
-        for r in infer_batches(self.model, loader, self.text, self.banks, self.device):
+        yield from self.score_batches(loader)
+
+    def score_batches(self, batches: Iterable[dict]) -> Iterator[dict]:
+        """``batches``' results: each a collated batch (``image`` [b, 3, S, S], ``mask``,
+        ``label``, ``path``, as ``datasets.anomaly_dataset.collate`` makes them) in, its
+        ``path``, ``text_score`` and ``maps`` out (serve.py passes the batches it forms)."""
+        for r in infer_batches(self.model, batches, self.text, self.banks, self.device):
             zs = zero_shot_maps(r["logits"], self.size, torch.device("cpu"))
             maps = final_maps(zs, r["distances"][0] if self.banks else None, self.size)
             yield {"path": r["path"], "text_score": r["text_score"], "maps": maps.numpy()}
@@ -87,7 +93,12 @@ class OnnxScorer:
 
     def batches(self, root: Path, paths: Sequence[str], batch_size: int, on_skip
                 ) -> Iterator[dict]:
-        for batch in readable_batches(root, paths, self.size, batch_size, self.workers, on_skip):
+        yield from self.score_batches(
+            readable_batches(root, paths, self.size, batch_size, self.workers, on_skip))
+
+    def score_batches(self, batches: Iterable[dict]) -> Iterator[dict]:
+        """As ``TorchScorer.score_batches``: collated batches in, their results out."""
+        for batch in batches:
             out = self.onnx.run(batch["image"].numpy().astype(np.float32))
             yield {"path": list(batch["path"]),
                    "text_score": np.asarray(out["text_score"], dtype=np.float64),
