@@ -2,8 +2,9 @@
 
 The calibration images are scored with the run's own model, mode, prompts and references. With
 n values (n image scores, or the N = n * S * S pixels of their anomaly maps) and a target
-false-alarm rate F, at most m = floor(F * n) of them may lie at or above the threshold. The
-threshold is the (m + 1)-th largest value plus a margin of 1e-6 * max(1, |value|):
+false-alarm rate F, at most m = floor(F * n) of them may lie at or above the threshold (F taken
+as the decimal written: 0.57 of 100 values is 57, not the 56 of float rounding). The threshold
+is the (m + 1)-th largest value plus a margin of 1e-6 * max(1, |value|):
 
     t = v_(m+1) + 1e-6 * max(1, |v_(m+1)|),  v_(1) >= v_(2) >= ... >= v_(n)
 
@@ -18,6 +19,8 @@ are in the memory bank, so its few-shot map is near zero and it would pull the t
 """
 from __future__ import annotations
 
+import math
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -50,10 +53,16 @@ class TopValues:
         self.top = merged
 
 
+def allowed(target_fpr: float, n: int) -> int:
+    """m = floor(F * n), with F the decimal it was written as: in floats 0.57 * 100 is
+    56.99999999999999, which would allow 56 of 100 values where the rule allows 57."""
+    return math.floor(Fraction(repr(float(target_fpr))) * int(n))
+
+
 def fpr_threshold(top: TopValues, n: int, target_fpr: float) -> tuple[float, float, int]:
     """(t, reached false-alarm rate, m) for ``n`` values whose largest ``m + 1`` are in ``top``
-    (``top.k`` must be at least ``floor(F * n) + 1``)."""
-    m = int(np.floor(target_fpr * n))
+    (``top.k`` must be at least ``allowed(F, n) + 1``)."""
+    m = allowed(target_fpr, n)
     if m + 1 > top.top.size:
         raise ValueError(f"need the {m + 1} largest values, have {top.top.size}")
     v = np.sort(top.top)[::-1][m]
@@ -79,7 +88,7 @@ def calibrate(job, files: list[str], root: Path, refs_dir: str | None, refs: lis
                 "calibrate on other normal images")
     size = job.scorer.size
     n_listed = len(files)
-    pixels = TopValues(int(np.floor(cfg.target_fpr * n_listed * size * size)) + 1)
+    pixels = TopValues(allowed(cfg.target_fpr, n_listed * size * size) + 1)
     text, mmax = [], []
     for batch in job.scorer.batches(root, files, cfg.batch_size, on_skip):
         text.extend(float(t) for t in batch["text_score"])

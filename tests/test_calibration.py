@@ -26,7 +26,7 @@ NORMALS = BOTTLE / "train" / "good"
 
 
 def _threshold(values, f):
-    top = TopValues(int(np.floor(f * len(values))) + 1)
+    top = TopValues(len(values))  # all of them: the rule picks among them
     top.add(np.asarray(values))
     return fpr_threshold(top, len(values), f)
 
@@ -40,6 +40,20 @@ def test_order_statistic_on_hand_worked_values():
     assert reached == 0.0 and t > 0.5
     t, _, _ = _threshold([3.0, 2.0, 1.0], 0.01)  # above 1 the margin is relative
     assert t == pytest.approx(3.0 * (1 + MARGIN), rel=1e-12)
+
+
+def test_the_rule_where_f_times_n_is_an_integer():
+    """At F n = m exactly, m values may reach t (a fraction F exactly, allowed): t is the
+    (m + 1)-th largest plus the margin. 0.57 * 100 and 0.58 * 50 are 56.99999999999999 and
+    28.999999999999996 in floats; the rule counts the decimal F: 57 of 1..100, 29 of 1..50."""
+    t, reached, m = _threshold([0.9, 0.5, 0.7, 0.1, 0.3], 0.4)  # m = 2: the 3rd largest, 0.5
+    assert (m, reached) == (2, 0.4) and t == pytest.approx(0.5 + MARGIN, abs=1e-12)
+    t, reached, m = _threshold(np.arange(1.0, 101.0), 0.57)  # the 58th largest of 1..100: 43
+    assert (m, reached) == (57, 0.57) and t == pytest.approx(43 * (1 + MARGIN), rel=1e-12)
+    t, reached, m = _threshold(np.arange(1.0, 51.0), 0.58)  # the 30th largest of 1..50: 21
+    assert (m, reached) == (29, 0.58) and t == pytest.approx(21 * (1 + MARGIN), rel=1e-12)
+    t, reached, m = _threshold([-3.0, -4.0, -5.0], 0.01)  # negative: relative to |v|, upwards
+    assert (m, reached) == (0, 0.0) and t == pytest.approx(-3.0 + 3 * MARGIN, abs=1e-12)
 
 
 def test_streamed_top_values_equal_a_full_sort():
@@ -84,7 +98,7 @@ def _calibrated(runs, f, *extra):
         (save / "log.txt").read_text()
 
 
-@pytest.mark.parametrize("f", [0.2, 0.01])
+@pytest.mark.parametrize("f", [0.2, 0.01, 0.4])  # 0.4: F n = 2 of the 5 normals exactly
 def test_calibrated_thresholds_are_the_order_statistic_and_flag_at_most_f(capsys, tmp_path,
                                                                           runs, f):
     save, thr, err = _calibrated(runs, f)
@@ -105,6 +119,8 @@ def test_calibrated_thresholds_are_the_order_statistic_and_flag_at_most_f(capsys
     assert (thr["mode"], thr["model"], thr["image_size"]) == ("zero_shot", "tiny-vit", 84)
     if f < 1 / n:
         assert "cannot show a false-alarm rate" in err and entry["image"] > scores[0]
+    if f == 0.4:  # F n = 2: the 3rd largest score sets t, and 2 of 5 (F exactly) reach it
+        assert m == 2 and cal["image_fpr"] == 0.4
     # the same file again, another batch size: at most F of the normals are flagged
     again = tmp_path / "again"
     code, _, e = run(capsys, NORMALS, again, "--thresholds", str(save / "thresholds.json"),
