@@ -88,7 +88,11 @@ class OnnxModel:
     def _check_graph(self) -> None:
         inputs = {i.name: list(i.shape) for i in self.session.get_inputs()}
         self._check_io(inputs, {o.name for o in self.session.get_outputs()})
-        props = self.session.get_modelmeta().custom_metadata_map
+        self._check_export_id(self.session.get_modelmeta().custom_metadata_map)
+
+    def _check_export_id(self, props: dict[str, str]) -> None:
+        """ModelLoadError when the graph's metadata ``props`` (ONNX ``metadata_props``) name
+        another export than the sidecar's ``export_id`` (either absent: nothing to check)."""
         eid = props.get("aprilgan.export_id")
         if eid and self.meta.get("export_id") and eid != self.meta["export_id"]:
             raise ModelLoadError(f"{self.path} and its sidecar disagree: the sidecar was written "

@@ -1,5 +1,6 @@
 """Scoring an exported APRIL-GAN graph with OpenVINO (``OpenVinoModel``), the runtime many
-inspection PCs without a GPU use; same file, sidecar, inputs and outputs as ``OnnxModel``.
+inspection PCs without a GPU use; same file, sidecar, inputs, outputs and checks as
+``OnnxModel`` (a sidecar of another export is refused by its export id).
 
     model = OpenVinoModel("exports/screw.onnx", precision="fp32")
     out = model.run(np.stack([model.preprocess(p) for p in paths]))
@@ -77,6 +78,11 @@ class OpenVinoModel(OnnxModel):
         inputs = {i.get_any_name(): [d.get_length() if d.is_static else None
                                      for d in i.get_partial_shape()] for i in self.graph.inputs}
         self._check_io(inputs, {n for o in self.graph.outputs for n in o.get_names()})
+        # OpenVINO keeps the ONNX metadata_props under the model's rt_info "framework"
+        meta = self.graph.get_rt_info(["framework"]).value \
+            if self.graph.has_rt_info(["framework"]) else {}
+        self._check_export_id({str(k): str(v) for k, v in meta.items()}
+                              if isinstance(meta, dict) else {})
 
     @property
     def providers(self) -> list[str]:

@@ -107,3 +107,39 @@ def test_missing_package_and_flags_that_do_not_apply(graphs, monkeypatch):
     with pytest.raises(ConfigError, match="runs on the CPU"):
         ov_runtime.OpenVinoModel(graphs("vit", "zero_shot"), "cuda")
     assert ex.OUTPUTS  # the runtime reads the same outputs as the exporter writes
+
+
+def test_a_sidecar_of_another_export_is_refused_as_onnxruntime_refuses_it(graphs, tmp_path):
+    """Both runtimes read the export id the graph carries (ONNX metadata ``aprilgan.export_id``)
+    and refuse, with the same words, a sidecar of another export of the same object and size; a
+    sidecar differing only in its export id too; the graph's own sidecar, and a graph that
+    carries no id (nothing to check), are taken."""
+    import shutil
+
+    import onnx
+
+    src, other = graphs("vit", "zero_shot"), graphs("vit", "few_shot")
+    lone = tmp_path / "lone.onnx"
+    shutil.copy(src, lone)
+    sidecar = json.loads(ex.sidecar_path(src).read_text())
+
+    def both(what: str):
+        for runtime in (lambda p: OnnxModel(p, "cpu"), ov_runtime.OpenVinoModel):
+            with pytest.raises(ModelLoadError) as err:
+                runtime(lone)
+            yield str(err.value)
+
+    for text in (ex.sidecar_path(other).read_text(),
+                 json.dumps({**sidecar, "export_id": "0" * 32})):
+        ex.sidecar_path(lone).write_text(text)
+        a, b = both(text)
+        assert a == b == (f"{lone} and its sidecar disagree: the sidecar was written by another "
+                          "export (graph of 'bottle' at 84 px); export again")
+    ex.sidecar_path(lone).write_text(json.dumps(sidecar))
+    assert ov_runtime.OpenVinoModel(lone).mode == OnnxModel(lone, "cpu").mode == "zero_shot"
+    graph = onnx.load(str(src))
+    assert {p.key for p in graph.metadata_props} >= {"aprilgan.export_id"}
+    del graph.metadata_props[:]
+    onnx.save(graph, str(lone))
+    ex.sidecar_path(lone).write_text(json.dumps({**sidecar, "export_id": "0" * 32}))
+    assert ov_runtime.OpenVinoModel(lone).mode == OnnxModel(lone, "cpu").mode == "zero_shot"

@@ -304,3 +304,32 @@ def test_prompt_dir_flag(tmp_path):
         scores[name] = pred["pr_sp"][[pred["index"][str(exp["img_paths"][i])] for i in rows]]
     np.testing.assert_allclose(scores["same"], exp["pr_sp"][rows], rtol=0, atol=5e-6)
     assert np.abs(scores["edited"] - exp["pr_sp"][rows]).max() > 1e-3
+
+
+@pytest.mark.parametrize("total", [75, 76, 77, 78, 79])
+def test_the_token_limit_at_its_edge_with_the_real_tokenizer(total):
+    """open_clip's tokenizer of ViT-L-14-336 (context 77, start and end tokens included).
+    "a a ... a bottle." with k words "a" is k + 2 tokens ("a" x k, "bottle", "."), k + 4 with the
+    start and end tokens: 75, 76 and 77 fit, 78 and 79 are refused. Independently, the
+    tokenizer's own ids keep every token of a sentence that fits (its end token at position
+    total - 1) and cut the "." of one that does not."""
+    import open_clip
+
+    from prompts.ensemble import check_lengths
+
+    tokenizer = open_clip.get_tokenizer("ViT-L-14-336")
+    sentence = "a " * (total - 4) + "bottle."
+    ids = tokenizer([sentence])[0].tolist()
+    end, dot = 49407, 269  # the end-of-text and "." ids of CLIP's vocabulary
+    encode = lambda t: torch.ones(len(t), 4)  # noqa: E731 - the ids are all this test needs
+    if total <= 77:
+        assert ids[total - 1] == end and ids[total - 2] == dot and ids[total:] == [0] * (77 - total)
+        check_lengths(tokenizer, [[sentence]])
+        assert ensemble_text_features(encode, tokenizer, ([sentence], ["a {}"])).shape == (4, 2)
+        return
+    assert ids[-1] == end and dot not in ids  # the tokenizer would cut the sentence silently
+    with pytest.raises(DatasetError) as err:
+        ensemble_text_features(encode, tokenizer, (["a bottle."], [sentence]))
+    assert str(err.value) == (f"the prompt {sentence!r} is {total} tokens long, more than the text "
+                              "encoder's context of 77: the tokenizer would cut them silently; "
+                              "shorten the states or templates")
