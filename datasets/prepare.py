@@ -9,7 +9,8 @@ in its index are relative to DIR for files under it (masks a builder made) and a
 data outside it.
 
 ``meta.json`` = ``{"train"|"test": {cat: [{"img_path", "mask_path", "cls_name", "specie_name",
-"anomaly"}]}}`` with paths relative to ROOT. MVTec-layout folders: ``<cat>/{train/good,
+"anomaly"}]}}`` with paths relative to ROOT; a benchmark set's index also records its name,
+``index_version``, ``official_split`` and ``test_images`` (``datasets.sets.index_format``). MVTec-layout folders: ``<cat>/{train/good,
 test/<type>, ground_truth/<type>/<stem>_mask.png}``; masks pair with images by sorted order within
 a defect type, as released. VisA: rows of ``split_csv/1cls.csv`` in file order. Categories are
 the ones present, so a partial download works.
@@ -164,10 +165,11 @@ def visa_meta(root: Path, check_sizes: bool = True) -> dict:
 def _set_builder(name: str):
     def build(root: Path, out: Path) -> dict:
         from .sets import SETS
+        from .sets.index_format import stamp
 
         info = SETS[name].build(root, out)
         _check_all_sizes(root, info)
-        return {"dataset": name, **info}
+        return stamp(info, name, SETS[name].official_split)
     return build
 
 
@@ -267,6 +269,9 @@ def main(argv: list[str] | None = None) -> int:
         n = sum(len(v) for v in meta[phase].values())
         a = sum(e["anomaly"] for v in meta[phase].values() for e in v)
         print(f"{phase}: {len(meta[phase])} categories, {n} images ({a} anomalous)")
+    if meta.get("official_split") is False:
+        print("no official split: zero-shot tests every image; a few-shot run draws its "
+              "references from the normal ones and leaves them out of its test images")
     print(f"wrote {path}")
     if Path(path).parent.resolve() != Path(args.root).resolve():
         print(f"pass --data_path {Path(path).parent} to test.py, train.py and prompt_study.py")

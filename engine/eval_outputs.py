@@ -50,12 +50,14 @@ def _pictures(job, path: str, amap: np.ndarray, scale, side: int, panel_px: int)
     return render_overlay(img, amap, scale, max_side=max(side, source_side(img.size, panel_px)))
 
 
-def draw_category(job, cls: str, res: dict, results: list[dict], levels: list) -> None:
-    """Overlays (``--visualize``) and the report's category section, for every run."""
+def draw_category(job, cls: str, res: dict, results: list[dict], levels: list,
+                  runs: list[Run] | None = None) -> None:
+    """Overlays (``--visualize``) and the report's category section, for every run of ``runs``
+    (default ``job.runs``; ``res``, ``results`` and ``levels`` are theirs, in that order)."""
     from .report import EvalReport, GalleryItem, select_gallery
 
     size, few = job.cfg.image_size, any(isinstance(r, FewShotRun) for r in job.runs)
-    for i, (r, out) in enumerate(zip(job.runs, results)):
+    for i, (r, out) in enumerate(zip(runs or job.runs, results)):
         m = out["metrics"]
         level = levels[i] if few else None
         scale = _scale(job, r, m, level)

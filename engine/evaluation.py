@@ -80,6 +80,8 @@ def prepare(cfg: EvalConfig, log: logging.Logger, out: Path, dist: Dist | None =
     test = make_samples(root, "test", cfg.categories, cfg.dataset, meta)
     runs = plan_runs(cfg.mode, cfg.k_shot, cfg.seed, cfg.reference_list, meta, root, test,
                      cfg.dataset)
+    if len(runs) == 1 and getattr(runs[0], "left_out", None) is not None:
+        test = {c: [s for s in v if runs[0].tests(c, s.img_path)] for c, v in test.items()}
     prompts = load_prompts(cfg.prompt_dir, list(test))
     # every image, mask and reference readable and the right size before the long work
     n = check_split(root, test)
@@ -105,7 +107,9 @@ def prepare(cfg: EvalConfig, log: logging.Logger, out: Path, dist: Dist | None =
         dist.barrier()
     few = [r for r in runs if isinstance(r, FewShotRun)]
     log.info(f"{cfg.mode} on {cfg.dataset} ({len(test)} categories, "
-             f"{sum(map(len, test.values()))} test images), stages {model.features_list}"
+             f"{sum(map(len, test.values()))} test images"
+             + (", each run leaving its references out" if len(few) > 1 and few[0].left_out
+                is not None else "") + f"), stages {model.features_list}"
              + (f", memory stages {model.few_shot_features}, runs "
                 f"{', '.join(r.label for r in few)}" if few else ""))
     job = EvalJob(cfg, out, root, test, runs, model, text, device, workers, log, store, dist)
@@ -134,8 +138,8 @@ def run(job: EvalJob) -> dict[Run, dict[str, dict]]:
     cfg, size, runs, main = job.cfg, job.cfg.image_size, job.runs, job.dist.main
     writers: dict[Run, NpzStreamWriter] = {}
     if cfg.save_predictions and main:
-        n = sum(map(len, job.test.values()))
         for r in runs:
+            n = sum(_tests(r, c, s.img_path) for c, v in job.test.items() for s in v)
             w = writers[r] = NpzStreamWriter(job.run_dir(r) / "predictions.npz")
             w.begin("anomaly_maps", (n, size, size), np.float32)
     per_cat: dict[Run, dict] = {r: {} for r in runs}
@@ -150,24 +154,24 @@ def run(job: EvalJob) -> dict[Run, dict[str, dict]]:
                 continue
             job.backbone_images += res["backbone_images"]
             job.timings["backbone_s"] += res["backbone_seconds"]
-            task = CategoryTask(res["logits"], res["distances"] if few else [None], levels,
-                                res["text_score"], res["gt_px"], res["gt_sp"], size,
-                                not cfg.no_mvtec_aupro, cfg.image_score)
-            pending[cls] = pool.submit(task)
-            job.kept[cls] = (res, levels)
-            for r in runs:
-                c = job.columns[r]
-                c["img_paths"] += res["paths"]
-                c["cls_names"] += [cls] * len(res["paths"])
-                c["gt_sp"].append(res["gt_sp"])
-            for i, r in enumerate(runs):
-                if r in writers:
-                    writers[r].write(run_maps(res, i, few, size))
-            if pool.inline:
-                _collect(job, cls, pending[cls].result(), per_cat)
+            for g, (group, gres, glevels) in enumerate(_run_groups(job, cls, res, levels)):
+                task = CategoryTask(gres["logits"], gres["distances"] if few else [None],
+                                    glevels, gres["text_score"], gres["gt_px"], gres["gt_sp"],
+                                    size, not cfg.no_mvtec_aupro, cfg.image_score)
+                pending[cls, g] = pool.submit(task)
+                job.kept[cls, g] = (group, gres, glevels)
+                for i, r in enumerate(group):
+                    c = job.columns[r]
+                    c["img_paths"] += gres["paths"]
+                    c["cls_names"] += [cls] * len(gres["paths"])
+                    c["gt_sp"].append(gres["gt_sp"])
+                    if r in writers:
+                        writers[r].write(run_maps(gres, i, few, size))
+                if pool.inline:
+                    _collect(job, (cls, g), pending[cls, g].result(), per_cat)
         if not pool.inline:
-            for cls, fut in pending.items():
-                _collect(job, cls, fut.result(), per_cat)
+            for key, fut in pending.items():
+                _collect(job, key, fut.result(), per_cat)
         for r, w in writers.items():
             c = job.columns[r]
             w.add("img_paths", np.array(c["img_paths"]))
@@ -185,17 +189,45 @@ def run(job: EvalJob) -> dict[Run, dict[str, dict]]:
     return per_cat
 
 
-def _collect(job: EvalJob, cls: str, results: list[dict], per_cat: dict) -> None:
-    """File one category's results under each run, draw its overlays and report section, log."""
-    for r, res in zip(job.runs, results):
-        per_cat[r][cls] = res
-        job.columns[r]["pr_sp"].append(res["score"])
-        job.timings["metrics_s"] += res["seconds"]
-        for w in res["warnings"]:
+def _collect(job: EvalJob, key: tuple[str, int], results: list[dict], per_cat: dict) -> None:
+    """File one category's results under each run of a group (``_run_groups``), draw its
+    overlays and report section, log (the first group's first run)."""
+    cls = key[0]
+    group, res, levels = job.kept.pop(key)
+    for r, out in zip(group, results):
+        per_cat[r][cls] = out
+        job.columns[r]["pr_sp"].append(out["score"])
+        job.timings["metrics_s"] += out["seconds"]
+        for w in out["warnings"]:
             job.log.warning(f"warning: {cls} ({r.label}): {w}")
-    res, levels = job.kept.pop(cls)
-    draw_category(job, cls, res, results, levels)
-    log_category(job.log, cls, results[0]["metrics"])
+    draw_category(job, cls, res, results, levels, group)
+    if key[1] == 0:
+        log_category(job.log, cls, results[0]["metrics"])
+
+
+def _tests(run: Run, cls: str, path: str) -> bool:
+    return not isinstance(run, FewShotRun) or run.tests(cls, path)
+
+
+def _run_groups(job: EvalJob, cls: str, res: dict, levels: list) -> list[tuple[list, dict, list]]:
+    """(runs, their results, their normal levels) that share one set of test images.
+
+    Every run tests every image of ``job.test`` (one group: ``res`` as it is), except few-shot
+    runs on a set without an official split, each of which leaves its own references out: then
+    one group per run, ``res`` restricted to the images it tests and to its own distances.
+    """
+    if all(_tests(r, cls, p) for r in job.runs for p in res["paths"]):
+        return [(job.runs, res, levels)]
+    groups = []
+    for i, r in enumerate(job.runs):
+        idx = [j for j, p in enumerate(res["paths"]) if _tests(r, cls, p)]
+        pick = torch.as_tensor(idx, dtype=torch.long)
+        groups.append(([r], {"logits": [t[pick] for t in res["logits"]],
+                             "distances": [[t[pick] for t in res["distances"][i]]],
+                             "text_score": res["text_score"][idx], "gt_px": res["gt_px"][idx],
+                             "gt_sp": res["gt_sp"][idx],
+                             "paths": [res["paths"][j] for j in idx]}, [levels[i]]))
+    return groups
 
 
 def _infer_category(job: EvalJob, cls: str):

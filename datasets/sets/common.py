@@ -76,14 +76,12 @@ def normals(root: Path, folder: Path, cls: str, specie: str = "good") -> list[di
 
 
 def one_category(root: Path, cls: str, good: list[Path], bad: list[tuple[Path, Path | None]],
-                 bad_specie: str, *, fifth_to: str, labels: str = "pixel") -> dict:
-    """The meta dict of a one-category release without a split: the defective images (with
-    their mask or None) are test images; every fifth normal image of ``good`` (in the order
-    given, from the first) goes to ``fifth_to`` ("train" or "test"), the others to the other."""
-    fifth, others = split_every(good, 5)
-    train, test_good = (fifth, others) if fifth_to == "train" else (others, fifth)
-    return meta({cls: [record(root, p, None, cls, "good", 0) for p in train]},
-                {cls: [record(root, p, None, cls, "good", 0) for p in test_good]
+                 bad_specie: str, *, labels: str = "pixel") -> dict:
+    """The meta dict of a one-category release without a split: every image is a test image
+    (the normal ones of ``good`` in the order given, then the defective ones with their mask or
+    None) and "train" is empty; a few-shot run draws its references from the normal images."""
+    return meta({cls: []},
+                {cls: [record(root, p, None, cls, "good", 0) for p in good]
                  + [record(root, i, m, cls, bad_specie, 1) for i, m in bad]}, labels=labels)
 
 
@@ -96,9 +94,3 @@ def meta(train: dict, test: dict, labels: str = "pixel") -> dict:
     if labels == "image":
         out["labels"] = "image"
     return out
-
-
-def split_every(rows: list, n: int) -> tuple[list, list]:
-    """(every n-th of ``rows`` from the first, the others): a fixed, seed-free split."""
-    return [r for i, r in enumerate(rows) if i % n == 0], [r for i, r in enumerate(rows)
-                                                           if i % n != 0]

@@ -30,7 +30,7 @@ def _mvtec_like(root: Path) -> dict:
 
 
 @register("mpdd", title="MPDD (metal parts)", kind="industrial", labels="pixel",
-          test="test/ (good and defect folders)", train="train/good",
+          official_split=True, test="test/ (good and defect folders)", train="train/good",
           objects="the category folder names (bracket_black, ..., tubes)",
           licence="CC BY-NC-SA 4.0 (the LICENSE of stepanje/MPDD, since July 2024)",
           source="MVTec layout; stepanje/MPDD README, AnomalyCLIP mpdd.py", archive=None)
@@ -39,7 +39,7 @@ def mpdd(root: Path, out: Path) -> dict:
 
 
 @register("dtd_synthetic", title="DTD-Synthetic (textures)", kind="industrial", labels="pixel",
-          test="test/ (good and defect folders)", train="train/good",
+          official_split=True, test="test/ (good and defect folders)", train="train/good",
           objects="the texture folder names (Blotchy_099, ...)",
           licence="not stated (Aota et al., WACV 2023; research use)",
           source="MVTec layout; AnomalyCLIP DTD.py", archive=None)
@@ -48,7 +48,8 @@ def dtd_synthetic(root: Path, out: Path) -> dict:
 
 
 @register("btad", title="BTAD (BeanTech)", kind="industrial", labels="pixel",
-          test="<cat>/test/ok (normal) and <cat>/test/ko (defects)", train="<cat>/train/ok",
+          official_split=True, test="<cat>/test/ok (normal) and <cat>/test/ko (defects)",
+          train="<cat>/train/ok",
           objects="01, 02, 03 (the folder names, as the peers use them)",
           licence="CC BY-SA 4.0 (BeanTech, per the VT-ADL README; anomalib says BY-NC-SA)",
           source="anomalib btech.py (layout, mixed .bmp/.png per category)",
@@ -75,7 +76,7 @@ def btad(root: Path, out: Path) -> dict:
 
 
 @register("mvtec_loco", title="MVTec LOCO AD", kind="industrial", labels="pixel",
-          test="test/{good,logical_anomalies,structural_anomalies}",
+          official_split=True, test="test/{good,logical_anomalies,structural_anomalies}",
           train="train/good (validation/good is not used)",
           objects="the category folder names (breakfast_box, ...)", licence=NC_SA,
           source="anomalib mvtec_loco.py (several masks per image, merged)",
@@ -118,6 +119,7 @@ def mvtec_loco(root: Path, out: Path) -> dict:
 
 
 @register("mvtec_ad2", title="MVTec AD 2", kind="industrial", labels="pixel",
+          official_split=True,
           test="test_public/{good,bad} (test_private* has no ground truth: not indexed)",
           train="train/good", objects="the category folder names (can, fabric, ...)",
           licence=NC_SA, source="anomalib mvtecad2.py; MVTec's evaluation script",
@@ -140,8 +142,8 @@ def mvtec_ad2(root: Path, out: Path) -> dict:
 
 
 @register("ksdd", title="KolektorSDD", kind="industrial", labels="pixel",
-          test="every defective image and 1 in 5 normal images (sorted by folder and name)",
-          train="the other 4 in 5 normal images", objects="commutator",
+          test="every image (kosNN/PartN.jpg, normal and defective)",
+          train="the normal images", official_split=False, objects="commutator",
           licence="CC BY-NC-SA 4.0 per anomalib (confirm on vicos.si)",
           source="anomalib kolektor.py; vicoslab input_ksdd.py (kosNN/PartN.jpg + "
                  "PartN_label.bmp, a defect when the label marks any pixel)",
@@ -159,11 +161,12 @@ def ksdd(root: Path, out: Path) -> dict:
             img = d / n
             m = mask_for(img, d, with_suffix("_label", (".bmp", ".png")))
             (bad if marks_anything(m) else good).append((img, m))
-    return one_category(root, "commutator", [i for i, _ in good], bad, "defect", fifth_to="test")
+    return one_category(root, "commutator", [i for i, _ in good], bad, "defect")
 
 
 @register("ksdd2", title="KolektorSDD2", kind="industrial", labels="pixel",
-          test="test/ (normal and defective)", train="the normal images of train/",
+          official_split=True, test="test/ (normal and defective)",
+          train="the normal images of train/",
           objects="surface",
           licence="unconfirmed: copies say CC BY-NC-SA 4.0 or CC BY-SA 4.0; check vicos.si",
           source="vicoslab input_ksdd2.py (<id>.png + <id>_GT.png for every image)",
@@ -187,7 +190,8 @@ def ksdd2(root: Path, out: Path) -> dict:
 
 
 @register("dagm", title="DAGM 2007", kind="industrial", labels="pixel",
-          test="ClassN/Test (normal and defective)", train="the normal images of ClassN/Train",
+          official_split=True, test="ClassN/Test (normal and defective)",
+          train="the normal images of ClassN/Train",
           objects="Class1 ... Class10 (the folder names, as the peers use them)",
           licence="none on the organisers' page; a Zenodo copy is labelled CC BY 4.0",
           source="vicoslab input_dagm.py, AnomalyCLIP DAGM.py (Label/<stem>_label.PNG; the "
@@ -218,7 +222,7 @@ def dagm(root: Path, out: Path) -> dict:
 
 
 @register("realiad", title="Real-IAD", kind="industrial", labels="pixel",
-          test="the 'test' list of realiad_jsons/<cat>.json",
+          official_split=True, test="the 'test' list of realiad_jsons/<cat>.json",
           train="the 'train' list of realiad_jsons/<cat>.json (normal)",
           objects="the 30 category names (audiojack, ..., zipper)",
           licence="CC BY-NC-SA 4.0 per anomalib (gated download: confirm its terms)",
@@ -259,9 +263,9 @@ def realiad(root: Path, out: Path) -> dict:
 
 
 @register("elpv", title="ELPV (solar cells)", kind="industrial", labels="image",
-          test="the cells with defect probability > 0 and 4 in 5 of the others",
-          train="1 in 5 of the cells with probability 0 (sorted by name)",
-          objects="solar_cell", licence=NC_SA,
+          test="every cell of labels.csv (defect probability 0: normal, > 0: defective)",
+          train="the cells with probability 0", official_split=False, objects="solar_cell",
+          licence=NC_SA,
           source="zae-bayern/elpv-dataset README and labels.csv (whitespace-separated: path, "
                  "probability 0, 1/3, 2/3 or 1, type)", archive=None)
 def elpv(root: Path, out: Path) -> dict:
@@ -286,4 +290,4 @@ def elpv(root: Path, out: Path) -> dict:
             raise DatasetError(f"{labels}:{n} lists {path}, not found in {labels.parent}")
         (bad if prob > 0 else good).append(img)
     return one_category(root, "solar_cell", sorted(good), [(i, None) for i in sorted(bad)],
-                        "defect", fifth_to="train", labels="image")
+                        "defect", labels="image")

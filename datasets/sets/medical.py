@@ -4,7 +4,8 @@ Two kinds: image-level sets (HeadCT, BrainMRI, Br35H: normal and anomalous scans
 and segmentation sets (ISIC, ClinicDB, ColonDB, Kvasir, Endo, TN3K: every test image shows the
 finding and has a mask, no normal image). The category name is the word put into the prompts,
 as AnomalyCLIP (zqhang/AnomalyCLIP, ``generate_dataset_json``) uses it: brain, head, skin,
-colon, thyroid. Sets without normal images have no train split (zero-shot only).
+colon, thyroid. Sets without normal images have no train split (zero-shot only); the image-level
+sets have no official split: every scan is a test image.
 """
 from __future__ import annotations
 
@@ -18,24 +19,24 @@ from errors import DatasetError
 
 from .common import (images, mask_for, meta, need_dir, one_category, record, save_mask,
                      with_suffix)
+from .index_format import EVERY_IMAGE, PRANET
 from .registry import register
 
 UNSTATED = "not stated by the release (research use); check the source before use"
+UNTOLD = "images/ and masks/ at the root (Kvasir-SEG or PraNet's copy: not told apart)"
 
 
 def _yes_no(root: Path, word: str, yes: Path, no: Path) -> dict:
-    """Image-level set from a folder of anomalous and one of normal scans; 1 in 5 normal scans
-    (sorted) forms train."""
+    """Image-level set from a folder of anomalous and one of normal scans, every scan tested."""
     need_dir(yes, "folder of anomalous scans")
     need_dir(no, "folder of normal scans")
     return one_category(root, word, [no / n for n in images(no)],
-                        [(yes / n, None) for n in images(yes)], "tumor", fifth_to="train",
-                        labels="image")
+                        [(yes / n, None) for n in images(yes)], "tumor", labels="image")
 
 
 @register("brainmri", title="Brain MRI (tumour)", kind="medical", labels="image",
-          test="yes/ (tumour) and 4 in 5 of no/", train="1 in 5 of no/ (sorted)",
-          objects="brain", licence=UNSTATED,
+          test="every scan of yes/ (tumour) and no/", train="the scans of no/",
+          official_split=False, objects="brain", licence=UNSTATED,
           source="Kaggle navoneel/brain-mri-images-for-brain-tumor-detection (yes/, no/; "
                  "the copy in brain_tumor_dataset/ is used when present)", archive=None)
 def brainmri(root: Path, out: Path) -> dict:
@@ -45,8 +46,8 @@ def brainmri(root: Path, out: Path) -> dict:
 
 
 @register("br35h", title="Br35H (brain tumour)", kind="medical", labels="image",
-          test="yes/ (tumour) and 4 in 5 of no/", train="1 in 5 of no/ (sorted)",
-          objects="brain", licence=UNSTATED,
+          test="every scan of yes/ (tumour) and no/", train="the scans of no/",
+          official_split=False, objects="brain", licence=UNSTATED,
           source="Kaggle ahmedhamada0/brain-tumor-detection (yes/, no/; the unlabelled pred/ "
                  "and Br35H-Mask-RCNN/ are not indexed)", archive=None)
 def br35h(root: Path, out: Path) -> dict:
@@ -54,8 +55,9 @@ def br35h(root: Path, out: Path) -> dict:
 
 
 @register("headct", title="Head CT (hemorrhage)", kind="medical", labels="image",
-          test="the scans with hemorrhage 1 and 4 in 5 of those with 0",
-          train="1 in 5 of the scans with hemorrhage 0", objects="head", licence=UNSTATED,
+          test="every scan of labels.csv (hemorrhage 1: anomalous, 0: normal)",
+          train="the scans with hemorrhage 0", official_split=False, objects="head",
+          licence=UNSTATED,
           source="Kaggle felipekitamura/head-ct-hemorrhage (head_ct/NNN.png, labels.csv: id, "
                  "' hemorrhage')", archive=None)
 def headct(root: Path, out: Path) -> dict:
@@ -79,7 +81,7 @@ def headct(root: Path, out: Path) -> dict:
             raise DatasetError(f"{labels}:{n} names scan {int(r[0]):03d}.png, not in {folder}")
         (bad if int(r[1].strip()) else good).append(img)
     return one_category(root, "head", good, [(p, None) for p in bad], "hemorrhage",
-                        fifth_to="train", labels="image")
+                        labels="image")
 
 
 def _lossless(root: Path, out: Path, mask: Path) -> Path:
@@ -110,17 +112,21 @@ def _same_name(stem: str) -> list[str]:
     return [f"{stem}{e}" for e in (".png", ".jpg", ".tif", ".bmp", ".jpeg", ".tiff")]
 
 
-def _images_masks(root: Path, out: Path, word: str, *nested: str) -> dict:
-    """``images/`` + ``masks/`` with the same file names (at ROOT or under ``nested``)."""
-    for base in [root / n for n in nested] + [root]:
+def _images_masks(root: Path, out: Path, word: str, copies: dict[str, str], at_root: str
+                  ) -> dict:
+    """``images/`` + ``masks/`` with the same file names, under the first folder of ``copies``
+    (``{folder under ROOT: which images it holds}``) that has them, or at ROOT (``at_root``);
+    ``"test_images"`` says which copy was indexed."""
+    for base, held in [(root / n, h) for n, h in copies.items()] + [(root, at_root)]:
         if (base / "images").is_dir():
-            return _segmentation(root, out, word, base / "images", base / "masks", _same_name)
+            return {**_segmentation(root, out, word, base / "images", base / "masks", _same_name),
+                    "test_images": held}
     raise DatasetError(f"images/ and masks/ not found under {root}")
 
 
 @register("isic", title="ISIC 2016 (skin lesions)", kind="medical", labels="pixel",
           test="ISBI2016_ISIC_Part1_Test_Data (every image a lesion, with its mask)",
-          train="none (no normal images)", objects="skin",
+          train="none (no normal images)", official_split=True, objects="skin",
           licence="CC0 (the ISIC Challenge 2016 data page)",
           source="ISIC 2016 challenge page (ISIC_<id>.jpg + ISIC_<id>_Segmentation.png)",
           archive=None)
@@ -132,46 +138,51 @@ def isic(root: Path, out: Path) -> dict:
 
 @register("clinicdb", title="CVC-ClinicDB (polyps)", kind="medical", labels="pixel",
           test="every image (a polyp, with its mask)", train="none (no normal images)",
-          objects="colon", licence=UNSTATED,
+          official_split=False, objects="colon", licence=UNSTATED,
           source="CVC release (Original/, 'Ground Truth/', same names) or the PraNet test "
                  "split (images/, masks/)", archive=None)
 def clinicdb(root: Path, out: Path) -> dict:
     if (root / "Original").is_dir():
         return _segmentation(root, out, "colon", root / "Original", root / "Ground Truth",
                              _same_name)
-    return _images_masks(root, out, "colon", "TestDataset/CVC-ClinicDB", "CVC-ClinicDB")
+    return _images_masks(root, out, "colon", {"TestDataset/CVC-ClinicDB": PRANET,
+                                              "CVC-ClinicDB": PRANET}, PRANET)
 
 
 @register("colondb", title="CVC-ColonDB (polyps)", kind="medical", labels="pixel",
           test="every image (a polyp, with its mask)", train="none (no normal images)",
-          objects="colon", licence=UNSTATED, source="PraNet test split (images/, masks/)",
+          official_split=False, objects="colon", licence=UNSTATED,
+          source="PraNet test split (images/, masks/)",
           archive=None)
 def colondb(root: Path, out: Path) -> dict:
-    return _images_masks(root, out, "colon", "TestDataset/CVC-ColonDB", "CVC-ColonDB")
+    return _images_masks(root, out, "colon", {"TestDataset/CVC-ColonDB": PRANET,
+                                              "CVC-ColonDB": PRANET}, PRANET)
 
 
 @register("kvasir", title="Kvasir-SEG (polyps)", kind="medical", labels="pixel",
           test="every image (a polyp, with its JPEG mask, binarised > 127 into a PNG)",
-          train="none (no normal images)", objects="colon",
+          train="none (no normal images)", official_split=False, objects="colon",
           licence="Simula terms: research and education only, commercial use needs written "
                   "permission, cite Jha et al. (MMM 2020)", source="Kvasir-SEG.zip (images/, "
           "masks/, same names)", archive=None)
 def kvasir(root: Path, out: Path) -> dict:
-    return _images_masks(root, out, "colon", "Kvasir-SEG", "TestDataset/Kvasir")
+    return _images_masks(root, out, "colon", {"Kvasir-SEG": EVERY_IMAGE,
+                                              "TestDataset/Kvasir": PRANET}, UNTOLD)
 
 
 @register("endo", title="EndoTect 2020 (polyps)", kind="medical", labels="pixel",
           test="every image (a finding, with its mask)", train="none (no normal images)",
-          objects="colon", licence=UNSTATED,
+          official_split=False, objects="colon", licence=UNSTATED,
           source="EndoTect_2020_Segmentation_Test_Dataset (images/, masks/), as AnomalyCLIP "
                  "reads it", archive=None)
 def endo(root: Path, out: Path) -> dict:
-    return _images_masks(root, out, "colon", "EndoTect_2020_Segmentation_Test_Dataset")
+    return _images_masks(root, out, "colon", {"EndoTect_2020_Segmentation_Test_Dataset":
+                                              EVERY_IMAGE}, EVERY_IMAGE)
 
 
 @register("tn3k", title="TN3K (thyroid nodules)", kind="medical", labels="pixel",
           test="test-image/ with test-mask/ (same names; every image a nodule)",
-          train="none (no normal images)", objects="thyroid",
+          train="none (no normal images)", official_split=True, objects="thyroid",
           licence="no dataset licence stated; the repository holding the archives is MIT, "
                   "stated for its code",
           source="haifangong/TRFE-Net dataloaders/tn3k.py", archive=None)

@@ -93,7 +93,7 @@ def make_ksdd(root: Path) -> dict:
             if bad:
                 m[10:20, 12:22] = 255
             Image.fromarray(m).save(root / f"kos{f + 1:02d}" / f"Part{p}_label.bmp")
-    return {"train": {"commutator": 8}, "test": {"commutator": (2, 2)}}  # 10 good: 1 in 5 test
+    return {"train": {"commutator": 0}, "test": {"commutator": (10, 2)}}  # no split: every image
 
 
 def make_ksdd2(root: Path) -> dict:
@@ -153,7 +153,7 @@ def make_elpv(root: Path) -> dict:
         _img(root / "images" / f"cell{k + 1:04d}.png", k, p > 0, gray=True)
         lines.append(f"images/cell{k + 1:04d}.png  {p}  {'mono' if k % 2 else 'poly'}")
     (root / "labels.csv").write_text("\n".join(lines) + "\n")
-    return {"train": {"solar_cell": 2}, "test": {"solar_cell": (5, 3)}}  # 7 good: 1 in 5 train
+    return {"train": {"solar_cell": 0}, "test": {"solar_cell": (7, 3)}}  # no split: every cell
 
 
 def make_yes_no(root: Path, nested: str = "") -> dict:
@@ -163,7 +163,7 @@ def make_yes_no(root: Path, nested: str = "") -> dict:
     for k in range(3):
         _img(base / "yes" / f"Y{k + 1}.jpg", k + 10, True, gray=True)
     _img(base / "pred" / "pred0.jpg", 99)  # unlabelled: never indexed
-    return {"train": {"brain": 1}, "test": {"brain": (4, 3)}}
+    return {"train": {"brain": 0}, "test": {"brain": (5, 3)}}  # no split: every scan
 
 
 def make_headct(root: Path) -> dict:
@@ -172,7 +172,7 @@ def make_headct(root: Path) -> dict:
         _img(root / "head_ct" / "head_ct" / f"{k:03d}.png", k, k >= 4, gray=True)
         rows.append(f"{k},{int(k >= 4)}")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
-    return {"train": {"head": 1}, "test": {"head": (3, 2)}}
+    return {"train": {"head": 0}, "test": {"head": (4, 2)}}  # no split: every scan
 
 
 def make_segmentation(root: Path, img_dir: str, mask_dir: str, img_ext: str, mask_name,
