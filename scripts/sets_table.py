@@ -5,8 +5,10 @@ r"""The cross-dataset table of scripts/test_benchmarks.sh, and the list of prepa
                                                       # RESULTS/benchmarks.{md,csv}, index.html
 
 ``list``: every folder under DATA_ROOT whose ``meta.json`` names a benchmark set (the builders
-record it; a folder named like a set counts too), and whether it has normal training images
-(FEW = 1: few-shot runs too). ``table``: one row per dataset and setting from each run's
+record it; a folder named like a set counts too), and whether a few-shot run has normal images
+to draw references from (FEW = 1: few-shot runs too): train images where the set has an
+official split, its normal test images where it has none. An index of a set without an official
+split written under the old rule is an error naming the command that rebuilds it. ``table``: one row per dataset and setting from each run's
 ``metrics.json`` mean row (percent, one decimal; "–" where a metric is undefined, e.g. pixel
 metrics of an image-level set), then the mean over the industrial and over the medical sets,
 each metric over the sets that define it, and a line naming them.
@@ -14,11 +16,16 @@ each metric over the sets that define it, and a line naming them.
 Published figures: where a paper reports APRIL-GAN zero-shot on a set, ``benchmarks.md`` also
 has one table per source with each cell "ours / published (ours - published)", and
 ``published.csv`` the same in long form (source, set, metric, ours, published, diff,
-comparable). The figures are in ``scripts/paper_tables/sets_<source>.csv`` (percent; an empty
-cell: not reported), their protocol in ``PUBLISHED`` below. ``comparable`` is "yes" only when
-the run follows the source's protocol: the projections were trained on the dataset the source
-trained on, on its labelled test split, with its model and image size (read from the
-``--checkpoint``'s recorded config, or ``--trained_on`` for a checkpoint that records none).
+comparable, why). The figures are in ``scripts/paper_tables/sets_<source>.csv`` (percent; an empty
+cell: not reported), what the source tested on each set in ``sets_<source>_tested.csv`` (its
+own code's rule, and the ``test_images`` of our index that are the same images; empty: none
+of ours, or not published), its training in ``PUBLISHED`` below. ``comparable`` is "yes" for a
+set only when all hold: the projections were trained as the source trained them (the dataset,
+its labelled test split, read from the ``--checkpoint``'s recorded config, or ``--trained_on``
+for a checkpoint that records none), with the model and size we assume the source ran (the
+released setting: ``engine.config``'s defaults, which neither source states); the run tested
+the images the source tested (its ``metrics.json`` records them); and the run is zero-shot, as
+the published figures are. Otherwise it says which fails.
 """
 from __future__ import annotations
 
@@ -27,30 +34,35 @@ import csv
 import json
 import math
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from datasets.categories import DATASETS  # noqa: E402
 from datasets.sets import SETS  # noqa: E402
+from datasets.sets.index_format import read_index  # noqa: E402
+from engine.config import ModelConfig  # noqa: E402
+from errors import DatasetError, one_line  # noqa: E402
 from metrics import METRIC_KEYS  # noqa: E402
 from utils.io import atomic_write_text, csv_text  # noqa: E402
 
 DASH = "–"
 TABLES = REPO / "scripts" / "paper_tables"
+RELEASED = {f.name: f.default for f in fields(ModelConfig) if f.name in ("model", "image_size")}
+MODEL_NOTE = (f"{RELEASED['model']} at {RELEASED['image_size']} px is our assumption (the "
+              "released setting, engine/config.py's defaults): neither source states the model "
+              "or size it ran APRIL-GAN at")
 
 
 @dataclass(frozen=True)
 class Published:
     """APRIL-GAN's zero-shot figures on the benchmark sets as one paper reports them."""
-    key: str            # scripts/paper_tables/sets_<key>.csv
+    key: str            # scripts/paper_tables/sets_<key>.csv and sets_<key>_tested.csv
     citation: str
-    protocol: str       # how APRIL-GAN was trained and scored there
+    training: str       # how the source says APRIL-GAN was trained there, and its metrics
     trained_on: str | None  # the --dataset (labelled test split) a checkpoint must be trained
                             # on to compare with these figures; None: never
-    model: str = "ViT-L-14-336"  # the backbone and size the source ran
-    image_size: int = 518
 
 
 PUBLISHED = (
@@ -63,14 +75,20 @@ PUBLISHED = (
     Published("adaclip",
               "AdaCLIP (Cao et al., ECCV 2024, arXiv:2407.15795), Tables 1 and 2, column "
               "'APRIL-GAN'",
-              "retrained by AdaCLIP's authors on MVTec AD and ClinicDB together (VisA and ColonDB "
-              "when testing those); image and pixel (AUROC, max-F1)",
+              "retrained by AdaCLIP's authors on two sets together: the paper's text names MVTec "
+              "AD with ClinicDB (VisA with ColonDB when testing those); the 'Corrections' "
+              "section of the AdaCLIP README (caoyunkang/AdaCLIP) amends it: by default MVTec AD "
+              "with ColonDB, and VisA with ClinicDB for the evaluations on MVTec AD and ColonDB; "
+              "image and pixel (AUROC, max-F1)",
               None),
 )
 
 
 def prepared(data_root: Path) -> list[tuple[str, Path, bool]]:
-    """(set name, folder, has normal train images) of every prepared set under ``data_root``."""
+    """(set name, folder, few-shot possible) of every prepared set under ``data_root``: few-shot
+    needs normal images to draw references from (train, or test without an official split).
+
+    Raises DatasetError for an index written under the old rule (``read_index``)."""
     out = []
     for meta_path in sorted(data_root.glob("*/meta.json")):
         try:
@@ -79,8 +97,10 @@ def prepared(data_root: Path) -> list[tuple[str, Path, bool]]:
             continue
         name = meta.get("dataset") or meta_path.parent.name
         if name in SETS:
-            few = any(meta.get("train", {}).get(c) for c in meta.get("train", {}))
-            out.append((name, meta_path.parent, bool(few)))
+            split = read_index(meta, meta_path.parent, name).official_split
+            pool = meta.get("train" if split else "test", {})
+            few = all(any(not r.get("anomaly") for r in rows) for rows in pool.values())
+            out.append((name, meta_path.parent, bool(pool) and few))
     return out
 
 
@@ -122,23 +142,32 @@ def recorded_training(checkpoint: Path | None) -> dict | None:
     return config if isinstance(config, dict) and config.get("dataset") else None
 
 
-def comparability(src: Published, recorded: dict | None, stated: str | None,
-                  checkpoint: Path | None) -> tuple[bool, str]:
-    """(comparable, why): the run follows the source's protocol when its projections were
-    trained on the source's dataset, on its labelled test split (not --train_split train or
-    --train_image_dir), with the source's model and image size. ``stated`` (--trained_on)
-    speaks for a checkpoint that records nothing."""
+def read_tested(source: Published) -> dict[str, tuple[str, str]]:
+    """{set: (what the source tested, the ``test_images`` of ours that are those images or
+    "")} from ``sets_<key>_tested.csv``."""
+    path = TABLES / f"sets_{source.key}_tested.csv"
+    with open(path, newline="", encoding="utf-8") as f:
+        return {row["set"]: (row["tested"].strip(), (row.get("ours") or "").strip())
+                for row in csv.DictReader(f)}
+
+
+def training_problems(src: Published, recorded: dict | None, stated: str | None,
+                      checkpoint: Path | None) -> tuple[list[str], str]:
+    """(why the projections were not trained as the source trained them, what holds): the
+    source's dataset, on its labelled test split (not --train_split train or
+    --train_image_dir), with the model and size we assume it ran (``RELEASED``). ``stated``
+    (--trained_on) speaks for a checkpoint that records nothing."""
     if src.trained_on is None:
-        return False, "the source trained on other data than any single set"
+        return ["the source trained on two sets together, this project on one"], ""
     if recorded is None:
         if stated is None:
             hint = "pass --trained_on" if checkpoint else "pass --checkpoint"
-            return False, f"the source trained on {src.trained_on}; these projections' " \
-                          f"training set is unknown ({hint})"
+            return [f"the source trained on {src.trained_on}; these projections' training set "
+                    f"is unknown ({hint})"], ""
         if stated != src.trained_on:
-            return False, f"the source trained on {src.trained_on}, these projections on " \
-                          f"{stated} (--trained_on)"
-        return True, f"projections trained on {stated} (--trained_on)"
+            return [f"the source trained on {src.trained_on}, these projections on {stated} "
+                    "(--trained_on)"], ""
+        return [], f"projections trained on {stated} (--trained_on)"
     problems = []
     if recorded["dataset"] != src.trained_on:
         problems.append(f"trained on {recorded['dataset']}, the source on {src.trained_on}")
@@ -147,36 +176,62 @@ def comparability(src: Published, recorded: dict | None, stated: str | None,
                         "labelled test split)")
     if recorded.get("train_image_dir"):
         problems.append("--train_image_dir (the source trained on labelled defects)")
-    if recorded.get("model") and recorded["model"] != src.model:
-        problems.append(f"model {recorded['model']}, the source {src.model}")
-    if recorded.get("image_size") and int(recorded["image_size"]) != src.image_size:
-        problems.append(f"image size {recorded['image_size']}, the source {src.image_size}")
+    model, size = RELEASED["model"], RELEASED["image_size"]
+    if recorded.get("model") and recorded["model"] != model:
+        problems.append(f"model {recorded['model']}, not {model} (the released setting, which "
+                        "we assume the source ran)")
+    if recorded.get("image_size") and int(recorded["image_size"]) != size:
+        problems.append(f"image size {recorded['image_size']}, not {size} (the released "
+                        "setting, which we assume the source ran)")
+    return problems, f"projections trained on {src.trained_on}'s test split, {model} at {size} px"
+
+
+def comparability(src: Published, name: str, run: dict, recorded: dict | None,
+                  stated: str | None, checkpoint: Path | None) -> tuple[bool, str]:
+    """(comparable, why) of our zero-shot run on set ``name`` (its ``metrics.json``) with the
+    source's figure: trained as the source trained (``training_problems``), the source's test
+    images (``sets_<key>_tested.csv`` against the run's recorded ``test_images``), and the
+    mode (the published figures are zero-shot)."""
+    problems, trained = training_problems(src, recorded, stated, checkpoint)
+    tested, ours = read_tested(src).get(name, ("not stated", ""))
+    ran = run.get("test_images")
+    if not ours:
+        problems.append(f"the source tested {tested}: not the images of our index")
+    elif ran is None:
+        problems.append("the run records no test images (an index written by an older "
+                        "version: prepare the set again and rerun)")
+    elif ran != ours:
+        problems.append(f"the run tested {ran}, the source {tested}")
+    if run.get("mode") != "zero_shot":
+        problems.append(f"the run is {run.get('mode') or 'of an unrecorded mode'}; the "
+                        "published figures are zero-shot")
     if problems:
         return False, "; ".join(problems)
-    return True, (f"projections trained on {src.trained_on}'s test split, {src.model} at "
-                  f"{src.image_size} px")
+    return True, f"{trained}; the source's test images ({ours})"
 
 
 def published_sections(rows: list[dict], recorded: dict | None, stated: str | None,
                        checkpoint: Path | None) -> tuple[list[str], list[list]]:
     """Markdown sections and long CSV rows comparing our zero-shot means with each source."""
-    ours = {r["set"]: r["mean"] for r in rows if r["setting"] == "zero_shot"}
-    lines, long = [], [["source", "set", "metric", "ours", "published", "diff", "comparable"]]
+    ours = {r["set"]: r for r in rows if r["setting"] == "zero_shot"}
+    lines, long = [], [["source", "set", "metric", "ours", "published", "diff", "comparable",
+                        "why"]]
     for src in PUBLISHED:
         theirs = {k: v for k, v in read_published(src).items() if k in ours}
         if not theirs:
             continue
         metrics = [k for k in METRIC_KEYS if any(k in v for v in theirs.values())]
-        same, reason = comparability(src, recorded, stated, checkpoint)
-        why = ("yes: " if same else "no: ") + reason
         lines += ["", f"## Published: {src.citation}", "",
-                  f"Protocol: {src.protocol}. Comparable with this run: {why}.", "",
+                  f"Training: {src.training}. Model and size: {MODEL_NOTE}.", "",
                   "Zero-shot; each cell: ours / published (ours − published), percent.", "",
-                  "| set | " + " | ".join(metrics) + " |", "|---|" + "---|" * len(metrics)]
+                  "| set | " + " | ".join(metrics) + " | comparable |",
+                  "|---|" + "---|" * (len(metrics) + 1)]
         for name, figures in theirs.items():
+            same, reason = comparability(src, name, ours[name]["run"], recorded, stated,
+                                         checkpoint)
             cells = []
             for k in metrics:
-                v, p = ours[name].get(k), figures.get(k)
+                v, p = ours[name]["mean"].get(k), figures.get(k)
                 mine = None if v is None or not math.isfinite(v) else 100 * v
                 if p is None:
                     cells.append(DASH)
@@ -184,8 +239,10 @@ def published_sections(rows: list[dict], recorded: dict | None, stated: str | No
                 diff = None if mine is None else mine - p
                 cells.append(f"{_pct(v)} / {p:.1f}" + ("" if diff is None else f" ({diff:+.1f})"))
                 long.append([src.key, name, k, "" if mine is None else f"{mine:.1f}", f"{p:.1f}",
-                             "" if diff is None else f"{diff:.1f}", "yes" if same else "no"])
-            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+                             "" if diff is None else f"{diff:.1f}", "yes" if same else "no",
+                             reason])
+            why = ("yes: " if same else "no: ") + reason
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {why} |")
     return lines, long
 
 
@@ -207,8 +264,9 @@ def table(results: Path, checkpoint: Path | None = None, trained: str | None = N
         for setting in ("zero_shot", "few_shot"):
             m = results / f"{name}_{setting}" / "metrics.json"
             if m.is_file():
-                mean = json.loads(m.read_text(encoding="utf-8"))["mean"]
-                rows.append({"set": name, "kind": info.kind, "setting": setting, "mean": mean})
+                run = json.loads(m.read_text(encoding="utf-8"))
+                rows.append({"set": name, "kind": info.kind, "setting": setting,
+                             "mean": run["mean"], "run": run})
     if not rows:
         raise SystemExit(f"error: no <set>_zero_shot/metrics.json under {results}")
     lines = ["# APRIL-GAN on the benchmark sets", "",
@@ -269,7 +327,12 @@ def main(argv: list[str] | None = None) -> int:
         if not a.root.is_dir():
             print(f"error: data root not found: {a.root}", file=sys.stderr)
             return 2
-        for name, path, few in prepared(a.root):
+        try:
+            found = prepared(a.root)
+        except DatasetError as e:
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            return 2
+        for name, path, few in found:
             print(f"{name} {path} {int(few)}")
         return 0
     print(f"wrote {table(a.results, a.checkpoint, a.trained_on)}")

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Zero-shot (and few-shot where a set has normal training images) on every benchmark set
+# Zero-shot (and few-shot where a set has normal images for references) on every benchmark set
 # prepared under a data root, then one cross-dataset table and an index page.
 #
 # Each set is a folder under --data_root indexed by `python -m datasets.prepare NAME DIR` (or
@@ -17,11 +17,14 @@ usage() {
 usage: bash scripts/test_benchmarks.sh --data_root DIR --checkpoint CK [options] [model flags]
 
 Evaluate every prepared benchmark set under DIR (folders with a meta.json written by a set's
-builder) zero-shot, and few-shot where the set has normal training images; then write
-RESULTS/benchmarks.md/.csv (one row per set and setting; means over the industrial and the
-medical sets) and RESULTS/index.html. Where a paper reports APRIL-GAN on a set
+builder) zero-shot, and few-shot where the set has normal images to draw references from (a
+set without an official split: each run leaves its references out of its test images); then
+write RESULTS/benchmarks.md/.csv (one row per set and setting; means over the industrial and
+the medical sets) and RESULTS/index.html. Where a paper reports APRIL-GAN on a set
 (scripts/paper_tables/sets_*.csv), benchmarks.md shows ours / published and published.csv the
-same in long form, marked comparable when the projections were trained on the source's dataset.
+same in long form, marked comparable only when the projections were trained as the source
+trained them, the zero-shot run tested the images the source tested
+(scripts/paper_tables/sets_*_tested.csv), and otherwise saying why not.
 
   --data_root DIR      folder holding one prepared folder per set (required)
   --checkpoint CK      projection weights (required), e.g. exps/train_on_mvtec/epoch_3.pth

@@ -158,24 +158,77 @@ def test_one_command_evaluates_every_prepared_set(tmp_path, warm_python):
 
 
 def test_the_readme_lists_every_set():
+    """A row per set saying which images zero-shot tests, where few-shot draws its references
+    from and which images it tests."""
     readme = (Path(__file__).parents[1] / "README.md").read_text()
+    assert "| `--dataset` | set | zero-shot tests | few-shot references (k per seed) from | " \
+           "few-shot tests |" in readme
     for name, info in SETS.items():
-        assert f"| `{name}` |" in readme, name
-        assert info.objects in readme and info.licence in readme, name
+        (row,) = [ln for ln in readme.splitlines() if ln.startswith(f"| `{name}` |")]
+        assert f" | {info.test} | {info.train} | {info.few_shot} | " in row, name
+        assert info.objects in row and info.licence in row, name
+    assert SETS["brainmri"].few_shot == "every image but the run's k references"
+    assert SETS["btad"].few_shot == "the zero-shot test images"
+    assert SETS["kvasir"].few_shot == "none (no normal images: zero-shot only)"
 
 
-def _fake_run(results: Path, name: str, mean: dict) -> None:
-    run = results / f"{name}_zero_shot"
-    run.mkdir(parents=True)
-    (run / "metrics.json").write_text(json.dumps({"mean": mean}))
+def test_every_published_set_says_what_its_source_tested():
+    """sets_<source>_tested.csv: a row per published set; "ours" empty or one of the
+    ``test_images`` our indexes record."""
+    import csv
+
+    from datasets.sets.index_format import EVERY_IMAGE, PRANET, TEST_SPLIT
+    tables = Path(__file__).parents[1] / "scripts" / "paper_tables"
+    for source in ("anomalyclip", "adaclip"):
+        published = [r["set"] for r in csv.DictReader(open(tables / f"sets_{source}.csv"))]
+        tested = list(csv.DictReader(open(tables / f"sets_{source}_tested.csv")))
+        assert [r["set"] for r in tested] == published, source
+        assert {r["ours"] for r in tested} <= {"", TEST_SPLIT, EVERY_IMAGE, PRANET}, source
+        assert all(r["tested"].strip() for r in tested), source
 
 
-def test_published_figures_beside_ours_and_when_they_are_comparable(tmp_path):
+def _fake_run(results: Path, name: str, mean: dict, folder: str = "zero_shot", **run) -> None:
+    """A run folder as test.py writes it for the table: metrics.json with the mean row, the
+    mode and (by default, a zero-shot run on a current index) the test images it recorded."""
+    out = results / f"{name}_{folder}"
+    out.mkdir(parents=True)
+    run = {"mode": "zero_shot", "test_images": {"btad": "the release's test split"}.get(
+        name, "every image"), **run}
+    (out / "metrics.json").write_text(json.dumps({"mean": mean, **run}))
+
+
+FULL = {k: 0.5 for k in ("auroc_px", "f1_px", "ap_px", "pro", "auroc_sp", "f1_sp", "ap_sp")}
+# the source's protocol as train.py records it: MVTec AD's labelled test split, the released
+# model and size (which we assume AnomalyCLIP ran: it does not say)
+PAPER = {"dataset": "mvtec", "train_split": "test", "train_image_dir": None,
+         "model": "ViT-L-14-336", "image_size": 518}
+
+
+def _table(tmp_path, runs: dict, config: dict | None, *flags: str) -> dict:
+    """Run ``sets_table table`` over fake runs ({set: metrics.json fields}) with a checkpoint
+    recording ``config``; returns {(source, set): (comparable, why)} of published.csv."""
+    import csv
+
+    import torch
+
+    from test_benchmarks import load_script
+    res = tmp_path / "res"
+    shutil.rmtree(res, ignore_errors=True)
+    for name, run in runs.items():
+        _fake_run(res, name, FULL, **run)
+    ck = tmp_path / "epoch_3.pth"
+    torch.save({"trainable_linearlayer": {}, **({"config": config} if config else {})}, ck)
+    assert load_script("sets_table").main(["table", str(res), "--checkpoint", str(ck),
+                                          *flags]) == 0
+    rows = list(csv.DictReader(open(res / "published.csv", encoding="utf-8")))
+    return {(r["source"], r["set"]): (r["comparable"], r["why"]) for r in rows}
+
+
+def test_published_figures_beside_ours(tmp_path):
     """benchmarks.md and published.csv put our zero-shot means beside the papers' APRIL-GAN
-    figures (AnomalyCLIP Table 1: BTAD image AUROC 73.6, pixel PRO 25.0; AdaCLIP Table 1: BTAD
-    image AUROC 85.2), with the difference; comparable only for a checkpoint trained as the
-    source trained (AnomalyCLIP: MVTec AD's labelled test split, ViT-L-14-336 at 518 px;
-    AdaCLIP's joint training: never), each other case with its reason."""
+    figures (AnomalyCLIP Table 1: BTAD image AUROC 73.6, pixel PRO 25.0, Table 2: HeadCT image
+    AP 89.4; AdaCLIP Table 1: BTAD image AUROC 85.2), with the difference; a set nobody
+    published (KSDD2) has no row; a rerun without published sets leaves no stale file."""
     import csv
 
     import torch
@@ -187,11 +240,9 @@ def test_published_figures_beside_ours_and_when_they_are_comparable(tmp_path):
                             "auroc_sp": 0.75, "f1_sp": 0.7, "ap_sp": 0.8})
     _fake_run(res, "headct", {"auroc_px": None, "f1_px": None, "ap_px": None, "pro": None,
                               "auroc_sp": 0.9, "f1_sp": 0.85, "ap_sp": 0.88})
-    _fake_run(res, "ksdd2", {"auroc_px": 0.5, "f1_px": 0.5, "ap_px": 0.5, "pro": 0.5,
-                             "auroc_sp": 0.5, "f1_sp": 0.5, "ap_sp": 0.5})  # nobody published
+    _fake_run(res, "ksdd2", FULL)  # nobody published
     ck = tmp_path / "epoch_3.pth"
-    torch.save({"trainable_linearlayer": {}, "config": {"dataset": "mvtec"}}, ck)
-
+    torch.save({"trainable_linearlayer": {}, "config": PAPER}, ck)
     sets_table.table(res, ck)
     rows = list(csv.DictReader(open(res / "published.csv", encoding="utf-8")))
     got = {(r["source"], r["set"], r["metric"]): r for r in rows}
@@ -205,35 +256,81 @@ def test_published_figures_beside_ours_and_when_they_are_comparable(tmp_path):
     assert not any(r["set"] == "ksdd2" for r in rows)
     md = (res / "benchmarks.md").read_text(encoding="utf-8")
     assert "| btad | 90.0 / 60.8 (+29.2) |" in md  # AnomalyCLIP: auroc_px first
-    assert "Comparable with this run: yes: projections trained on mvtec's test split" in md
-
-    def comparable(config, *flags):
-        torch.save({"trainable_linearlayer": {}, **({"config": config} if config else {})}, ck)
-        assert sets_table.main(["table", str(res), "--checkpoint", str(ck), *flags]) == 0
-        rows = list(csv.DictReader(open(res / "published.csv", encoding="utf-8")))
-        return ({r["comparable"] for r in rows if r["source"] == "anomalyclip"},
-                (res / "benchmarks.md").read_text(encoding="utf-8"))
-
-    # the source's protocol: trained on MVTec AD's labelled test split, ViT-L-14-336 at 518
-    paper = {"dataset": "mvtec", "train_split": "test", "train_image_dir": None,
-             "model": "ViT-L-14-336", "image_size": 518}
-    assert comparable(paper)[0] == {"yes"}
-    for change, why in [({"dataset": "visa"}, "trained on visa, the source on mvtec"),
-                        ({"train_split": "train"}, "--train_split train"),
-                        ({"train_image_dir": "/parts"}, "--train_image_dir"),
-                        ({"model": "ViT-B-16"}, "model ViT-B-16, the source ViT-L-14-336"),
-                        ({"image_size": 336}, "image size 336, the source 518")]:
-        flags, md = comparable({**paper, **change})
-        assert flags == {"no"} and why in md, change
-    # a released checkpoint records nothing: unknown until --trained_on says it
-    flags, md = comparable(None)
-    assert flags == {"no"} and "training set is unknown (pass --trained_on)" in md
-    assert comparable(None, "--trained_on", "mvtec")[0] == {"yes"}
-    assert comparable(None, "--trained_on", "visa")[0] == {"no"}
-    # a recorded training set wins over --trained_on
-    assert comparable({**paper, "dataset": "visa"}, "--trained_on", "mvtec")[0] == {"no"}
-    # a rerun without any published set leaves no stale comparison behind
+    assert "| btad | 90.0 / 60.8 (+29.2) | 50.0 / 25.0 (+25.0) | 75.0 / 73.6 (+1.4) | " \
+           "80.0 / 68.6 (+11.4) | yes: projections trained on mvtec's test split" in md
     for name in ("btad", "headct"):
         shutil.rmtree(res / f"{name}_zero_shot")
     sets_table.table(res, ck)
     assert not (res / "published.csv").exists()
+
+
+def test_the_sources_are_described_as_they_describe_themselves(tmp_path):
+    """AdaCLIP's training as its paper says it and as its README's Corrections amend it; the
+    model and size named as our assumption, read from engine/config.py's defaults."""
+    _table(tmp_path, {"btad": {}}, PAPER)
+    md = (tmp_path / "res" / "benchmarks.md").read_text(encoding="utf-8")
+    assert "the paper's text names MVTec AD with ClinicDB" in md
+    assert "'Corrections' section of the AdaCLIP README (caoyunkang/AdaCLIP) amends it: by " \
+           "default MVTec AD with ColonDB, and VisA with ClinicDB for the evaluations on " \
+           "MVTec AD and ColonDB" in md
+    assert "Model and size: ViT-L-14-336 at 518 px is our assumption (the released setting, " \
+           "engine/config.py's defaults): neither source states" in md
+
+
+T, I, M = "training", "test images", "mode"  # the condition a case breaks
+
+
+@pytest.mark.parametrize("runs, config, flags, key, comparable, why, broken", [
+    # all three hold: trained as AnomalyCLIP trained, its test images, zero-shot
+    ({"btad": {}}, PAPER, (), ("anomalyclip", "btad"), "yes", "the source's test images "
+     "(the release's test split)", None),
+    ({"brainmri": {}}, PAPER, (), ("anomalyclip", "brainmri"), "yes", "(every image)", None),
+    # training
+    ({"btad": {}}, {**PAPER, "dataset": "visa"}, (), ("anomalyclip", "btad"), "no",
+     "trained on visa, the source on mvtec", T),
+    ({"btad": {}}, {**PAPER, "train_split": "train"}, (), ("anomalyclip", "btad"), "no",
+     "--train_split train", T),
+    ({"btad": {}}, {**PAPER, "train_image_dir": "/parts"}, (), ("anomalyclip", "btad"), "no",
+     "--train_image_dir", T),
+    ({"btad": {}}, {**PAPER, "model": "ViT-B-16"}, (), ("anomalyclip", "btad"), "no",
+     "model ViT-B-16, not ViT-L-14-336 (the released setting, which we assume the source ran)",
+     T),
+    ({"btad": {}}, {**PAPER, "image_size": 336}, (), ("anomalyclip", "btad"), "no",
+     "image size 336, not 518", T),
+    ({"btad": {}}, None, (), ("anomalyclip", "btad"), "no",
+     "training set is unknown (pass --trained_on)", T),
+    ({"btad": {}}, None, ("--trained_on", "mvtec"), ("anomalyclip", "btad"), "yes",
+     "projections trained on mvtec (--trained_on)", None),
+    ({"btad": {}}, None, ("--trained_on", "visa"), ("anomalyclip", "btad"), "no",
+     "these projections on visa (--trained_on)", T),
+    ({"btad": {}}, {**PAPER, "dataset": "visa"}, ("--trained_on", "mvtec"),
+     ("anomalyclip", "btad"), "no", "trained on visa", T),  # the recorded one wins
+    ({"btad": {}}, PAPER, (), ("adaclip", "btad"), "no",
+     "the source trained on two sets together, this project on one", T),
+    # test images: the source's split is not published (AnomalyCLIP's converted SDD, HeadCT)
+    ({"ksdd": {}}, PAPER, (), ("anomalyclip", "ksdd"), "no",
+     "SDD.py); how it was split is not published: not the images of our index", I),
+    ({"headct": {}}, PAPER, (), ("anomalyclip", "headct"), "no",
+     "head_ct.py); how it was made is not published", I),
+    # ... or other images than ours (AdaCLIP cut KSDD into thirds; its training fails too)
+    ({"ksdd": {}}, PAPER, (), ("adaclip", "ksdd"), "no", "not whole images", None),
+    # ... the run tested other images than the source, or does not say which
+    ({"brainmri": {"test_images": "the release's test split"}}, PAPER, (),
+     ("anomalyclip", "brainmri"), "no", "the run tested the release's test split, the source "
+     "every scan of brain_tumor_dataset/yes and no", I),
+    ({"brainmri": {"test_images": None}}, PAPER, (), ("anomalyclip", "brainmri"), "no",
+     "the run records no test images", I),
+    # mode: only a zero-shot run beside zero-shot figures
+    ({"btad": {"mode": "few_shot"}}, PAPER, (), ("anomalyclip", "btad"), "no",
+     "the run is few_shot; the published figures are zero-shot", M),
+])
+def test_comparable_only_when_training_test_images_and_mode_hold(tmp_path, runs, config, flags,
+                                                                 key, comparable, why, broken):
+    """Each reason on its own: one condition broken, the row says "no" and why, and names no
+    other condition."""
+    got = _table(tmp_path, runs, config, *flags)
+    assert got[key][0] == comparable and why in got[key][1], got[key]
+    said = {T: "trained" in got[key][1] or "released setting" in got[key][1], I: "tested" in got[key][1] or "test images" in
+            got[key][1], M: "zero-shot" in got[key][1]}
+    if comparable == "no" and broken:
+        assert [c for c, named in said.items() if named] == [broken], got[key]
