@@ -66,6 +66,9 @@ def load_meta(root: str | Path, kind: str = "mvtec") -> dict:
                                                     {"train", "test"} & set(meta)):
         raise DatasetError(f"{path} is not a meta.json index (needs 'train'/'test' tables of "
                            f"categories); rebuild it with `{hint}`")
+    from datasets.sets.index_format import read_index  # an old-rule index of a set: refused
+
+    read_index(meta, root, kind)
     return meta
 
 

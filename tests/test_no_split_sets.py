@@ -201,6 +201,12 @@ def test_an_index_written_under_the_old_rule_is_refused_naming_the_rebuild(tmp_p
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error:") and command in err[0], err
         assert "written by an older version" in err[0] and not (tmp_path / mode).exists()
+    from datasets.anomaly_dataset import make_samples  # what train.py reads its images with
+    from errors import DatasetError
+
+    with pytest.raises(DatasetError, match="written by an older version") as e:
+        make_samples(home, "test", kind="brainmri")
+    assert command in str(e.value)
     sets_table = load_script("sets_table")
     assert sets_table.main(["list", str(home.parent)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
