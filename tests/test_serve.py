@@ -41,7 +41,8 @@ class Server:
     """``python serve.py ARGS --host 127.0.0.1 --port 0`` until ``stop``; ``url`` once it
     serves (read from its log line), ``log`` what it printed."""
 
-    def __init__(self, args: list[str], env: dict | None = None, wait: float = 300.0):
+    def __init__(self, args: list[str], env: dict | None = None, wait: float = 300.0,
+                 ready: str = r" on http://127\.0\.0\.1:(\d+)/"):
         threads = str(torch.get_num_threads())  # the tests' predict.py runs in this process
         self.proc = subprocess.Popen(
             [sys.executable, str(REPO / "serve.py"), *map(str, args), "--host", "127.0.0.1",
@@ -49,21 +50,23 @@ class Server:
             text=True, start_new_session=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, **(env or {})})
         self.lines: list[str] = []
-        self.url = None
+        self.url, self.ready = None, False
         seen = threading.Event()
 
         def read() -> None:
             for line in self.proc.stdout:
                 self.lines.append(line)
-                found = re.search(r" on http://127\.0\.0\.1:(\d+)/", line)
-                if found and self.url is None:
-                    self.url = f"http://127.0.0.1:{found.group(1)}"
+                found = re.search(ready, line)
+                if found and not self.ready:
+                    self.ready = True
+                    if found.groups():
+                        self.url = f"http://127.0.0.1:{found.group(1)}"
                     seen.set()
             seen.set()
 
         threading.Thread(target=read, daemon=True).start()
         seen.wait(wait)
-        if self.url is None:
+        if not self.ready:
             self.stop()
             raise AssertionError(f"serve.py did not start:\n{self.log}")
 
@@ -84,8 +87,8 @@ class Server:
 
 
 @contextmanager
-def serving(args: list[str], env: dict | None = None):
-    server = Server(args, env)
+def serving(args: list[str], env: dict | None = None, **kw):
+    server = Server(args, env, **kw)
     try:
         yield server
     finally:
