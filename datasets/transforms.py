@@ -15,7 +15,6 @@ import os
 from pathlib import Path
 
 import numpy as np
-import torch
 from PIL import Image, UnidentifiedImageError
 from torchvision import transforms as T
 
@@ -143,8 +142,3 @@ def binary_mask_image(path: str | Path) -> Image.Image:
 def empty_mask_image(size: tuple[int, int]) -> Image.Image:
     """All-zero "L" mask of PIL size (width, height) for a normal image."""
     return Image.fromarray(np.zeros((size[1], size[0]), dtype=np.uint8), mode="L")
-
-
-def load_mask(image_size: int, mask: Image.Image) -> torch.Tensor:
-    """Convenience: a 0/255 PIL mask -> [S, S] float 0/1 tensor."""
-    return mask_transform(image_size)(mask)[0]

@@ -21,8 +21,6 @@ import torch
 from models.anomaly_maps import (combined_image_scores, few_shot_map, per_image_scores,
                                  zero_shot_map)
 
-IMAGE_SCORES = ("released", "per_image", "both")
-
 
 @dataclass
 class CategoryTask:

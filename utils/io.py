@@ -71,11 +71,6 @@ def atomic_torch_save(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, lambda f: f.write(buf.getbuffer()))
 
 
-def atomic_savez(path: str | Path, **arrays: np.ndarray) -> Path:
-    """``np.savez_compressed`` atomically (``path`` should end in .npz)."""
-    return atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
-
-
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
     """Hex digest of a file's bytes, read in 1 MiB blocks (about 3 s for 1.7 GB)."""
     import hashlib

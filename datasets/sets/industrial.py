@@ -20,7 +20,6 @@ from .common import (images, marks_anything, mask_for, meta, need_dir, normals, 
 from .registry import register
 
 NC_SA = "CC BY-NC-SA 4.0"
-MVTEC_LIKE = "<cat>/train/good, <cat>/test/<type>, <cat>/ground_truth/<type>/<stem>_mask.png"
 
 
 def _mvtec_like(root: Path) -> dict:
