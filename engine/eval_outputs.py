@@ -16,7 +16,7 @@ from PIL import Image
 from datasets.transforms import open_image
 from utils.visualize import fixed_scale, heatmap_overlay, render_overlay, save_overlay
 
-from .metric_pool import final_maps, zero_shot_maps
+from .inference import final_maps, zero_shot_maps
 from .runs import FewShotRun, Run
 
 CPU = torch.device("cpu")

@@ -20,7 +20,7 @@ from .config import PredictConfig
 from .inference import build_bank, infer_batches, normal_level, reference_tokens
 from .loading import (build_model, load_projections, resolve_device, set_cpu_linear,
                       set_precision, trained_with)
-from .metric_pool import final_maps, zero_shot_maps
+from .inference import final_maps, zero_shot_maps
 
 
 class TorchScorer:

@@ -3,7 +3,8 @@ r"""Measure evaluation throughput and peak memory of the test.py inner loop on r
 Speed and memory do not depend on the weights, so the model is built with random weights
 (``--pretrained none``) and nothing is downloaded. Per batch it times what ``test.py`` does:
 one backbone pass, the projection head, the memory-bank search of ``--runs`` few-shot banks of
-``--k_shot`` images each, and the upsampling of the final maps to S x S. Reports images/s per
+``--k_shot`` images each, and the final maps at S x S as test.py's metrics make them
+(``engine.inference.zero_shot_maps`` then ``final_maps``, on the CPU). Reports images/s per
 part, peak GPU memory (CUDA), and writes JSON.
 
     python scripts/benchmark_inference.py                          # ViT-L-14-336 at 518, GPU
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 from engine.config import ModelConfig  # noqa: E402
 from engine.loading import build_model  # noqa: E402
-from engine.inference import full_maps  # noqa: E402
+from engine.inference import final_maps, zero_shot_maps  # noqa: E402
 from models.memory_bank import MemoryBank  # noqa: E402
 
 DEFAULTS = ModelConfig()  # the one place the defaults are set
@@ -75,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
             dists = [bank.distances(enc["patch_tokens"]) for bank in banks]
             sync(device); t3 = time.perf_counter()
             logits = [l.float().cpu() for l in head["stage_logits"]]
-            for d in dists[:1]:  # one run's maps: test.py makes them per run on the CPU
-                list(full_maps(logits, [x.cpu() for x in d], s))
+            zs = zero_shot_maps(logits, s, torch.device("cpu"))  # as test.py: once per category
+            for d in dists[:1]:  # then each run's final maps (one run timed), on the CPU
+                final_maps(zs, [x.cpu() for x in d], s)
             t4 = time.perf_counter()
         if i:
             for k, dt in zip(times, (t1 - t, t2 - t1, t3 - t2, t4 - t3)):

@@ -19,7 +19,7 @@ from datasets import load_meta, make_samples
 from datasets.transforms import image_transform, open_image
 from engine.inference import build_bank, reference_tokens, run_category
 from engine.loading import build_model
-from engine.metric_pool import final_maps, zero_shot_maps
+from engine.inference import final_maps, zero_shot_maps
 from models.anomaly_maps import combined_image_scores
 from prompts import TextFeatureBank
 
