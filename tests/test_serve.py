@@ -229,8 +229,17 @@ def test_refusals_are_json_naming_the_problem(two):
         big = np.random.default_rng(3).integers(0, 255, (400, 400, 3), dtype=np.uint8)
         path = folder.parent / "big.png"
         Image.fromarray(big).save(path)  # about 480 kB of noise: over 0.2 MB
-        r = post(c, path, object_name="bottle")
+        r = post(c, path, object_name="bottle")  # refused from its Content-Length
         assert r.status_code == 413 and "0.2 MB (--max_upload_mb)" in r.json()["error"]
+        assert r.json()["error"].startswith("the request is 0.4")
+        chunks = (bytes(50_000) for _ in range(20))  # no Content-Length: cut off while read
+        r = c.post("/score", content=chunks,
+                   headers={"content-type": "multipart/form-data; boundary=b"})
+        assert r.status_code == 413 and r.json()["error"].startswith("the request is over")
+        Image.fromarray(big[:265, :265]).save(path)  # about 211 kB: the image part is over
+        assert 200_000 < path.stat().st_size < 260_000
+        r = post(c, path, object_name="bottle")
+        assert r.status_code == 413 and r.json()["error"].startswith("the image is 0.21 MB")
         r = post(c, "notes.txt", b"a text file, not an image", object_name="bottle")
         assert r.status_code == 415 and "not an image format" in r.json()["error"]
         assert "'notes.txt'" in r.json()["error"]
