@@ -62,3 +62,25 @@ def test_a_full_queue_answers_503_with_retry_after(exports, tmp_path):
         assert [x.json()["batch"] for x in first] == [2, 2]  # one pass after the wait
         assert np.isclose(first[0].json()["score"], first[1].json()["score"], rtol=0, atol=SCORE_TOLERANCE)
         assert post(c, good, heatmap="none").status_code == 200
+
+
+def test_the_benchmark_reports_three_concurrencies_and_predicts_cost(tmp_path):
+    import importlib.util
+    import json
+
+    from conftest import REPO
+
+    spec = importlib.util.spec_from_file_location("benchmark_serve",
+                                                  REPO / "scripts" / "benchmark_serve.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    out = tmp_path / "serve.json"
+    assert bench.main(["--quick", "--requests", "6", "--warmup", "1", "--max_batch", "2",
+                       "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [r["concurrency"] for r in result["levels"]] == [1, 4, 16]
+    for r in result["levels"]:
+        assert r["ok"] == 6 and r["refused"] == 0 and r["images_per_s"] > 0
+        assert 0 < r["p50_ms"] <= r["p99_ms"]
+    assert result["predict"]["images"] == 6 and result["predict"]["s_per_image_scoring"] > 0
+    assert len(result["load_before"]) == 3
