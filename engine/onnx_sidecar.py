@@ -30,14 +30,13 @@ import numpy as np
 
 from datasets.normalization import OPENAI_MEAN, OPENAI_STD
 from errors import ModelLoadError
+from models.formulas import MAP_FEW_SHOT, MAP_ZERO_SHOT, PER_IMAGE_SCORE, TEXT_SCORE
 from utils.io import file_digest, read_json
 
 SIDECAR_FORMAT = "aprilgan-onnx"
 SIDECAR_VERSION = 1
 INPUT = "images"
 OUTPUTS = ("image_score", "anomaly_map", "text_score", "map_max")
-ZERO_SHOT_SCORE = "text_score = softmax(100 * normalize(image_embed) . T)[1]"
-FEW_SHOT_SCORE = "0.5 * (text_score + clip((map_max - mu) / mu, 0, 1))"
 # key -> type every sidecar must hold
 REQUIRED = {"format": str, "format_version": int, "object_name": str, "mode": str,
             "image_size": int, "preprocessing": dict, "score": dict, "features_list": list}
@@ -70,12 +69,11 @@ def sidecar(job, export_id: str, verification: dict | None) -> dict:
                           "mean": list(OPENAI_MEAN), "std": list(OPENAI_STD), "layout": "CHW",
                           "same_as": "datasets.transforms.image_transform"},
         "features_list": list(cfg.features_list), "few_shot_features": fs,
-        "map": {"formula": "sum_n softmax(upsample(logits_n))[1]" + (
-            " + sum_m upsample(1 - max cos(tokens_m, bank_m))" if few else ""),
+        "map": {"formula": MAP_ZERO_SHOT + (MAP_FEW_SHOT if few else ""),
             "range": [0.0, float(n_zero + 2 * n_few)]},
         "score": {"name": "per_image" if few else "text",
-                  "formula": FEW_SHOT_SCORE if few else ZERO_SHOT_SCORE,
-                  "text_score": ZERO_SHOT_SCORE, "normal_level": job.mu},
+                  "formula": PER_IMAGE_SCORE if few else TEXT_SCORE,
+                  "text_score": TEXT_SCORE, "normal_level": job.mu},
         "references": ({"dir": absolute(cfg.reference_dir), "files": list(job.refs),
                         "count": len(job.refs), "recursive": cfg.reference_recursive}
                        if few else None),

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from models.formulas import SCORE_FORMULAS
+
 
 def write_report(job, scored: list[dict], score: np.ndarray, skipped: list[dict]) -> None:
     """report.html: the ``--report_max_images`` highest-scored images (all in scores.csv)."""
@@ -37,9 +39,7 @@ def report_info(job, scored: list[dict], shown: int) -> dict:
     """The report's header: what was scored, with what, and where the thresholds came from."""
     from .report.common import random_model_note
 
-    from .prediction import FORMULAS
-
-    cfg, thr, formula = job.cfg, job.thresholds, FORMULAS[job.score_name]
+    cfg, thr, formula = job.cfg, job.thresholds, SCORE_FORMULAS[job.score_name]
     if cfg.onnx:
         model = job.scorer.onnx.meta["model"]
         note = random_model_note(model.get("pretrained"), model.get("config_path"))

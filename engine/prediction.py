@@ -33,6 +33,7 @@ from datasets.folder import heatmap_names, list_files
 from datasets.transforms import open_image
 from errors import DatasetError, Interrupted
 from models.anomaly_maps import combined_image_scores, per_image_scores
+from models.formulas import SCORE_FORMULAS
 from utils.io import atomic_write_json, atomic_write_text, csv_text
 from utils.npz_stream import NpzStreamWriter
 from utils.visualize import (ColorScale, fixed_scale, heatmap_overlay, overlay_panels,
@@ -47,13 +48,6 @@ from .report.images import source_side
 from .result_set import check_free_space, recorded
 from .scorers import OnnxScorer, TorchScorer, reference_list
 from .thresholds import check_precision, resolve_thresholds
-
-FORMULAS = {
-    "zero_shot": "text_score: softmax(100 * image embedding . text features)[1]",
-    "per_image": "0.5 * (text_score + clip((map_max - mu) / mu, 0, 1)), mu = the references' "
-                 "leave-one-out map maximum",
-    "released": "0.5 * (text_score + min-max over this folder of map_max)",
-}
 
 
 @dataclass
@@ -325,7 +319,7 @@ def finish(job: PredictJob, config_text: str) -> dict:
                         for g in r.get("regions", [])]
     result = {
         "object_name": cfg.object_name, "mode": job.mode, "image_dir": str(job.image_dir.resolve()),
-        "score": FORMULAS[job.score_name], "image_score": job.score_name,
+        "score": SCORE_FORMULAS[job.score_name], "image_score": job.score_name,
         "normal_level": job.scorer.normal_level, "references": job.refs,
         "reference_dir": str(Path(cfg.reference_dir).resolve()) if cfg.reference_dir else None,
         "thresholds": thr, "heatmap_scale": job.scale.__dict__ if job.scale else "per image",

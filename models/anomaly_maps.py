@@ -13,6 +13,8 @@ Few-shot, per stage n with memory bank B_n [M, C] of raw reference tokens:
 Few-shot image score (as released, transductive): 0.5 * (text + minmax_category(max(final map))).
 Per-image few-shot score (ours): 0.5 * (text + clip((max(final map) - mu) / mu, 0, 1)), mu the
 normal level of the references (``per_image_scores``).
+
+The same formulas in words, as the result files quote them, are in ``models.formulas``.
 """
 from __future__ import annotations
 
