@@ -188,9 +188,12 @@ def two(exports, tmp_path_factory):
     folder = images(tmp / "images")
     want = {obj: predicted(folder, tmp / obj, "--onnx", str(f), "--batch_size", "1")
             for obj, f in zip(("bottle", "screw"), exports)}
+    (tmp / "tmpdir").mkdir()
     args = ["--onnx", *map(str, exports), "--max_batch", "1", "--api_key", KEY,
-            "--max_upload_mb", "0.2", "--keep_heatmaps", "8"]
-    with serving(args) as s:
+            "--max_upload_mb", "0.2", "--keep_heatmaps", "8", "--work_dir", tmp / "work"]
+    env = {"TMPDIR": str(tmp / "tmpdir"), "APRILGAN_MAX_IMAGE_PIXELS": "300000"}
+    with serving(args, env) as s:
+        s.tmp_files = sorted((tmp / "tmpdir").rglob("*"))  # what the libraries left at start
         yield s, folder, want
 
 
@@ -246,6 +249,10 @@ def test_refusals_are_json_naming_the_problem(two):
         cut = good.read_bytes()[:300]
         r = post(c, "cut.png", cut, object_name="bottle")
         assert r.status_code == 422 and "cannot be decoded" in r.json()["error"]
+        Image.new("RGB", (800, 600), (90, 90, 90)).save(path)  # 480,000 pixels, a small file
+        r = post(c, path, object_name="bottle")
+        assert r.status_code == 422 and "480,000 pixels, above the limit of 300,000" in \
+            r.json()["error"]
         r = c.post("/score", content=good.read_bytes(), headers={"content-type": "image/png"})
         assert r.status_code == 415 and "multipart/form-data" in r.json()["error"]
         r = c.post("/score", files={"picture": ("a.png", good.read_bytes())})
@@ -275,6 +282,11 @@ def test_heatmap_urls_serve_only_the_services_own_files(two):
         for _ in range(8):  # --keep_heatmaps 8: the first one is gone
             post(c, folder / "gray8.png", object_name="bottle")
         assert c.get(r["heatmap_url"]).status_code == 404
+    # nothing a client sent was written anywhere but the service's own folder
+    work = folder.parent / "work"
+    kept = [p.relative_to(work).as_posix() for p in work.rglob("*") if p.is_file()]
+    assert len(kept) == 8 and all(re.fullmatch(r"heatmaps/[0-9a-f]{32}\.png", k) for k in kept)
+    assert sorted((folder.parent / "tmpdir").rglob("*")) == server.tmp_files
 
 
 def test_a_bad_image_among_16_concurrent_good_ones(two):

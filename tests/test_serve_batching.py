@@ -84,3 +84,34 @@ def test_the_benchmark_reports_three_concurrencies_and_predicts_cost(tmp_path):
         assert 0 < r["p50_ms"] <= r["p99_ms"]
     assert result["predict"]["images"] == 6 and result["predict"]["s_per_image_scoring"] > 0
     assert len(result["load_before"]) == 3
+
+
+def test_one_thresholds_file_for_several_exports_gives_each_its_entry(exports, tmp_path):
+    """--thresholds with two exports: each object takes its own entry (over its sidecar's);
+    an object the file lacks is one error line naming it."""
+    import json
+
+    import pytest
+
+    from engine.serve_config import ServeConfig
+    from engine.serving import Service
+    from errors import DatasetError
+    from utils.cli import parse_config
+    from utils.log import setup_logging
+
+    thr = tmp_path / "thresholds.json"
+    thr.write_text(json.dumps({"per_category": {"bottle": {"image": 0.25, "pixel": 1.25},
+                                                "screw": {"image": 0.75, "pixel": 2.75}}}))
+    argv = ["--onnx", *map(str, exports), "--thresholds", str(thr), "--work_dir",
+            str(tmp_path / "w")]
+    service = Service(parse_config(ServeConfig, argv, "serve.py", "x"), setup_logging())
+    try:
+        got = {n: m["thresholds"] for n, m in service.health()["models"].items()}
+    finally:
+        service.close()
+    assert {n: (t["image"], t["pixel"]) for n, t in got.items()} == \
+        {"bottle": (0.25, 1.25), "screw": (0.75, 2.75)}
+    assert all(t["source"] == f"{thr.resolve()} [{n}]" for n, t in got.items())
+    thr.write_text(json.dumps({"per_category": {"bottle": {"image": 0.25, "pixel": 1.25}}}))
+    with pytest.raises(DatasetError, match="no thresholds for 'screw'"):
+        Service(parse_config(ServeConfig, argv, "serve.py", "x"), setup_logging())
