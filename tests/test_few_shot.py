@@ -7,9 +7,10 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
-from conftest import (DATASET_NAMES, VIT, aligned, compare_metrics, load_predictions, require,
-                      run_test_main)
+from conftest import (DATASET_NAMES, VIT, aligned, assert_metrics_close, compare_metrics,
+                      load_predictions, require, run_test_main)
 from datasets import load_meta, make_samples
 from datasets.references import draw_references
 from models.backbone import ClipBackbone
@@ -151,8 +152,9 @@ def test_same_seed_same_references(protocol_run, tmp_path):
     # the per-run metrics do not depend on what else ran in the same pass
     a = json.loads((save / f"k{k}_seed{s}" / "metrics.json").read_text())["mean"]
     b = json.loads((again / "metrics.json").read_text())["mean"]
-    for key in METRIC_KEYS:
-        assert a[key] == pytest.approx(b[key], abs=1e-6)
+    # references encoded in other batches (all runs' distinct references together, or this
+    # run's alone): float32 rounding apart on some CPUs, which PRO feels most
+    assert_metrics_close({k: a[k] for k in METRIC_KEYS}, {k: b[k] for k in METRIC_KEYS})
 
 
 def test_draw_is_reproducible_and_seed_dependent():
@@ -167,12 +169,16 @@ def test_metric_workers_give_the_same_results(tmp_path):
     """--metric_workers computes metrics in other processes: same numbers, same predictions."""
     ds = DATASET_NAMES[0]
     require(VIT.refs(ds))
-    out = {}
-    for w in ("0", "2"):
-        out[w] = tmp_path / f"workers{w}"
-        assert run_test_main(VIT.args(ds, out[w], "few_shot", "--save_predictions",
-                                      "--reference_list", str(VIT.refs(ds)),
-                                      "--metric_workers", w)) == 0
+    out, threads = {}, torch.get_num_threads()
+    torch.set_num_threads(1)  # as the workers: the same float operations in both runs
+    try:
+        for w in ("0", "2"):
+            out[w] = tmp_path / f"workers{w}"
+            assert run_test_main(VIT.args(ds, out[w], "few_shot", "--save_predictions",
+                                          "--reference_list", str(VIT.refs(ds)),
+                                          "--metric_workers", w)) == 0
+    finally:
+        torch.set_num_threads(threads)
     a = json.loads((out["0"] / "metrics.json").read_text())
     b = json.loads((out["2"] / "metrics.json").read_text())
     assert a["per_category"] == b["per_category"] and a["mean"] == b["mean"]

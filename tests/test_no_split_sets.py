@@ -21,7 +21,7 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from conftest import VIT, run_test_main
+from conftest import VIT, assert_metrics_close, run_test_main
 from datasets.prepare import prepare
 from datasets.sets import SETS
 from tools.synthetic.raw_sets import RAW_SETS
@@ -130,10 +130,13 @@ def test_few_shot_runs_leave_their_own_references_out(brainmri, tmp_path):
                                    str(seed), "--save_predictions")) == 0
         a = np.load(alone / "predictions.npz")
         assert a["img_paths"].tolist() == paths
-        np.testing.assert_array_equal(a["anomaly_maps"], z["anomaly_maps"])
-        np.testing.assert_array_equal(a["pr_sp"], z["pr_sp"])
-        assert json.loads((alone / "metrics.json").read_text())["per_category"] == \
-            m["per_category"]
+        # alone, its images and references go through the backbone in other batches than in
+        # the shared pass: float32 rounding apart on some CPUs (3.3e-6 on the maps measured
+        # with MKL's Intel AVX2 kernels)
+        np.testing.assert_allclose(a["anomaly_maps"], z["anomaly_maps"], rtol=0, atol=1e-5)
+        np.testing.assert_allclose(a["pr_sp"], z["pr_sp"], rtol=0, atol=1e-6)
+        assert_metrics_close(json.loads((alone / "metrics.json").read_text())["per_category"],
+                             m["per_category"])
     assert _draw(2, 1) != _draw(2, 2) and tested[1] != tested[2]  # seeds differ
     summary = json.loads((out / "summary.json").read_text())["k2"]
     ap = [json.loads((out / f"k2_seed{s}" / "metrics.json").read_text())["per_category"]

@@ -161,7 +161,10 @@ def test_per_image_score_does_not_depend_on_the_folder(capsys, tmp_path):
     assert a["image_score"] == "per_image" and a["normal_level"] == b["normal_level"] > 0
     rec = next(r for r in a["images"] if r["path"].endswith(f"/{pick.name}")
                and pick.parent.name in r["path"])
-    assert b["images"][0]["score"] == rec["score"]  # bit-equal
+    # scored alone (a batch of 1) or among 6: other matrix-multiply kernels on some CPUs, so
+    # float32 rounding apart (measured up to 6e-8); the normal level above comes from the same
+    # reference batches in both runs and is bit-equal
+    assert b["images"][0]["score"] == pytest.approx(rec["score"], abs=1e-6)
     mu = a["normal_level"]
     for r in a["images"]:
         s = min(max((r["map_max"] - mu) / mu, 0.0), 1.0)

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import train
-from conftest import VIT, load_predictions, require, run_test_main
+from conftest import VIT, assert_metrics_close, load_predictions, require, run_test_main
 
 
 def _eval(save, *extra, ds="mvtec", mode="few_shot"):
@@ -61,7 +61,10 @@ def test_training_fills_the_store_that_evaluation_reads(tmp_path, count_backbone
     _eval(tmp_path / "zs_plain", mode="zero_shot")
     a = json.loads((tmp_path / "zs" / "metrics.json").read_text())
     b = json.loads((tmp_path / "zs_plain" / "metrics.json").read_text())
-    assert a["per_category"] == b["per_category"]
+    # the store's tokens come from training batches (shuffled, of mixed categories), not the
+    # evaluation's: float32 rounding apart on some CPUs (maps moved 3.5e-6 with MKL's Intel AVX2
+    # kernels)
+    assert_metrics_close(a["per_category"], b["per_category"])
 
 
 def test_metrics_device_cpu_equals_auto(tmp_path):
