@@ -9,7 +9,8 @@ metrics are computed by the same code (``metric_pool.score_category``, ``mean_me
 
 The rank score of a variant (``--rank_by``, default ``auroc_px+auroc_sp``) is the mean of the
 named metrics of its mean row; the change against the baseline is ours minus the baseline's,
-in percentage points.
+in percentage points. With ``--image_score both`` each variant also has ``per_image_score``:
+the per-image score's image metrics beside the released ones, as test.py's metrics.json has.
 """
 from __future__ import annotations
 
@@ -69,6 +70,8 @@ class Study:
     banks: list  # a TextFeatureBank per variant
     log: logging.Logger
     per_category: list[dict] = field(default_factory=list)  # per variant {cat: metrics}
+    # per variant {cat: image metrics of the per-image score} (--image_score both)
+    per_image: list[dict] = field(default_factory=list)
     seconds: float = 0.0
 
 
@@ -84,7 +87,8 @@ def prepare(cfg: StudyConfig, log: logging.Logger, out: Path) -> Study:
     banks = [TextFeatureBank(job.text.encode_text, job.text.tokenizer, v.prompts, job.device,
                              shared) for v in variants]
     log.info(f"{len(variants)} prompt variants: " + ", ".join(v.name for v in variants))
-    return Study(cfg, job, variants, banks, log, [{} for _ in variants])
+    return Study(cfg, job, variants, banks, log, [{} for _ in variants],
+                 [{} for _ in variants])
 
 
 def run(study: Study) -> None:
@@ -128,8 +132,13 @@ def run(study: Study) -> None:
             if regions is None:
                 from metrics import mask_regions
                 regions = mask_regions(res["gt_px"])  # the variants share the masks
-            m = score_category(task, dev, regions)[0]["metrics"]
-            study.per_category[v][cls] = {k: x for k, x in m.items() if k not in THRESHOLD_KEYS}
+            scored = score_category(task, dev, regions)[0]
+            study.per_category[v][cls] = {k: x for k, x in scored["metrics"].items()
+                                          if k not in THRESHOLD_KEYS}
+            if scored["image_metrics_per_image"] is not None:  # --image_score both
+                m = scored["image_metrics_per_image"]
+                study.per_image[v][cls] = {"auroc_sp": m["auroc"], "f1_sp": m["f1"],
+                                           "ap_sp": m["ap"]}
         base = study.per_category[0][cls]
         study.log.info(f"{cls}: baseline auroc_px {100 * base['auroc_px']:.1f}, auroc_sp "
                        f"{100 * base['auroc_sp']:.1f}; {len(texts)} variants scored")
@@ -144,17 +153,22 @@ def rank_value(mean: dict, rank_by: str) -> float:
 
 
 def results(study: Study) -> list[dict]:
-    """Per variant: name, prompt_dir, change, mean, per_category, rank value, delta (points)."""
+    """Per variant: name, prompt_dir, change, mean, per_category, rank value, delta (points);
+    with --image_score both, ``per_image_score`` as test.py writes it (the per-image score's
+    image metrics, per category and their mean)."""
     import warnings
 
     out = []
-    for v, cats in zip(study.variants, study.per_category):
+    for i, (v, cats) in enumerate(zip(study.variants, study.per_category)):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # an undefined category is reported per category
             mean = mean_metrics(cats)
+            sp = study.per_image[i] if study.per_image else {}
+            extra = {"per_image_score": {"per_category": sp, "mean": mean_metrics(sp)}} \
+                if sp else {}
         out.append({"name": v.name, "prompt_dir": str(Path(v.prompt_dir).resolve())
                     if v.prompt_dir else None, "change": v.change, "mean": mean,
-                    "per_category": cats, "rank": rank_value(mean, study.cfg.rank_by)})
+                    "per_category": cats, "rank": rank_value(mean, study.cfg.rank_by), **extra})
     base = out[0]
     for r in out:
         r["delta"] = {k: 100 * (r["mean"][k] - base["mean"][k]) for k in r["mean"]}
@@ -180,8 +194,8 @@ def write(study: Study, config_text: str) -> list[dict]:
         else None, "seed": cfg.seed[0] if cfg.mode == "few_shot" else None,
         "backbone_images": study.job.backbone_images, "seconds": round(study.seconds, 3)}
     atomic_write_json(out / "study.json", {"variants": [
-        {k: r[k] for k in ("name", "prompt_dir", "change", "mean", "per_category")}
-        for r in rows], "ranking": [r["name"] for r in order], "settings": settings})
+        {k: r[k] for k in ("name", "prompt_dir", "change", "mean", "per_category",
+                           "per_image_score") if k in r} for r in rows], "ranking": [r["name"] for r in order], "settings": settings})
     head = ["rank", "name", "change", f"{cfg.rank_by} (mean)", "vs baseline (points)",
             *METRIC_KEYS]
     table = [[i, r["name"], r["change"], _pct(r["rank"]), f"{r['rank_delta']:+.1f}",

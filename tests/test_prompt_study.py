@@ -12,6 +12,7 @@ import pytest
 
 import prompt_study
 from conftest import VIT, require, run_test_main
+from report_html import parse_page, table_with
 from prompts import PROMPT_DIR, PromptSet
 
 DS = "mvtec"
@@ -90,6 +91,71 @@ def test_each_variant_equals_test_py_with_its_folder(tmp_path, folders, count_ba
         assert row["prompt_dir"] == str(folder.resolve())
         _same(row, _test_py(tmp_path, folder.name, mode, "--prompt_dir", str(folder), *extra))
     assert "overrides differ" in study["variants"][-1]["change"]
+
+
+@pytest.mark.parametrize("image_score", ["per_image", "both"])
+def test_per_image_score_equals_test_py_with_each_variants_own_normal_level(tmp_path,
+                                                                            image_score):
+    """Few-shot with the per-image score: its normal level mu depends on the text features, so
+    each variant has its own. Every variant's metrics (and, with both, the per-image score's
+    image metrics beside the released ones) equal test.py's with that variant's folder; a
+    variant made by an ablation equals test.py with the baseline's lines less that one.
+
+    The folder "same" has one state, the same for normal and abnormal: its text score is 0.5
+    for every image and its zero-shot maps are flat (0.5 per stage), so with k = 1 its mu is
+    2.0 (4 stages) and its image ranking is that of the map maxima (2.4 to 3.0 on bottle): the
+    baseline's mu (3.3 there) would clip all of them to 0 and tie every image."""
+    require(VIT.refs(DS))
+    extra = ["--k_shot", "1", "--seed", "1", "--image_score", image_score]
+    normal = _lines(PROMPT_DIR / "normal_states.txt")
+    dropped = _variant(tmp_path, "no_normal_state_01", normal[1:],
+                       _lines(PROMPT_DIR / "abnormal_states.txt"),
+                       _lines(PROMPT_DIR / "templates.txt"))
+    same = _variant(tmp_path / "v", "same", ["{}"], ["{}"], ["a photo of a {}."])
+    study = _study(tmp_path, "--variants", str(same), "--ablate", "states", *extra,
+                   mode="few_shot")
+    assert study["settings"]["image_score"] == image_score
+    rows = {r["name"]: r for r in study["variants"]}
+    for name, prompt_dir in (("baseline", None), ("same", same), ("no_normal_state_01", dropped)):
+        flags = [*extra, *(["--prompt_dir", str(prompt_dir)] if prompt_dir else [])]
+        want = _test_py(tmp_path, f"t_{name}", "few_shot", *flags)
+        _same(rows[name], want)
+        if image_score == "both":
+            got = rows[name]["per_image_score"]
+            for cat, m in want["per_image_score"]["per_category"].items():
+                assert got["per_category"][cat] == pytest.approx(m, abs=1e-4), (name, cat)
+            assert got["mean"] == pytest.approx(want["per_image_score"]["mean"], abs=1e-4)
+        else:
+            assert "per_image_score" not in rows[name]
+
+
+def test_rank_by_several_metrics_ranks_by_their_mean_and_signs_each_change(tmp_path):
+    """--rank_by auroc_px+ap_sp+f1_px: the rank value is the mean of the three mean-row
+    metrics (recomputed here from study.json); the change against the baseline, ours minus
+    the baseline's in points, is signed alike in study.csv, study.md and report.html: + for a
+    variant ranked above the baseline, - for one below."""
+    keys = ("auroc_px", "ap_sp", "f1_px")
+    study = _study(tmp_path, "--ablate", "states", "--rank_by", "+".join(keys),
+                   "--no_mvtec_aupro", "--categories", "bottle", report=True)
+    value = {r["name"]: sum(r["mean"][k] for k in keys) / 3 for r in study["variants"]}
+    assert study["ranking"] == sorted(value, key=lambda n: -value[n])
+    delta = {n: 100 * (v - value["baseline"]) for n, v in value.items()}
+    assert min(delta.values()) < -0.1 and max(delta.values()) > 0.1  # both signs occur
+    save = tmp_path / "study"
+    table = list(csv.DictReader(open(save / "study.csv")))
+    assert [r["name"] for r in table] == study["ranking"]
+    md = {ln.split(" | ")[1]: ln.split(" | ") for ln in (save / "study.md").read_text()
+          .splitlines() if ln.startswith("| ") and not ln.startswith("| rank")}
+    (html,) = table_with(parse_page(save / "report.html"), "study")
+    shown = {r[1]: r[html.head[0].index("vs baseline")] for r in html.body}
+    for r in table:
+        n = r["name"]
+        assert float(r[f"{'+'.join(keys)} (mean)"]) == pytest.approx(100 * value[n], abs=0.051)
+        assert float(r["vs baseline (points)"]) == pytest.approx(delta[n], abs=0.051)
+        if abs(delta[n]) >= 0.05:  # printed to one decimal: the sign shows
+            sign = "+" if delta[n] > 0 else "-"
+            assert r["vs baseline (points)"][0] == md[n][4][0] == sign, (n, delta[n])
+            assert shown[n][0] == sign, (n, shown[n])
 
 
 def test_ablations_outputs_and_write_best(tmp_path):
