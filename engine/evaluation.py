@@ -30,8 +30,7 @@ from utils.npz_stream import NpzStreamWriter
 from .config import EvalConfig
 from .features import encode_batch, open_store
 from .inference import build_bank, normal_level, progress, reference_tokens, run_category
-from .loading import (build_model, load_projections, resolve_device, set_cpu_linear,
-                      set_precision, trained_with)
+from .loading import resolve_device, scoring_model
 from .distributed import Dist, gather_category
 from .eval_outputs import draw_category, finish_reports, run_maps
 from .metric_pool import CategoryTask, MetricPool
@@ -90,13 +89,7 @@ def prepare(cfg: EvalConfig, log: logging.Logger, out: Path, dist: Dist | None =
     check_free_space(out, _output_bytes(cfg, n, len(runs)), "the result files")
     dist = dist or Dist()
     device = resolve_device(dist.device(cfg.device))
-    model, tokenizer = build_model(
-        cfg.model, cfg.pretrained, cfg.image_size, cfg.features_list,
-        cfg.few_shot_features if cfg.mode == "few_shot" else (), cfg.config_path, device)
-    load_projections(model.projections, cfg.checkpoint_path, trained_with(cfg))
-    set_precision(model, cfg.precision)
-    set_cpu_linear(model, cfg.cpu_linear, device, cfg.batch_size)
-    model.eval()
+    model, tokenizer = scoring_model(cfg, device, cfg.mode == "few_shot")
     text = TextFeatureBank(model.backbone.encode_text, tokenizer, prompts, device)
     workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
     store = None

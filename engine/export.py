@@ -252,7 +252,7 @@ def prepare(cfg: ExportConfig, log: logging.Logger) -> ExportJob:
     from prompts import TextFeatureBank, load_prompts
 
     from .inference import build_bank, normal_level, reference_tokens
-    from .loading import build_model, load_projections, resolve_device, trained_with
+    from .loading import resolve_device, scoring_model
     from .thresholds import definition, model_name, resolve_thresholds
 
     def warn(where: str, why: str) -> None:
@@ -270,11 +270,7 @@ def prepare(cfg: ExportConfig, log: logging.Logger) -> ExportJob:
     prompts = load_prompts(cfg.prompt_dir, [cfg.object_name])
     device = resolve_device(cfg.device)
     workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
-    model, tokenizer = build_model(cfg.model, cfg.pretrained, cfg.image_size, cfg.features_list,
-                                   cfg.few_shot_features if refs else (), cfg.config_path, device)
-    load_projections(model.projections, cfg.checkpoint_path, trained_with(cfg))
-    model.eval()
-    model.backbone.autocast = False
+    model, tokenizer = scoring_model(cfg, device, bool(refs), precision="fp32", cpu_linear="blas")
     text = TextFeatureBank(model.backbone.encode_text, tokenizer, prompts, device)(cfg.object_name)
     banks, mu = None, None
     if refs:

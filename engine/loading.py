@@ -341,7 +341,19 @@ def build_model(model_name: str, pretrained: str | None, image_size: int,
     return model, tokenizer_for(model_name)
 
 
-PRECISIONS = ("auto", "fp32", "bf16")
+def scoring_model(cfg, device: torch.device, few: bool, precision: str | None = None,
+                  cpu_linear: str | None = None):
+    """The one model of test.py, predict.py, serve.py and export.py: ``build_model`` from the
+    flags (memory stages only when ``few``), the projections of ``--checkpoint_path`` (checked
+    against ``trained_with``), ``--precision`` and ``--cpu_linear`` (the arguments, else the
+    flags, else fp32 and blas), in eval mode. Returns (model, tokenizer)."""
+    model, tokenizer = build_model(cfg.model, cfg.pretrained, cfg.image_size, cfg.features_list,
+                                   cfg.few_shot_features if few else (), cfg.config_path, device)
+    load_projections(model.projections, cfg.checkpoint_path, trained_with(cfg))
+    set_precision(model, precision or getattr(cfg, "precision", "fp32"))
+    set_cpu_linear(model, cpu_linear or getattr(cfg, "cpu_linear", "blas"), device,
+                   getattr(cfg, "batch_size", 1))
+    return model.eval(), tokenizer
 
 
 def set_precision(model, precision: str) -> None:

@@ -18,8 +18,7 @@ from prompts import TextFeatureBank, load_prompts
 
 from .config import PredictConfig
 from .inference import build_bank, infer_batches, normal_level, reference_tokens
-from .loading import (build_model, load_projections, resolve_device, set_cpu_linear,
-                      set_precision, trained_with)
+from .loading import resolve_device, scoring_model
 from .inference import final_maps, zero_shot_maps
 
 
@@ -33,14 +32,7 @@ class TorchScorer:
             4 if self.device.type == "cuda" else 0)
         self.size = cfg.image_size
         prompts = load_prompts(cfg.prompt_dir, [cfg.object_name])
-        self.model, tokenizer = build_model(cfg.model, cfg.pretrained, cfg.image_size,
-                                            cfg.features_list,
-                                            cfg.few_shot_features if refs else (),
-                                            cfg.config_path, self.device)
-        load_projections(self.model.projections, cfg.checkpoint_path, trained_with(cfg))
-        set_precision(self.model, cfg.precision)
-        set_cpu_linear(self.model, cfg.cpu_linear, self.device, cfg.batch_size)
-        self.model.eval()
+        self.model, tokenizer = scoring_model(cfg, self.device, bool(refs))
         self.text = TextFeatureBank(self.model.backbone.encode_text, tokenizer, prompts,
                                     self.device)(cfg.object_name)
         self.banks, self.normal_level = [], None

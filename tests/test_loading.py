@@ -1,0 +1,38 @@
+"""engine.loading.scoring_model: the one model test.py, predict.py, serve.py and export.py
+score with, built from the flags (tiny random CLIP of the golden fixture)."""
+from __future__ import annotations
+
+import torch
+
+from conftest import VIT
+from engine.config import PredictConfig
+from engine.loading import read_checkpoint, scoring_model
+
+
+def _cfg(**flags) -> PredictConfig:
+    return PredictConfig(image_dir="x", object_name="bottle", model=VIT.model_name,
+                         config_path=str(VIT.config), pretrained=str(VIT.weights),
+                         checkpoint_path=str(VIT.checkpoint), image_size=84,
+                         features_list=[2, 4, 6, 8], few_shot_features=[6, 8], device="cpu", **flags)
+
+
+def test_the_flags_make_the_model():
+    model, tokenizer = scoring_model(_cfg(), torch.device("cpu"), few=False)
+    assert not model.training and model.features_list == [2, 4, 6, 8]
+    assert list(model.few_shot_features) == []  # no memory stages without references
+    assert tokenizer(["a photo"]).shape[-1] == 77
+    few, _ = scoring_model(_cfg(), torch.device("cpu"), few=True)
+    assert list(few.few_shot_features) == [6, 8]
+    saved = read_checkpoint(VIT.checkpoint)["trainable_linearlayer"]
+    mine = few.projections.state_dict()
+    assert mine.keys() == saved.keys()
+    for k, v in mine.items():  # the checkpoint's own weights, not a fresh initialisation
+        assert torch.equal(v, saved[k]), k
+
+
+def test_precision_from_the_flag_unless_the_caller_fixes_it():
+    cpu = torch.device("cpu")
+    model, _ = scoring_model(_cfg(precision="bf16"), cpu, few=False)
+    assert model.backbone.autocast and model.backbone.autocast_dtype == torch.bfloat16
+    fixed, _ = scoring_model(_cfg(precision="bf16"), cpu, few=False, precision="fp32")
+    assert not fixed.backbone.autocast  # export.py: the graph is always fp32
