@@ -137,7 +137,8 @@ class FolderWatch:
         if self.observer is not None:
             self.observer.stop()
             self.observer.join(timeout)
-        self._thread.join(timeout)
+        if self._thread.ident is not None:  # started
+            self._thread.join(timeout)
         self.ledger.close()
 
     def _run(self) -> None:
