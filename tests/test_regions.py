@@ -112,15 +112,15 @@ def test_boxes_drawn_at_full_size_and_scaled():
     assert (out[1, 6] == 0).all() and (out[3, 6] == 0).all()  # black outside and inside
     assert (out[7, 7] == 128).all() and (out[15, 15] == 128).all()  # middle and far away
     assert (gray == 128).all()  # the picture given is not drawn on
-    # a picture 8 wide and 8 tall of an image 16 wide, 8 tall: x halved, y unchanged
-    box = {"x0": 4, "y0": 1, "x1": 12, "y1": 6}  # -> x 2..5 (ceil(6) - 1), y 1..5
-    out = draw_boxes(np.full((8, 8, 3), 128, np.uint8), [box], (16, 8))
-    assert np.array_equal(_white(out), _outline(8, 8, 2, 1, 5, 5))
-    # a 1-pixel region (5, 5)-(6, 6) of a 16 px image on a 4 px picture: x, y 1.25 -> 1, and
-    # the far corner ceil(1.5) - 1 = 1: one white pixel at (1, 1)
-    out = draw_boxes(np.full((4, 4, 3), 128, np.uint8), [{"x0": 5, "y0": 5, "x1": 6, "y1": 6}],
+    # a picture 8 wide and 4 tall of an image 16 x 16: x halved, y quartered
+    box = {"x0": 6, "y0": 8, "x1": 12, "y1": 16}  # -> x 3..5 (ceil(6) - 1), y 2..3
+    out = draw_boxes(np.full((4, 8, 3), 128, np.uint8), [box], (16, 16))
+    assert np.array_equal(_white(out), _outline(4, 8, 3, 2, 5, 3))
+    # a 1-pixel region (5, 9)-(6, 10) of a 16 px image on a 4 px picture: x 1.25 -> 1, y 2.25
+    # -> 2, the far corner ceil(1.5) - 1 = 1, ceil(2.5) - 1 = 2: one white pixel at x 1, y 2
+    out = draw_boxes(np.full((4, 4, 3), 128, np.uint8), [{"x0": 5, "y0": 9, "x1": 6, "y1": 10}],
                      (16, 16))
-    assert np.argwhere(_white(out)).tolist() == [[1, 1]]
+    assert np.argwhere(_white(out)).tolist() == [[2, 1]]  # [row, column]
 
 
 def test_min_region_area_in_regions_csv_and_the_masks(capsys, tmp_path):

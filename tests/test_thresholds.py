@@ -283,3 +283,76 @@ def test_test_py_thresholds_of_other_memory_stages_serve_predict_with_the_same_f
     assert len(err) == 1 and "stages 2 4 6 8, memory-bank stages 4 8; this run uses" in err[0] \
         and "stages 2 4 6 8, memory-bank stages 2 4 6 8:" in err[0], err
     assert not (tmp_path / "other" / "scores.json").exists()
+
+
+def test_a_definition_by_hand():
+    """Zero-shot: the image score is the text score, no memory stages, no k; few-shot keeps
+    them (k None when unknown)."""
+    from engine.thresholds import model_name
+
+    assert definition("zero_shot", "per_image", "m", 84.0, (2.0, 4), (2, 4), 3, "bf16") == {
+        "mode": "zero_shot", "image_score": "text", "model": "m", "image_size": 84,
+        "features_list": [2, 4], "few_shot_features": [], "k_shot": None, "precision": "bf16"}
+    assert definition("few_shot", "released", "m", 84, [2, 4], [4.0], 3) == {
+        "mode": "few_shot", "image_score": "released", "model": "m", "image_size": 84,
+        "features_list": [2, 4], "few_shot_features": [4], "k_shot": 3, "precision": "fp32"}
+    assert definition("few_shot", "per_image", "m", 84, [2], [2], None)["k_shot"] is None
+    assert model_name("ViT-L-14-336", None) == "ViT-L-14-336"
+    assert model_name("ViT-L-14-336", "configs/tiny-vit.json") == "tiny-vit"
+    with pytest.raises(ConfigError, match=r"unknown precision 'fp64' \(use one of auto, fp32, "
+                                          r"fp16, bf16\)"):
+        effective_precision("fp64", "cpu")
+
+
+def test_the_refusals_name_the_fix(tmp_path):
+    """Another mode: the fix says to score with or without --reference_dir; a few-shot file
+    without image_score is the released score's; an export (score_fixed) is not told to pass
+    --image_score."""
+    with pytest.raises(ConfigError) as err:
+        _resolve(_file(tmp_path, "few_shot", "per_image"), "zero_shot")
+    assert str(err.value).endswith("this run is zero_shot: fit thresholds for zero_shot "
+                                   "(test.py --mode zero_shot, or predict.py --calibration_dir) "
+                                   "or score with --reference_dir")
+    with pytest.raises(ConfigError) as err:
+        _resolve(_file(tmp_path, "zero_shot"), "few_shot")
+    assert str(err.value).endswith("or score without --reference_dir")
+    path = _file(tmp_path, "few_shot", "per_image")
+    data = json.loads(path.read_text())
+    del data["image_score"]
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError, match="fitted on the released few-shot score; this run uses "
+                                          "per_image: .* or pass --image_score released$"):
+        _resolve(path, "few_shot", "per_image")
+    assert _resolve(path, "few_shot", "released")[0]["image"] == 0.7
+    cfg = PredictConfig(image_dir="x", object_name="bottle", checkpoint_path="x.pth",
+                        thresholds=str(path))
+    with pytest.raises(ConfigError) as err:
+        resolve_thresholds(cfg, {**_run("few_shot", "per_image"), "score_fixed": True},
+                           lambda where, why: None)
+    assert str(err.value).endswith("rerun test.py with --image_score per_image (or both)")
+
+
+def test_what_a_file_gives_besides_its_numbers(tmp_path):
+    """--threshold_category picks another entry; a missing number warns and is not used; a
+    calibrated file's block and precision travel with the thresholds; a file without a table
+    is refused."""
+    from errors import DatasetError
+
+    path = tmp_path / "thr.json"
+    block = {"n_images": 5, "target_fpr": 0.2}
+    path.write_text(json.dumps({**_run(), "source": "calibration", "calibration": block,
+                                "per_category": {"screw": {"image": 0.3},
+                                                 "bottle": {"image": 0.7, "pixel": 1.5}}}))
+    thr, warned = _resolve(path, threshold_category="screw")
+    assert (thr["image"], thr["pixel"], thr["calibration"], thr["precision"]) == (
+        0.3, None, block, "fp32")
+    assert thr["source"] == f"{path.resolve()} [screw]"
+    assert warned == ["no finite pixel threshold for 'screw'; not used"]
+    path.write_text(json.dumps({**_run(), "calibration": block,
+                                "per_category": {"bottle": "0.7"}}))
+    thr, warned = _resolve(path)
+    assert (thr["image"], thr["pixel"], "calibration" in thr) == (None, None, False)
+    assert len(warned) == 2
+    path.write_text(json.dumps({**_run(), "per_category": [0.7]}))
+    with pytest.raises(DatasetError, match="has no 'per_category' table"):
+        _resolve(path)
