@@ -171,3 +171,42 @@ def test_an_unreadable_calibration_image_is_not_counted(capsys, tmp_path, runs):
                                            abs=1e-9)
     assert (c["image_fpr"], c["resolution"]) == (0.2, 0.2)
     assert c["pixel_fpr"] == np.mean(pixels >= entry["pixel"]) <= 0.34
+
+
+def test_calibration_of_an_exported_graph(capsys, tmp_path):
+    """predict.py --onnx: the references are the sidecar's (all five normals, so calibrating on
+    them is refused), the definition is the graph's (few-shot, its stages, k = 5, fp32); on the
+    three good test images, F = 0.34 gives m = floor(1.02) = 1: the 2nd largest of their
+    scores, read from a run of the same graph without thresholds."""
+    import export
+    from test_export import argv
+
+    graph = tmp_path / "few.onnx"
+    assert export.main(argv("vit", "few_shot", graph, "--exporter", "torchscript",
+                            "--no_verify")) == 0
+    import predict
+
+    good = BOTTLE / "test" / "good"
+    common = ["--object_name", "bottle", "--onnx", str(graph), "--no_heatmaps", "--no_report"]
+    capsys.readouterr()
+    assert predict.main(["--image_dir", str(good), "--save_path", str(tmp_path / "refused"),
+                         "--calibration_dir", str(NORMALS), *common]) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: 5 calibration image(s) in ") and "(e.g. 000.png)" in last
+    assert predict.main(["--image_dir", str(good), "--save_path", str(tmp_path / "plain"),
+                         *common]) == 0
+    assert predict.main(["--image_dir", str(BOTTLE / "test"), "--recursive", "--save_path",
+                         str(tmp_path / "cal"), "--calibration_dir", str(good),
+                         "--target_fpr", "0.34", *common]) == 0
+    scores = np.sort([r["score"] for r in json.loads((tmp_path / "plain" / "scores.json")
+                                                     .read_text())["images"]])[::-1]
+    thr = json.loads((tmp_path / "cal" / "thresholds.json").read_text())
+    assert {k: thr[k] for k in ("mode", "image_score", "model", "image_size", "features_list",
+                                "few_shot_features", "k_shot", "precision")} == {
+        "mode": "few_shot", "image_score": "per_image", "model": "tiny-vit", "image_size": 84,
+        "features_list": [2, 4, 6, 8], "few_shot_features": [2, 4, 6, 8], "k_shot": 5,
+        "precision": "fp32"}
+    image = thr["per_category"]["bottle"]["image"]
+    assert len(scores) == 3 and thr["calibration"]["n_images"] == 3
+    assert image == pytest.approx(scores[1] + MARGIN * max(1, abs(scores[1])), abs=1e-9)
+    assert thr["calibration"]["image_fpr"] == pytest.approx(1 / 3, abs=1e-15)
