@@ -119,7 +119,7 @@ def _graph_class() -> type:
     import torch
     import torch.nn as nn
 
-    from models.anomaly_maps import few_shot_map, nearest_distance, zero_shot_map
+    from models.anomaly_maps import few_shot_map, nearest_distance, per_image_score, zero_shot_map
 
     class ScoringGraph(nn.Module):
         """images [B, 3, S, S] -> (image_score [B], anomaly_map [B, S, S], text_score [B],
@@ -146,8 +146,8 @@ def _graph_class() -> type:
                 amap = amap + few_shot_map(dists, self.size)
             map_max = amap.flatten(1).amax(dim=1)
             score = text_score
-            if self.mu is not None:
-                score = 0.5 * (text_score + torch.clamp((map_max - self.mu) / self.mu, 0.0, 1.0))
+            if self.mu is not None:  # the numpy path's formula, on the graph's tensors
+                score = per_image_score(text_score, map_max, self.mu)
             return score, amap, text_score, map_max
 
     return ScoringGraph

@@ -155,6 +155,13 @@ def per_image_scores(text_scores: np.ndarray, maps_max: np.ndarray, normal_level
     Returns:
         [N] float64 scores.
     """
+    return per_image_score(np.asarray(text_scores, dtype=np.float64),
+                           np.asarray(maps_max, dtype=np.float64), normal_level)
+
+
+def per_image_score(text_score, map_max, normal_level: float):
+    """``per_image_scores``' formula on numpy arrays or torch tensors alike (the exported graph
+    computes it with this function on its float32 tensors): 0.5 * (text + clip((max - mu) / mu,
+    0, 1)), mu at least 1e-12."""
     mu = max(float(normal_level), 1e-12)
-    s = np.clip((np.asarray(maps_max, dtype=np.float64) - mu) / mu, 0.0, 1.0)
-    return 0.5 * (np.asarray(text_scores, dtype=np.float64) + s)
+    return 0.5 * (text_score + ((map_max - mu) / mu).clip(0.0, 1.0))

@@ -98,3 +98,20 @@ def test_per_image_score_below_one_and_at_zero_normal_level():
     # mu = 0 (references whose maps are all zero): any positive peak is at the top, no NaN
     np.testing.assert_allclose(per_image_scores([0.4, 0.4], [0.3, 0.0], 0.0),
                                [0.5 * (0.4 + 1), 0.5 * 0.4], rtol=0, atol=1e-12)
+
+
+def test_one_formula_for_numpy_and_the_exported_graph():
+    """``per_image_score`` serves both the numpy path (float64) and the export graph (torch
+    float32 tensors): hand-worked values, text 0.4 and mu 1.0 -- a map peak of 0.5 is below
+    the normal level (s = 0), 1.5 half-way (s = 0.5), 3.0 past twice it (s = 1)."""
+    from models.anomaly_maps import per_image_score
+
+    text, peaks, want = [0.4, 0.4, 0.4], [0.5, 1.5, 3.0], [0.2, 0.45, 0.7]
+    np.testing.assert_allclose(per_image_scores(np.array(text), np.array(peaks), 1.0), want,
+                               rtol=0, atol=1e-15)
+    got = per_image_score(torch.tensor(text), torch.tensor(peaks), 1.0)
+    assert got.dtype == torch.float32
+    np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-7)  # float32 rounding
+    # and a normal level of 0 is held at 1e-12 in both, never a division by zero
+    assert per_image_score(torch.tensor([0.0]), torch.tensor([0.0]), 0.0).item() == 0.0
+    assert per_image_scores(np.array([0.0]), np.array([1.0]), 0.0)[0] == 0.5
