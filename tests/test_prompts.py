@@ -333,3 +333,37 @@ def test_the_token_limit_at_its_edge_with_the_real_tokenizer(total):
     assert str(err.value) == (f"the prompt {sentence!r} is {total} tokens long, more than the text "
                               "encoder's context of 77: the tokenizer would cut them silently; "
                               "shorten the states or templates")
+
+
+def test_shared_sentences_are_encoded_once_and_give_the_same_features(tmp_path):
+    """Two prompt sets sharing a sentence cache (prompt_study.py): a sentence both have is
+    encoded once; each set's T equals the uncached ensemble; a bank computes a category once."""
+    torch.manual_seed(0)
+    table = torch.randn(64, 6)
+    seen: list[int] = []
+
+    def encode(ids):
+        seen.extend(ids[:, 0].tolist())
+        return table[ids[:, 0]]
+
+    def tok(sentences):
+        return torch.tensor([[zlib.crc32(s.encode()) % 64] for s in sentences])
+
+    d = _copy_prompts(tmp_path)
+    (d / "normal_states.txt").write_text("{}\nclean {}\n")
+    (d / "abnormal_states.txt").write_text("broken {}\n")
+    (d / "templates.txt").write_text("a {}.\na photo of a {}.\n")
+    other = tmp_path / "other"
+    shutil.copytree(d, other)
+    (other / "abnormal_states.txt").write_text("cracked {}\n")
+    shared: dict = {}
+    a = TextFeatureBank(encode, tok, PromptSet.load(d), sentences=shared)
+    b = TextFeatureBank(encode, tok, PromptSet.load(other), sentences=shared)
+    ta = a("bottle")
+    assert len(seen) == 6 and len(shared) == 6  # 4 normal + 2 abnormal sentences
+    tb = b("bottle")
+    assert len(seen) == 8  # only "a cracked bottle." and "a photo of a cracked bottle." new
+    for t, folder in ((ta, d), (tb, other)):
+        plain = ensemble_text_features(encode, tok, build_prompts("bottle", folder))
+        torch.testing.assert_close(t, plain, rtol=0, atol=1e-6)
+    assert a("bottle") is ta and len(seen) == 8 + 2 * 6  # the plain ensembles: 6 each
