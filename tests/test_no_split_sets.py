@@ -21,7 +21,8 @@ import pytest
 import torch
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from conftest import VIT, assert_metrics_close, run_test_main
+from conftest import VIT, run_test_main
+from tolerances import assert_metrics_close
 from datasets.prepare import prepare
 from datasets.sets import SETS
 from tools.synthetic.raw_sets import RAW_SETS

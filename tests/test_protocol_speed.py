@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import train
-from conftest import VIT, assert_metrics_close, load_predictions, require, run_test_main
+from conftest import VIT, load_predictions, require, run_test_main
+from tolerances import assert_metrics_close
 
 
 def _eval(save, *extra, ds="mvtec", mode="few_shot"):
