@@ -106,7 +106,8 @@ def test_per_image_score_equals_test_py_with_each_variants_own_normal_level(tmp_
     2.0 (4 stages) and its image ranking is that of the map maxima (2.4 to 3.0 on bottle): the
     baseline's mu (3.3 there) would clip all of them to 0 and tie every image."""
     require(VIT.refs(DS))
-    extra = ["--k_shot", "1", "--seed", "1", "--image_score", image_score]
+    extra = ["--k_shot", "1", "--seed", "1", "--image_score", image_score, "--categories",
+             "bottle", "--no_mvtec_aupro"]
     normal = _lines(PROMPT_DIR / "normal_states.txt")
     dropped = _variant(tmp_path, "no_normal_state_01", normal[1:],
                        _lines(PROMPT_DIR / "abnormal_states.txt"),
@@ -115,6 +116,8 @@ def test_per_image_score_equals_test_py_with_each_variants_own_normal_level(tmp_
     study = _study(tmp_path, "--variants", str(same), "--ablate", "states", *extra,
                    mode="few_shot")
     assert study["settings"]["image_score"] == image_score
+    assert study["settings"]["backbone_images"] == 6 + 1  # bottle's test images, 1 reference
+    assert (study["settings"]["k_shot"], study["settings"]["seed"]) == (1, 1)
     rows = {r["name"]: r for r in study["variants"]}
     for name, prompt_dir in (("baseline", None), ("same", same), ("no_normal_state_01", dropped)):
         flags = [*extra, *(["--prompt_dir", str(prompt_dir)] if prompt_dir else [])]
@@ -129,18 +132,25 @@ def test_per_image_score_equals_test_py_with_each_variants_own_normal_level(tmp_
             assert "per_image_score" not in rows[name]
 
 
-def test_rank_by_several_metrics_ranks_by_their_mean_and_signs_each_change(tmp_path):
+def test_rank_by_several_metrics_ranks_by_their_mean_and_signs_each_change(tmp_path, folders):
     """--rank_by auroc_px+ap_sp+f1_px: the rank value is the mean of the three mean-row
     metrics (recomputed here from study.json); the change against the baseline, ours minus
     the baseline's in points, is signed alike in study.csv, study.md and report.html: + for a
     variant ranked above the baseline, - for one below."""
     keys = ("auroc_px", "ap_sp", "f1_px")
-    study = _study(tmp_path, "--ablate", "states", "--rank_by", "+".join(keys),
-                   "--no_mvtec_aupro", "--categories", "bottle", report=True)
+    same = _variant(tmp_path / "v", "same", ["{}"], ["{}"], ["a photo of a {}."])
+    best = tmp_path / "best"
+    study = _study(tmp_path, "--variants", *map(str, folders), str(same), "--rank_by",
+                   "+".join(keys), "--no_mvtec_aupro", "--categories", "bottle", "--write_best",
+                   str(best), report=True)
     value = {r["name"]: sum(r["mean"][k] for k in keys) / 3 for r in study["variants"]}
     assert study["ranking"] == sorted(value, key=lambda n: -value[n])
+    assert study["settings"]["rank_by"] == "auroc_px+ap_sp+f1_px"
     delta = {n: 100 * (v - value["baseline"]) for n, v in value.items()}
     assert min(delta.values()) < -0.1 and max(delta.values()) > 0.1  # both signs occur
+    winner = max(value, key=value.get)
+    chosen = {f.name: f for f in [*folders, same]}.get(winner)  # None: the shipped prompts
+    assert PromptSet.load(best) == PromptSet.load(chosen)
     save = tmp_path / "study"
     table = list(csv.DictReader(open(save / "study.csv")))
     assert [r["name"] for r in table] == study["ranking"]

@@ -63,7 +63,10 @@ def test_ablations_leave_each_line_out_and_skip_a_group_of_one_line():
     assert [v.name for v in states] == ["no_normal_state_01", "no_normal_state_02",
                                         "no_normal_state_03", "no_abnormal_state_01",
                                         "no_abnormal_state_02"]
-    assert states[1].prompts.normal_states == ("flawless {}", "clean {}")
+    assert [v.prompts.normal_states for v in states[:3]] == [
+        ("perfect {}", "clean {}"), ("flawless {}", "clean {}"), ("flawless {}", "perfect {}")]
+    assert [v.change for v in states[:3:2]] == ["without normal state 1: 'flawless {}'",
+                                                "without normal state 3: 'clean {}'"]
     assert states[1].prompts.abnormal_states == BASE.abnormal_states
     assert states[1].prompts.templates == BASE.templates
     assert states[1].change == "without normal state 2: 'perfect {}'"
@@ -128,7 +131,8 @@ def test_write_prompt_dir_writes_a_ready_folder(tmp_path):
     assert (folder / "normal_states.txt").read_text() == head + "flawless {}\nclean {}\n"
     assert (folder / "abnormal_states.txt").read_text() == head + "damaged {}\n"
     assert (folder / "templates.txt").read_text() == head + "a photo of a {}.\na {}.\n"
-    assert json.loads((folder / "overrides.json").read_text()) == {"bottle": {"object": "flask"}}
+    assert (folder / "overrides.json").read_text() == \
+        '{\n  "bottle": {\n    "object": "flask"\n  }\n}\n'  # indented by 2, as shipped
     assert PromptSet.load(folder) == v.prompts  # read back as --prompt_dir
 
 
