@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -62,6 +63,7 @@ def _test_py(tmp_path, name: str, mode: str, *extra: str) -> dict:
 
 def _same(study_row: dict, metrics: dict) -> None:
     for cat, m in metrics["per_category"].items():
+        assert set(study_row["per_category"][cat]) == set(m), cat  # e.g. the MVTec AU-PRO
         for k, v in study_row["per_category"][cat].items():
             if v is None or metrics["per_category"][cat][k] is None:
                 assert v is None and metrics["per_category"][cat][k] is None, (cat, k)
@@ -117,6 +119,7 @@ def test_per_image_score_equals_test_py_with_each_variants_own_normal_level(tmp_
                    mode="few_shot")
     assert study["settings"]["image_score"] == image_score
     assert study["settings"]["backbone_images"] == 6 + 1  # bottle's test images, 1 reference
+    assert not (tmp_path / "study" / "report.html").exists()  # --no_report
     assert (study["settings"]["k_shot"], study["settings"]["seed"]) == (1, 1)
     rows = {r["name"]: r for r in study["variants"]}
     for name, prompt_dir in (("baseline", None), ("same", same), ("no_normal_state_01", dropped)):
@@ -140,9 +143,11 @@ def test_rank_by_several_metrics_ranks_by_their_mean_and_signs_each_change(tmp_p
     keys = ("auroc_px", "ap_sp", "f1_px")
     same = _variant(tmp_path / "v", "same", ["{}"], ["{}"], ["a photo of a {}."])
     best = tmp_path / "best"
+    started = time.monotonic()
     study = _study(tmp_path, "--variants", *map(str, folders), str(same), "--rank_by",
                    "+".join(keys), "--no_mvtec_aupro", "--categories", "bottle", "--write_best",
                    str(best), report=True)
+    seconds = time.monotonic() - started
     value = {r["name"]: sum(r["mean"][k] for k in keys) / 3 for r in study["variants"]}
     assert study["ranking"] == sorted(value, key=lambda n: -value[n])
     assert study["settings"]["rank_by"] == "auroc_px+ap_sp+f1_px"
@@ -166,6 +171,24 @@ def test_rank_by_several_metrics_ranks_by_their_mean_and_signs_each_change(tmp_p
             sign = "+" if delta[n] > 0 else "-"
             assert r["vs baseline (points)"][0] == md[n][4][0] == sign, (n, delta[n])
             assert shown[n][0] == sign, (n, shown[n])
+    assert [r["rank"] for r in table] == [str(i) for i in range(1, len(table) + 1)]
+    text = (save / "study.md").read_text()
+    assert text.startswith("# Prompt study: mvtec zero_shot, ranked by auroc_px+ap_sp+f1_px\n")
+    assert "| rank | name | change | auroc_px+ap_sp+f1_px (mean) | vs baseline (points) | " \
+           "auroc_px |" in text and "\n|" + "---|" * 12 + "\n" in text
+    facts = {r[0]: r[1] for r in next(t for t in parse_page(save / "report.html").tables
+                                      if "info" in t.classes).body}
+    assert facts["baseline prompts"] == "the shipped prompts" and "heatmaps" not in facts
+    assert (facts["ranked by"], facts["variants"]) == ("auroc_px+ap_sp+f1_px", "4")
+    settings = study["settings"]
+    assert 0 < settings.pop("seconds") <= seconds
+    assert settings == {"mode": "zero_shot", "dataset": "mvtec", "data_path":
+                        str(VIT.data(DS).resolve()), "rank_by": "auroc_px+ap_sp+f1_px",
+                        "image_score": "released", "categories": ["bottle"], "k_shot": None,
+                        "seed": None, "backbone_images": 6}
+    base = next(r for r in study["variants"] if r["name"] == "baseline")["per_category"]["bottle"]
+    assert (f"bottle: baseline auroc_px {100 * base['auroc_px']:.1f}, auroc_sp "
+            f"{100 * base['auroc_sp']:.1f}; 4 variants scored") in (save / "log.txt").read_text()
 
 
 def test_ablations_outputs_and_write_best(tmp_path):
