@@ -79,6 +79,11 @@ class ModelConfig(Config):
                                   default_text="4 on a GPU, 0 on the CPU", group=M)
     debug: bool = opt(False, "show the full traceback of an error (for developers)")
 
+    def loader_workers(self, device) -> int:
+        """``--num_workers``, or its default: 4 on a GPU, 0 on the CPU."""
+        return self.num_workers if self.num_workers is not None else (
+            4 if device.type == "cuda" else 0)
+
 
 @dataclass
 class EvalConfig(ModelConfig):

@@ -91,7 +91,7 @@ def prepare(cfg: EvalConfig, log: logging.Logger, out: Path, dist: Dist | None =
     device = resolve_device(dist.device(cfg.device))
     model, tokenizer = scoring_model(cfg, device, cfg.mode == "few_shot")
     text = TextFeatureBank(model.backbone.encode_text, tokenizer, prompts, device)
-    workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
+    workers = cfg.loader_workers(device)
     store = None
     for turn in (0, 1) if cfg.feature_store else ():  # rank 0 makes the folder first
         if dist.main == (turn == 0):

@@ -269,7 +269,7 @@ def prepare(cfg: ExportConfig, log: logging.Logger) -> ExportJob:
     thresholds = resolve_thresholds(cfg, {**run, "score_fixed": True}, warn)
     prompts = load_prompts(cfg.prompt_dir, [cfg.object_name])
     device = resolve_device(cfg.device)
-    workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
+    workers = cfg.loader_workers(device)
     model, tokenizer = scoring_model(cfg, device, bool(refs), precision="fp32", cpu_linear="blas")
     text = TextFeatureBank(model.backbone.encode_text, tokenizer, prompts, device)(cfg.object_name)
     banks, mu = None, None

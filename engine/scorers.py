@@ -28,8 +28,7 @@ class TorchScorer:
     def __init__(self, cfg: PredictConfig, device_name: str | None, refs: Sequence[str],
                  log: logging.Logger):
         self.device = resolve_device(device_name)
-        self.workers = cfg.num_workers if cfg.num_workers is not None else (
-            4 if self.device.type == "cuda" else 0)
+        self.workers = cfg.loader_workers(self.device)
         self.size = cfg.image_size
         prompts = load_prompts(cfg.prompt_dir, [cfg.object_name])
         self.model, tokenizer = scoring_model(cfg, self.device, bool(refs))

@@ -228,7 +228,7 @@ def train(cfg: TrainConfig, log: logging.Logger) -> dict:
             cache = make_cache(cfg, model, device)
         dist.barrier()
     items = TrainItems(dataset, cache)
-    workers = cfg.num_workers if cfg.num_workers is not None else (4 if device.type == "cuda" else 0)
+    workers = cfg.loader_workers(device)
     synth = f", synthesize_anomalies {cfg.synthesize_anomalies}" if cfg.synthesize_anomalies else ""
     n_bad = sum(s.anomaly for s in samples)
     log.info(f"training on {what}{plural(len(per_cat), 'category', 'categories')}, "

@@ -36,3 +36,13 @@ def test_precision_from_the_flag_unless_the_caller_fixes_it():
     assert model.backbone.autocast and model.backbone.autocast_dtype == torch.bfloat16
     fixed, _ = scoring_model(_cfg(precision="bf16"), cpu, few=False, precision="fp32")
     assert not fixed.backbone.autocast  # export.py: the graph is always fp32
+
+
+def test_the_loader_workers_default_is_written_once():
+    """--num_workers: 4 on a GPU, 0 on the CPU by default; a given value (0 too) everywhere."""
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert (_cfg().loader_workers(cpu), _cfg().loader_workers(gpu)) == (0, 4)
+    given = PredictConfig(image_dir="x", object_name="o", checkpoint_path="c.pth", num_workers=0)
+    assert given.loader_workers(gpu) == 0
+    given.num_workers = 2
+    assert (given.loader_workers(cpu), given.loader_workers(gpu)) == (2, 2)
