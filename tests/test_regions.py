@@ -112,15 +112,17 @@ def test_boxes_drawn_at_full_size_and_scaled():
     assert (out[1, 6] == 0).all() and (out[3, 6] == 0).all()  # black outside and inside
     assert (out[7, 7] == 128).all() and (out[15, 15] == 128).all()  # middle and far away
     assert (gray == 128).all()  # the picture given is not drawn on
-    # a picture 8 wide and 4 tall of an image 16 x 16: x halved, y quartered
-    box = {"x0": 6, "y0": 8, "x1": 12, "y1": 16}  # -> x 3..5 (ceil(6) - 1), y 2..3
-    out = draw_boxes(np.full((4, 8, 3), 128, np.uint8), [box], (16, 16))
+    # a picture 8 wide and 4 tall of an image 16 wide and 32 tall: x times 1/2, y times 1/8
+    box = {"x0": 6, "y0": 16, "x1": 12, "y1": 32}  # -> x 3..5 (ceil(6) - 1), y 2..3
+    out = draw_boxes(np.full((4, 8, 3), 128, np.uint8), [box], (16, 32))
     assert np.array_equal(_white(out), _outline(4, 8, 3, 2, 5, 3))
-    # a 1-pixel region (5, 9)-(6, 10) of a 16 px image on a 4 px picture: x 1.25 -> 1, y 2.25
-    # -> 2, the far corner ceil(1.5) - 1 = 1, ceil(2.5) - 1 = 2: one white pixel at x 1, y 2
-    out = draw_boxes(np.full((4, 4, 3), 128, np.uint8), [{"x0": 5, "y0": 9, "x1": 6, "y1": 10}],
-                     (16, 16))
-    assert np.argwhere(_white(out)).tolist() == [[2, 1]]  # [row, column]
+    # 1-pixel regions of a 16 px image on a 4 px picture, one white pixel each: (5, 9)-(6, 10)
+    # -> x 1.25 -> 1, y 2.25 -> 2, far corner ceil(1.5) - 1 = 1, ceil(2.5) - 1 = 2; and
+    # (13, 5)-(14, 6) -> x 3.25 -> 3, y 1.25 -> 1, far corner ceil(3.5) - 1 = 3, ceil(1.5) - 1 = 1
+    for box, pixel in (({"x0": 5, "y0": 9, "x1": 6, "y1": 10}, [2, 1]),
+                       ({"x0": 13, "y0": 5, "x1": 14, "y1": 6}, [1, 3])):
+        out = draw_boxes(np.full((4, 4, 3), 128, np.uint8), [box], (16, 16))
+        assert np.argwhere(_white(out)).tolist() == [pixel]  # [row, column]
 
 
 def test_min_region_area_in_regions_csv_and_the_masks(capsys, tmp_path):
