@@ -93,6 +93,31 @@ def test_calibrate_counts_only_the_images_scored(tmp_path, f, image, image_fpr, 
                          "highest normal score")
 
 
+def test_calibrate_with_no_readable_image_is_an_error(tmp_path):
+    from types import SimpleNamespace
+
+    from engine.calibration import calibrate
+    from errors import DatasetError
+
+    (tmp_path / "c.png").write_bytes(b"not an image")
+    job = SimpleNamespace(cfg=SimpleNamespace(target_fpr=0.1, batch_size=2), scorer=_PngScorer())
+    with pytest.raises(DatasetError) as err:
+        calibrate(job, ["c.png"], tmp_path, None, [], lambda t, m: m, lambda p, why: None)
+    assert str(err.value) == (f"none of the 1 files in {tmp_path} could be read as an image; "
+                              "--calibration_dir needs normal images of the object")
+
+
+def test_a_value_equal_to_the_threshold_counts_as_reached():
+    """Of 0.5 + 1e-6, 0.5 and 0.1 with F = 0.34 (m = 1), t = 0.5 + 1e-6, which the largest value
+    equals: it is at or above t, so the reached rate is 1/3."""
+    from engine.calibration import TopValues, fpr_threshold
+
+    top = TopValues(3)
+    top.add(np.array([0.5 + 1e-6, 0.5, 0.1]))
+    t, reached, m = fpr_threshold(top, 3, 0.34)
+    assert (t, reached, m) == (0.5 + 1e-6, 1 / 3, 1)
+
+
 def test_calibrate_refuses_references_however_their_paths_are_written(tmp_path, monkeypatch):
     """The same file reached through a relative folder, a ``..`` and a symbolic link is one file;
     files that are not references pass."""
@@ -155,6 +180,8 @@ def test_an_unreadable_calibration_image_is_not_counted(capsys, tmp_path, runs):
     cal = tmp_path / "cal"
     shutil.copytree(NORMALS, cal)
     (cal / "002b.png").write_bytes(b"not an image")
+    (cal / "sub").mkdir()  # a sub-folder is not scored (no --recursive for calibration)
+    shutil.copy(NORMALS / "000.png", cal / "sub" / "000.png")
     code, _, err = run(capsys, BOTTLE / "test", tmp_path / "out", "--recursive", "--no_heatmaps",
                        "--no_report", "--calibration_dir", str(cal), "--target_fpr", "0.34")
     assert code == 0, err
