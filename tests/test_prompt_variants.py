@@ -74,6 +74,8 @@ def test_ablations_leave_each_line_out_and_skip_a_group_of_one_line():
     assert states[4].change == "without abnormal state 2: 'broken {}'"
     assert all(v.prompt_dir is None for v in states)
     assert ablations(BASE, ["templates"]) == []  # one template: leaving it out leaves nothing
+    given = ["".join(["sta", "tes"])]  # built at run time, as the command line gives it
+    assert [v.name for v in ablations(BASE, given)] == [v.name for v in states]
     one = PromptSet(("{}",), ("damaged {}", "broken {}"), ("a {}.", "the {}."))
     both = ablations(one, ["templates", "states"])  # the order asked for
     assert [v.name for v in both] == ["no_template_01", "no_template_02",
@@ -134,6 +136,9 @@ def test_write_prompt_dir_writes_a_ready_folder(tmp_path):
     assert (folder / "overrides.json").read_text() == \
         '{\n  "bottle": {\n    "object": "flask"\n  }\n}\n'  # indented by 2, as shipped
     assert PromptSet.load(folder) == v.prompts  # read back as --prompt_dir
+    again = Variant("baseline", BASE, None, "the baseline")
+    write_prompt_dir(again, folder)  # an existing folder (a rerun): its files replaced
+    assert PromptSet.load(folder) == BASE
 
 
 # --- engine.prompt_study: settings, rank value, change, ranking ---------------------------------

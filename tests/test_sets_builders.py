@@ -133,6 +133,8 @@ def test_read_index_of_a_current_index_says_what_it_tested(tmp_path):
         IndexInfo(True, TEST_SPLIT)
     assert read_index({"test": {}}, tmp_path, "mvtec") == IndexInfo(True, None)  # not a set
     assert read_index(_index(2), tmp_path, "folder") == IndexInfo(True, None)
+    # a current index that does not say: the release's own split, no test images named
+    assert read_index({"index_version": 2, "test": {}}, tmp_path, "btad") == IndexInfo(True, None)
     # the name the index records wins over the --dataset given (a folder, or another name)
     assert read_index(_index(2, dataset="brainmri"), tmp_path, "folder") == \
         IndexInfo(False, EVERY_IMAGE)
