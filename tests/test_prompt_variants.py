@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from dataclasses import FrozenInstanceError
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +140,8 @@ def test_write_prompt_dir_writes_a_ready_folder(tmp_path):
     again = Variant("baseline", BASE, None, "the baseline")
     write_prompt_dir(again, folder)  # an existing folder (a rerun): its files replaced
     assert PromptSet.load(folder) == BASE
+    with pytest.raises(FrozenInstanceError):  # a variant is a value: its study's record of it
+        again.name = "other"
 
 
 # --- engine.prompt_study: settings, rank value, change, ranking ---------------------------------

@@ -8,6 +8,8 @@ the mutation check of datasets/sets/ runs this file with tests/test_sets_layouts
 """
 from __future__ import annotations
 
+from dataclasses import FrozenInstanceError
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -131,6 +133,8 @@ def test_read_index_of_a_current_index_says_what_it_tested(tmp_path):
     assert read_index(_index(2), tmp_path, "brainmri") == IndexInfo(False, EVERY_IMAGE)
     assert read_index(_index(3, True, TEST_SPLIT), tmp_path, "btad") == \
         IndexInfo(True, TEST_SPLIT)
+    # a newer index of a set without a split is read, not refused as an older one
+    assert read_index(_index(3), tmp_path, "brainmri") == IndexInfo(False, EVERY_IMAGE)
     assert read_index({"test": {}}, tmp_path, "mvtec") == IndexInfo(True, None)  # not a set
     assert read_index(_index(2), tmp_path, "folder") == IndexInfo(True, None)
     # a current index that does not say: the release's own split, no test images named
@@ -179,3 +183,11 @@ def test_a_name_registers_once_and_few_shot_says_which_images_it_tests():
     assert SETS["isic"].few_shot == "none (no normal images: zero-shot only)"  # a split, no normals
     assert SETS["ksdd"].few_shot == "every image but the run's k references"
     assert SETS["ksdd2"].few_shot == "the zero-shot test images"
+
+
+def test_registry_entries_and_index_facts_are_read_only():
+    """One registry for every entry point: no caller may change what it says of a set."""
+    with pytest.raises(FrozenInstanceError):
+        SETS["ksdd"].official_split = True
+    with pytest.raises(FrozenInstanceError):
+        IndexInfo().official_split = False
