@@ -356,3 +356,31 @@ def test_what_a_file_gives_besides_its_numbers(tmp_path):
     path.write_text(json.dumps({**_run(), "per_category": [0.7]}))
     with pytest.raises(DatasetError, match="has no 'per_category' table"):
         _resolve(path)
+
+
+def test_values_read_from_json_or_torch_compare_by_value(tmp_path):
+    """A run definition read from JSON (an export's sidecar) and a device type from torch are
+    strings equal to the code's literals but other objects: the checks compare them by value.
+    A device other than CUDA (mps) computes auto at fp32."""
+    import torch
+
+    assert effective_precision("auto", torch.device("cuda:0").type) == "fp16"
+    assert effective_precision("auto", "mps") == "fp32"
+    run = json.loads(json.dumps(_run("few_shot", "per_image")))
+    cfg = PredictConfig(image_dir="x", object_name="bottle", checkpoint_path="x.pth",
+                        thresholds=str(_file(tmp_path, "few_shot", "released", both=True, k=5)))
+    warned: list[str] = []
+    thr = resolve_thresholds(cfg, run, lambda where, why: warned.append(why))
+    assert thr["image"] == 0.4 and len(warned) == 1 and "5 reference images" in warned[0]
+
+
+def test_the_fix_for_a_released_run_and_a_file_that_names_only_its_model(tmp_path):
+    with pytest.raises(ConfigError, match="fitted on the per_image few-shot score; this run uses "
+                                          r"released: rerun test.py with --image_score released "
+                                          r"\(or both\) or pass --image_score per_image$"):
+        _resolve(_file(tmp_path, "few_shot", "per_image"), "few_shot", "released")
+    path = tmp_path / "model_only.json"  # a hand-written file: a model and no image size
+    path.write_text(json.dumps({"mode": "zero_shot", "model": "ViT-L-14-336",
+                                "per_category": {"bottle": {"image": 0.7, "pixel": 1.5}}}))
+    with pytest.raises(ConfigError, match="fitted for ViT-L-14-336 at None px"):
+        _resolve(path)
