@@ -51,6 +51,9 @@ def test_only_the_zero_shot_run_is_set_beside_the_published_figures(tmp_path):
     assert pub[("adaclip", "btad", "auroc_sp")]["ours"] == "75.0"  # AdaCLIP: 85.2
     assert not any(k[1] == "brainmri" for k in pub)
     md = (res / "benchmarks.md").read_text(encoding="utf-8")
+    # AnomalyCLIP publishes 4 metrics: a table of 6 columns (set, 4 metrics, comparable)
+    assert "\n| set | auroc_px | pro | auroc_sp | ap_sp | comparable |\n" \
+           "|---|---|---|---|---|---|\n| btad |" in md
     assert "| btad | zero_shot | 50.0 | 50.0 | 50.0 | 50.0 | 75.0 | 50.0 | 50.0 |" in md
     assert "| btad | few_shot | 50.0 | 50.0 | 50.0 | 50.0 | 95.0 | 50.0 | 50.0 |" in md
     assert "| brainmri | few_shot |" in md and "| brainmri |" not in md.split("## Published")[1]
@@ -183,6 +186,23 @@ def test_list_of_a_set_with_a_split_and_no_training_images(tmp_path):
     _meta(tmp_path / "isic", dataset="isic", official_split=True, train={},
           test={"skin": [_row(1)]}, index_version=2)
     assert SETS_TABLE.prepared(tmp_path) == [("isic", tmp_path / "isic", False)]
+
+
+def test_list_refuses_an_index_written_under_the_old_rule(tmp_path, capsys):
+    _meta(tmp_path / "scans", dataset="brainmri", train={"brain": [_row(0)]},
+          test={"brain": [_row(0), _row(1)]})  # no index_version: before version 2
+    assert SETS_TABLE.main(["list", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {tmp_path / 'scans' / 'meta.json'} was "
+                                                "written by an older version")
+    assert err[0].endswith(f"`python -m datasets.prepare brainmri {tmp_path / 'scans'}`")
+
+
+def test_the_published_sources_are_read_only():
+    from dataclasses import FrozenInstanceError
+
+    with pytest.raises(FrozenInstanceError):
+        SETS_TABLE.PUBLISHED[1].trained_on = "mvtec"
 
 
 def test_list_of_a_missing_root_is_an_error(tmp_path, capsys):
