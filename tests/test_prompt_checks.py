@@ -1,0 +1,140 @@
+"""Prompt files and the ensemble at their edges, without a model: where each sentence comes from
+(file and line, overrides included), a replace override that names one group only, checks of a
+prompt set built in code, tokenizers the length check cannot use, unreadable files.
+
+Every expected value is worked by hand from the small prompt folders written here.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from errors import DatasetError
+from prompts import PromptError, PromptSet, TextFeatureBank, ensemble_text_features
+from prompts.ensemble import check_lengths, read_lines
+
+
+def _folder(tmp_path, overrides: str | None = None):
+    d = tmp_path / "p"
+    d.mkdir()
+    (d / "normal_states.txt").write_text("# normal\n{}\nclean {}\n")       # lines 2, 3
+    (d / "abnormal_states.txt").write_text("broken {}\n")                  # line 1
+    (d / "templates.txt").write_text("a {}.\n\na photo of a {}.\n")         # lines 1, 3
+    if overrides is not None:
+        (d / "overrides.json").write_text(overrides)
+    return d
+
+
+OVERRIDES = """{
+  "_comment": "ignored",
+  "bottle": {
+    "object": "glass bottle",
+    "abnormal": ["cracked {}"]
+  },
+  "screw": {"mode": "replace", "normal": ["shiny {}"]}
+}
+"""
+
+
+def test_each_sentence_named_with_the_lines_it_is_made_of(tmp_path):
+    """The state's file:line in the template's file:line, an override's state at its line in
+    overrides.json (line 5), its object word put in."""
+    d = _folder(tmp_path, OVERRIDES)
+    n, a, t, o = (str(d / f) for f in ("normal_states.txt", "abnormal_states.txt",
+                                       "templates.txt", "overrides.json"))
+    assert PromptSet.load(d).sentence_sources("bottle") == {
+        "a glass bottle.": f"{n}:2 in {t}:1", "a photo of a glass bottle.": f"{n}:2 in {t}:3",
+        "a clean glass bottle.": f"{n}:3 in {t}:1",
+        "a photo of a clean glass bottle.": f"{n}:3 in {t}:3",
+        "a broken glass bottle.": f"{a}:1 in {t}:1",
+        "a photo of a broken glass bottle.": f"{a}:1 in {t}:3",
+        "a cracked glass bottle.": f"{o}:5 in {t}:1",
+        "a photo of a cracked glass bottle.": f"{o}:5 in {t}:3"}
+    # a set built in code knows no lines: nothing to name
+    p = PromptSet(("{}",), ("broken {}",), ("a {}.",))
+    assert p.sentence_sources("bottle") == {}
+
+
+def test_a_replace_override_of_one_group_keeps_the_other(tmp_path):
+    """screw replaces its normal states only: its abnormal states stay the files'."""
+    p = PromptSet.load(_folder(tmp_path, OVERRIDES))
+    assert p.states_for("screw") == ("screw", ("shiny {}",), ("broken {}",))
+    assert p.build_prompts("screw") == (["a shiny screw.", "a photo of a shiny screw."],
+                                        ["a broken screw.", "a photo of a broken screw."])
+    assert p.states_for("bottle") == ("glass bottle", ("{}", "clean {}"),
+                                      ("broken {}", "cracked {}"))
+
+
+def test_a_prompt_set_built_in_code_is_checked_when_used():
+    p = PromptSet(("{}",), ("broken {}",), ("a {}.",), {"bottle": {"mode": "merge"}})
+    with pytest.raises(PromptError) as err:
+        p.states_for("bottle")
+    assert err.value.problems == ["overrides for 'bottle': mode must be 'extend' or 'replace', "
+                                  "not 'merge'"]
+    assert p.states_for("screw") == ("screw", ("{}",), ("broken {}",))
+
+
+def test_read_lines(tmp_path):
+    d = _folder(tmp_path)
+    assert read_lines(d / "normal_states.txt") == ("{}", "clean {}")
+    (d / "bad.txt").write_text("{}\nno placeholder\n{}\n")
+    with pytest.raises(PromptError) as err:
+        read_lines(d / "bad.txt")
+    assert [q.split(": ", 1)[0] for q in err.value.problems] == [f"{d / 'bad.txt'}:2",
+                                                                f"{d / 'bad.txt'}:3"]
+
+
+def test_unreadable_files_and_an_overrides_file_that_is_not_an_object(tmp_path):
+    d = _folder(tmp_path, "[1, 2]\n")
+    (d / "templates.txt").write_bytes(b"a \xff {}.\n")
+    with pytest.raises(PromptError) as err:
+        PromptSet.load(d)
+    assert err.value.problems[0].startswith(f"{d / 'templates.txt'}: cannot read it as UTF-8")
+    assert err.value.problems[1] == f"{d / 'overrides.json'}:1: must be a JSON object of " \
+                                    "categories"
+    assert len(err.value.problems) == 2
+
+
+class _Counting:
+    """A tokenizer with ``encode`` (whitespace words) and a context of ``context_length``."""
+
+    def __init__(self, context_length, fail=False):
+        self.context_length, self.fail = context_length, fail
+
+    def encode(self, text):
+        if self.fail:
+            raise RuntimeError("no plain encode here")
+        return text.split()
+
+    def __call__(self, texts):
+        return torch.zeros(len(texts), 1, dtype=torch.long)
+
+
+def test_tokenizers_the_length_check_cannot_use_are_not_checked():
+    """No context length (0 or absent), no encode(), or an encode() that fails: nothing is
+    refused; with a context of 4 (2 words + start and end), 3 words are."""
+    long = [["one two three"]]
+    for tok in (_Counting(0), _Counting(None), _Counting(4, fail=True),
+                lambda texts: torch.zeros(len(texts), 1, dtype=torch.long)):
+        check_lengths(tok, long)
+    check_lengths(_Counting(4), [["one two"]])
+    with pytest.raises(DatasetError, match="'one two three' is 5 tokens long, more than the text "
+                                        "encoder's context of 4"):
+        check_lengths(_Counting(4), long)
+
+
+def test_text_features_carry_no_autograd_history():
+    """An encoder with trainable weights: T is computed without building a graph."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(1, 3)
+    t = ensemble_text_features(lambda ids: layer(ids.float()), lambda s: torch.ones(len(s), 1),
+                               (["a"], ["b"]))
+    assert t.shape == (3, 2) and not t.requires_grad
+
+
+def test_a_bank_without_prompts_uses_the_packaged_files():
+    bank = TextFeatureBank(lambda ids: torch.ones(len(ids), 2), lambda s: torch.ones(len(s), 1))
+    assert bank.prompts == PromptSet.load() and len(bank.prompts.templates) == 35
+    assert json.loads(json.dumps(bank.prompts.overrides)) == {}
