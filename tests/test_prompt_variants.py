@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from dataclasses import FrozenInstanceError
 from pathlib import Path
 
@@ -158,6 +159,22 @@ def test_one_few_shot_setting():
     for k, s in (([1, 2], [1]), ([2], [1, 2])):
         with pytest.raises(ConfigError, match="one --k_shot and one --seed"):
             StudyConfig(mode="few_shot", k_shot=k, seed=s)
+
+
+def test_the_study_offers_no_flag_it_has_no_use_for(capsys):
+    """test.py's --save_predictions, --visualize and --metric_workers do nothing in a study:
+    prompt_study.py neither lists nor takes them."""
+    import prompt_study
+
+    with pytest.raises(SystemExit):
+        prompt_study.parse_args(["--help"])
+    text = capsys.readouterr().out
+    assert "--rank_by" in text and "--ablate" in text
+    for flag in ("--save_predictions", "--visualize", "--metric_workers"):
+        assert not re.search(rf"(^|\s|\[){flag}(\s|,|\]|$)", text, re.M), flag  # an option
+        with pytest.raises(SystemExit) as e:
+            prompt_study.parse_args([flag])
+        assert e.value.code == 2
 
 
 def test_rank_value_is_the_mean_of_the_named_metrics():

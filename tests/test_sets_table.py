@@ -198,6 +198,28 @@ def test_list_refuses_an_index_written_under_the_old_rule(tmp_path, capsys):
     assert err[0].endswith(f"`python -m datasets.prepare brainmri {tmp_path / 'scans'}`")
 
 
+def test_a_model_or_size_other_than_the_released_one_either_way():
+    """ViT-bigG-14 sorts after ViT-L-14-336 and 1024 px is above 518: still not the released
+    setting, as ViT-B-16 and 336 px below it are not."""
+    anomalyclip = SETS_TABLE.PUBLISHED[0]
+    for model, size in (("ViT-bigG-14", 1024), ("ViT-B-16", 336)):
+        problems, _ = SETS_TABLE.training_problems(anomalyclip, {**PAPER, "model": model,
+                                                                 "image_size": size}, None, None)
+        assert problems == [f"model {model}, not ViT-L-14-336 (the released setting, which we "
+                            "assume the source ran)", f"image size {size}, not 518 (the released "
+                            "setting, which we assume the source ran)"]
+    assert SETS_TABLE.training_problems(anomalyclip, PAPER, None, None) == \
+        ([], "projections trained on mvtec's test split, ViT-L-14-336 at 518 px")
+
+
+def test_help_opens_with_what_the_script_does(capsys):
+    with pytest.raises(SystemExit) as e:
+        SETS_TABLE.main(["--help"])
+    assert e.value.code == 0
+    assert "The cross-dataset table of scripts/test_benchmarks.sh, and the list of prepared " \
+           "sets it runs." in " ".join(capsys.readouterr().out.split())
+
+
 def test_the_published_sources_are_read_only():
     from dataclasses import FrozenInstanceError
 
