@@ -129,8 +129,9 @@ def test_dagm_nested_folders_lower_case_labels_and_class_order(tmp_path):
     assert labels(m, "train") == {f"{c}/Train/{k:04d}.PNG": 0 for c in
                                   ("Class1/Class1", "Class2/Class2", "Class10") for k in (1, 3)}
     shutil.rmtree(tmp_path / "Class10" / "Train")
-    with pytest.raises(DatasetError, match="DAGM Train folder not found"):
+    with pytest.raises(DatasetError) as e:  # ClassN not nested: its own Train/ is named
         build("dagm", tmp_path)
+    assert f"DAGM Train folder not found: {tmp_path / 'Class10' / 'Train'} (" in str(e.value)
     with pytest.raises(DatasetError, match="no ClassN folders"):
         build("dagm", tmp_path / "Class1" / "Class1" / "Test")
 
@@ -212,7 +213,8 @@ def test_headct_labels_beside_or_inside_its_folder(tmp_path):
     shutil.move(tmp_path / "head_ct" / "head_ct", tmp_path / "flat")
     shutil.rmtree(tmp_path / "head_ct")
     shutil.move(tmp_path / "flat", tmp_path / "head_ct")
-    text = (tmp_path / "labels.csv").read_text().replace("5,1", "5, 1") + "\n"  # a blank row
+    text = (tmp_path / "labels.csv").read_text().replace("5,1", "5, 1").replace(
+        "\n", "\n\n", 1)  # a blank row after the header
     (tmp_path / "head_ct" / "labels.csv").write_text(text)
     (tmp_path / "labels.csv").unlink()
     m = build("headct", tmp_path)
