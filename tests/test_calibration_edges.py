@@ -118,6 +118,17 @@ def test_a_value_equal_to_the_threshold_counts_as_reached():
     assert (t, reached, m) == (0.5 + 1e-6, 1 / 3, 1)
 
 
+def test_too_few_top_values_is_a_clear_error():
+    """m = floor(0.5 * 4) = 2 needs the 3 largest of the 4 values; a TopValues of 2 has not
+    got them."""
+    from engine.calibration import TopValues, fpr_threshold
+
+    top = TopValues(2)
+    top.add(np.array([4.0, 3.0, 2.0, 1.0]))
+    with pytest.raises(ValueError, match=r"^need the 3 largest values, have 2$"):
+        fpr_threshold(top, 4, 0.5)
+
+
 def test_calibrate_refuses_references_however_their_paths_are_written(tmp_path, monkeypatch):
     """The same file reached through a relative folder, a ``..`` and a symbolic link is one file;
     files that are not references pass."""
