@@ -215,6 +215,7 @@ def test_headct_labels_beside_or_inside_its_folder(tmp_path):
     shutil.move(tmp_path / "flat", tmp_path / "head_ct")
     text = (tmp_path / "labels.csv").read_text().replace("5,1", "5, 1").replace(
         "\n", "\n\n", 1)  # a blank row after the header
+    text = text.replace("hemorrhage\n", "hemorrhage,note\n")  # a column after the two read
     (tmp_path / "head_ct" / "labels.csv").write_text(text)
     (tmp_path / "labels.csv").unlink()
     m = build("headct", tmp_path)

@@ -212,6 +212,27 @@ def test_a_model_or_size_other_than_the_released_one_either_way():
         ([], "projections trained on mvtec's test split, ViT-L-14-336 at 518 px")
 
 
+def test_trained_on_another_set_on_either_side_of_the_sources():
+    """btad sorts before mvtec, visa after: both are another set than AnomalyCLIP's."""
+    anomalyclip = SETS_TABLE.PUBLISHED[0]
+    for other in ("btad", "visa"):
+        problems, _ = SETS_TABLE.training_problems(anomalyclip, {**PAPER, "dataset": other},
+                                                   None, None)
+        assert problems == [f"trained on {other}, the source on mvtec"]
+
+
+def test_list_as_a_real_command(tmp_path):
+    """The command line's words are new strings, not the literals of a test."""
+    import subprocess
+    import sys
+
+    _meta(tmp_path / "scans", dataset="brainmri", official_split=False, train={"brain": []},
+          test={"brain": [_row(0)]}, index_version=2)
+    r = subprocess.run([sys.executable, str(Path(SETS_TABLE.__file__)), "list", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert (r.returncode, r.stdout, r.stderr) == (0, f"brainmri {tmp_path / 'scans'} 1\n", "")
+
+
 def test_help_opens_with_what_the_script_does(capsys):
     with pytest.raises(SystemExit) as e:
         SETS_TABLE.main(["--help"])
