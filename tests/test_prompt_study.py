@@ -195,6 +195,7 @@ def test_rank_by_several_metrics_ranks_by_their_mean_and_signs_each_change(tmp_p
     base = next(r for r in study["variants"] if r["name"] == "baseline")["per_category"]["bottle"]
     assert (f"bottle: baseline auroc_px {100 * base['auroc_px']:.1f}, auroc_sp "
             f"{100 * base['auroc_sp']:.1f}; 4 variants scored") in (save / "log.txt").read_text()
+    assert f"; best: {winner}. Results in " in (save / "log.txt").read_text()
 
 
 def test_ablations_outputs_and_write_best(tmp_path):
