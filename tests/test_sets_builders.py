@@ -185,6 +185,16 @@ def test_a_name_registers_once_and_few_shot_says_which_images_it_tests():
     assert SETS["ksdd2"].few_shot == "the zero-shot test images"
 
 
+def test_which_sets_have_an_official_split():
+    """As the README lists them: KolektorSDD, ELPV, BrainMRI, Br35H, HeadCT and the polyp sets
+    have none (every image is a test image); every other set keeps its release's split."""
+    assert {n for n, info in SETS.items() if not info.official_split} == {
+        "ksdd", "elpv", "brainmri", "br35h", "headct", "clinicdb", "colondb", "kvasir", "endo"}
+    assert {n for n, info in SETS.items() if info.official_split} == {
+        "mpdd", "dtd_synthetic", "btad", "mvtec_loco", "mvtec_ad2", "ksdd2", "dagm", "realiad",
+        "isic", "tn3k"}
+
+
 def test_registry_entries_and_index_facts_are_read_only():
     """One registry for every entry point: no caller may change what it says of a set."""
     with pytest.raises(FrozenInstanceError):
