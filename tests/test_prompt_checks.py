@@ -116,7 +116,9 @@ def test_tokenizers_the_length_check_cannot_use_are_not_checked():
     """No context length (0 or absent), no encode(), or an encode() that fails: nothing is
     refused; with a context of 4 (2 words + start and end), 3 words are."""
     long = [["one two three"]]
-    for tok in (_Counting(0), _Counting(None), _Counting(4, fail=True),
+    no_length = _Counting(4)
+    no_length.__dict__.pop("context_length")  # encode() but no context_length at all
+    for tok in (_Counting(0), _Counting(None), _Counting(4, fail=True), no_length,
                 lambda texts: torch.zeros(len(texts), 1, dtype=torch.long)):
         check_lengths(tok, long)
     check_lengths(_Counting(4), [["one two"]])
