@@ -94,6 +94,23 @@ def test_a_published_figure_beside_a_metric_we_cannot_measure(tmp_path):
     assert "| btad | – / 60.8 | 50.0 / 25.0 (+25.0) |" in md
 
 
+def test_a_run_that_records_no_mode_is_not_comparable(tmp_path):
+    res = tmp_path / "res"
+    _fake_run(res, "btad", FULL, mode=None)
+    SETS_TABLE.table(res, _checkpoint(tmp_path))
+    row = _published(res)[("anomalyclip", "btad", "auroc_sp")]
+    assert row["comparable"] == "no"
+    assert row["why"] == "the run is of an unrecorded mode; the published figures are zero-shot"
+
+
+def test_a_first_table_without_published_sets_writes_no_comparison(tmp_path):
+    res = tmp_path / "res"
+    _fake_run(res, "ksdd2", FULL)  # nobody published KolektorSDD2; no published.csv before
+    assert SETS_TABLE.table(res) == res / "benchmarks.md"
+    assert not (res / "published.csv").exists()
+    assert "## Published" not in (res / "benchmarks.md").read_text(encoding="utf-8")
+
+
 def test_no_runs_is_an_error(tmp_path):
     (tmp_path / "res").mkdir()
     with pytest.raises(SystemExit, match="no <set>_zero_shot/metrics.json under"):
