@@ -11,6 +11,11 @@ know (``+`` for ``-``, ``<`` for ``<=``, a constant changed, a ``break`` for a `
 (or time out), and *survives* when they pass: a change of behaviour nothing checks, or an
 equivalent change that alters nothing (those are argued by hand).
 
+Mutants inside an annotation (``str | None`` turned into ``str - None``, ...) are marked skipped
+before the run and counted apart: with ``from __future__ import annotations`` Python never
+evaluates an annotation, so such a mutant cannot change behaviour; it is not run and not part
+of the killed share.
+
 The tests of a module are the test files that name it (``engine.thresholds``, ``from engine
 import thresholds``, or the file's stem for a script), run with ``pytest -x``; ``--tests``
 gives them instead (pytest arguments, for every module of the call). The whole run happens in a
@@ -25,6 +30,7 @@ when a module's killed share (timeouts count as killed) is below P percent.
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import re
@@ -48,6 +54,7 @@ class Outcome:
     timeout: int = 0
     survived: int = 0
     incompetent: int = 0  # mutants that could not be run (an import-time error of the mutant)
+    annotations: int = 0  # mutants inside an annotation: skipped, not counted in the rate
 
     @property
     def rate(self) -> float:
@@ -99,6 +106,45 @@ def modules_of(root: Path, targets: list[str], since: str | None) -> list[str]:
     return keep
 
 
+def annotation_spans(source: str) -> list[tuple[tuple[int, int], tuple[int, int]]]:
+    """(start, end) positions, as (line, column) with 1-based lines, of every annotation in
+    ``source``: arguments, returns and annotated assignments."""
+    spans = []
+    for node in ast.walk(ast.parse(source)):
+        found = []
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            found += [arg.annotation for arg in (*a.posonlyargs, *a.args, *a.kwonlyargs,
+                                                 a.vararg, a.kwarg)
+                      if arg is not None and arg.annotation is not None]
+            if node.returns is not None:
+                found.append(node.returns)
+        elif isinstance(node, ast.AnnAssign):
+            found.append(node.annotation)
+        spans += [((n.lineno, n.col_offset), (n.end_lineno, n.end_col_offset)) for n in found]
+    return spans
+
+
+def skip_annotations(session: Path, source: str) -> int:
+    """Mark every pending mutant of ``session`` that starts inside an annotation as skipped
+    (never run); returns how many. Only meaningful when the module does not evaluate its
+    annotations (``from __future__ import annotations``), so modules without that import are
+    left whole."""
+    if not re.search(r"^from __future__ import annotations", source, flags=re.M):
+        return 0
+    from cosmic_ray.work_db import use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    spans = annotation_spans(source)
+    with use_db(str(session)) as db:
+        skipped = [item.job_id for item in db.pending_work_items
+                   if any(s <= tuple(m.start_pos) < e for m in item.mutations for s, e in spans)]
+        if skipped:
+            db.set_multiple_results(skipped, WorkResult(output="inside an annotation",
+                                                        worker_outcome=WorkerOutcome.SKIPPED))
+    return len(skipped)
+
+
 def scratch_copy(root: Path, dest: Path) -> None:
     """The working tree's tracked and untracked, not ignored, files copied to ``dest``."""
     r = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=root,
@@ -119,8 +165,10 @@ def summarize(session: Path, module: str, tests: str) -> tuple[Outcome, list[str
         item, result = json.loads(line)
         if result is None:  # not run (the run was stopped)
             continue
-        out.mutants += 1
         test, worker = result.get("test_outcome"), result.get("worker_outcome")
+        if worker == "skipped":
+            out.annotations += 1
+            continue
         if worker == "timeout":
             out.timeout += 1
         elif test == "killed":
@@ -132,6 +180,7 @@ def summarize(session: Path, module: str, tests: str) -> tuple[Outcome, list[str
                              f"{result.get('diff', '')}")
         else:
             out.incompetent += 1
+        out.mutants += 1
     return out, survivors
 
 
@@ -152,6 +201,7 @@ def check_module(work: Path, module: str, tests: list[str], timeout: float, out:
                       '[cosmic-ray.distributor]\nname = "local"\n')
     session.unlink(missing_ok=True)
     subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, check=True)
+    skip_annotations(session, (work / module).read_text(encoding="utf-8"))
     subprocess.run(["cosmic-ray", "exec", str(config), str(session)], cwd=work, check=True)
     result, survivors = summarize(session, module, " ".join(tests))
     text = "\n".join(survivors) if survivors else "no survivor\n"
@@ -160,11 +210,11 @@ def check_module(work: Path, module: str, tests: list[str], timeout: float, out:
 
 
 def table(results: list[Outcome]) -> str:
-    rows = ["| module | tests | mutants | killed | timed out | survived | not run | killed % |",
-            "|---|---|---|---|---|---|---|---|"]
+    rows = ["| module | tests | mutants | killed | timed out | survived | not run | killed % "
+            "| in annotations (skipped) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in results:
         rows.append(f"| `{r.module}` | `{r.tests}` | {r.mutants} | {r.killed} | {r.timeout} | "
-                    f"{r.survived} | {r.incompetent} | {r.rate:.1f} |")
+                    f"{r.survived} | {r.incompetent} | {r.rate:.1f} | {r.annotations} |")
     return "\n".join(rows) + "\n"
 
 

@@ -90,3 +90,52 @@ def test_tests_that_fail_unmutated_stop_the_run(tmp_path):
     (root / "tests" / "test_calc.py").write_text(TESTS.replace("== 1", "== 5"))
     with pytest.raises(SystemExit, match="fail before any mutation"):
         mutation_check.main(["pkg/calc.py", "--root", str(root), "--out", str(tmp_path / "o")])
+
+
+def _row(out: Path, module: str) -> list[str]:
+    summary = (out / "summary.md").read_text()
+    row = next(line for line in summary.splitlines() if module in line)
+    return [c.strip() for c in row.strip("|").split("|")]
+
+
+def test_mutants_inside_annotations_are_skipped_and_not_counted(tmp_path):
+    root = _tree(tmp_path)
+    annotated = ("from __future__ import annotations\n\n\n"
+                 "def pick(a: int | None, b: int) -> int | None:\n"
+                 "    return a if a < b else b\n")
+    (root / "pkg" / "calc.py").write_text(annotated)
+    subprocess.run(["git", "add", "."], cwd=root, check=True)
+    plain_out, out = tmp_path / "plain", tmp_path / "annotated"
+    mutation_check.main(["pkg/calc.py", "--root", str(root), "--out", str(out)])
+    (root / "pkg" / "calc.py").write_text(MODULE)
+    mutation_check.main(["pkg/calc.py", "--root", str(root), "--out", str(plain_out)])
+    with_annotations, plain = _row(out, "pkg/calc.py"), _row(plain_out, "pkg/calc.py")
+    # the body is the same: the same mutants run, with the same outcomes; the two `|` of the
+    # annotations give mutants of their own, skipped
+    assert with_annotations[2:8] == plain[2:8]
+    assert int(with_annotations[8]) >= 2 and int(plain[8]) == 0
+    assert "a < b" in (out / "pkg__calc.survivors.txt").read_text()
+    assert "int - None" not in (out / "pkg__calc.survivors.txt").read_text()
+
+
+def test_annotations_of_a_module_that_evaluates_them_are_mutated(tmp_path):
+    """Without ``from __future__ import annotations`` an annotation runs at import, so its
+    mutants are ordinary ones (here killed: ``int - None`` raises when the module loads)."""
+    root = _tree(tmp_path)
+    (root / "pkg" / "calc.py").write_text("def pick(a: int | None, b: int) -> int:\n"
+                                         "    return a if a < b else b\n")
+    subprocess.run(["git", "add", "."], cwd=root, check=True)
+    out = tmp_path / "o"
+    mutation_check.main(["pkg/calc.py", "--root", str(root), "--out", str(out)])
+    row = _row(out, "pkg/calc.py")
+    assert int(row[8]) == 0 and int(row[2]) > 6  # the comparison's mutants and the `|`'s
+
+
+def test_annotation_spans_by_hand():
+    source = ("from __future__ import annotations\n"
+              "x: list[int] = []\n"
+              "def f(a, b: str | None = None, *c: int, **d: float) -> dict[str, int]:\n"
+              "    return {}\n")
+    spans = mutation_check.annotation_spans(source)
+    assert sorted(spans) == sorted([((2, 3), (2, 12)), ((3, 12), (3, 22)), ((3, 35), (3, 38)),
+                                    ((3, 45), (3, 50)), ((3, 55), (3, 69))])
