@@ -15,15 +15,16 @@ score depends on nothing but the image. Zero-shot, image_score = text_score.
 
 Beside FILE.onnx goes FILE.onnx.json: preprocessing (size, mean, std, squash resize, bicubic,
 RGB), stages, object, mode, score definition and mu, thresholds, model, checkpoint, opset and
-versions. predict.py --onnx FILE scores with it (engine.onnx_runtime.OnnxModel); after writing,
+versions. predict.py --onnx FILE scores with it (engine.deploy.onnx_runtime.OnnxModel); after writing,
 the graph is run once with onnxruntime against torch on a random batch (--no_verify skips it).
 """
 from __future__ import annotations
 
 import sys
 
-from engine.export import ExportConfig
 from utils.cli import parse_config, run_main
+
+from engine.config import ExportConfig
 
 
 def parse_args(argv: list[str] | None = None) -> ExportConfig:
@@ -34,14 +35,15 @@ def main(argv: list[str] | None = None) -> int:
     cfg = parse_args(argv)
 
     def body() -> None:
-        from engine.export import check_output
-        from engine.preflight import check_checkpoint_file, check_pretrained
+        from engine.deploy.export import check_output
+        from engine.plumbing.preflight import check_checkpoint_file, check_pretrained
 
         check_output(cfg.output)  # fail before torch loads
         check_checkpoint_file(cfg.checkpoint_path)
         check_pretrained(cfg.model, cfg.pretrained)
-        from engine import export
         from utils.log import setup_logging
+
+        from engine.deploy import export
 
         export.run(cfg, setup_logging())
 

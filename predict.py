@@ -30,8 +30,9 @@ from __future__ import annotations
 
 import sys
 
-from engine.config import PredictConfig
 from utils.cli import config_json, parse_config, resolved, run_main
+
+from engine.config import PredictConfig
 
 
 def parse_args(argv: list[str] | None = None) -> PredictConfig:
@@ -45,15 +46,17 @@ def main(argv: list[str] | None = None) -> int:
         from utils.allocator import keep_large_buffers
 
         keep_large_buffers()  # large CPU buffers stay in the process (utils/allocator.py)
-        from engine.preflight import check_checkpoint_file, check_onnx_file, check_pretrained
+        from engine.plumbing.preflight import check_checkpoint_file, check_onnx_file, check_pretrained
 
         check_onnx_file(cfg.onnx)  # a folder or a .pth given as the graph: named at once
         if not cfg.onnx:
             check_checkpoint_file(cfg.checkpoint_path, onnx_flag=True)
             check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch
-        from engine import distributed, prediction
-        from engine.result_set import ResultSet
         from utils.log import setup_logging
+
+        from engine.plumbing import distributed
+        from engine.plumbing.result_set import ResultSet
+        from engine.predict import prediction
 
         prediction.settle_object_name(cfg)  # --onnx: the sidecar's object unless given
         dist = distributed.setup()  # one process, or a rank of torchrun

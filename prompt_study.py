@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import sys
 
-from engine.prompt_study import StudyConfig
 from utils.cli import config_json, parse_config, resolved, run_main
+
+from engine.config import StudyConfig
 
 
 def parse_args(argv: list[str] | None = None) -> StudyConfig:
@@ -35,13 +36,14 @@ def main(argv: list[str] | None = None) -> int:
         from utils.allocator import keep_large_buffers
 
         keep_large_buffers()  # large CPU buffers stay in the process (utils/allocator.py)
-        from engine.preflight import check_checkpoint_file, check_pretrained
+        from engine.plumbing.preflight import check_checkpoint_file, check_pretrained
 
         check_checkpoint_file(cfg.checkpoint_path)  # a folder, an ONNX graph: named at once
         check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch loads
-        from engine import prompt_study
-        from engine.result_set import ResultSet
         from utils.log import setup_logging
+
+        from engine.evaluate import prompt_study
+        from engine.plumbing.result_set import ResultSet
 
         with ResultSet(cfg.save_path, resolved(cfg)) as results:  # lock; staged
             log = setup_logging(results.dir)

@@ -34,8 +34,9 @@ import signal
 import sys
 from pathlib import Path
 
-from engine.serve_config import ServeConfig
 from utils.cli import parse_config, run_main
+
+from engine.config import ServeConfig
 
 
 def parse_args(argv: list[str] | None = None) -> ServeConfig:
@@ -65,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         from utils.allocator import keep_large_buffers
 
         keep_large_buffers()  # large CPU buffers stay in the process (utils/allocator.py)
-        from engine.preflight import check_checkpoint_file, check_onnx_file, check_pretrained
         from errors import DatasetError
+
+        from engine.plumbing.preflight import check_checkpoint_file, check_onnx_file, check_pretrained
 
         for f in cfg.onnx or []:
             check_onnx_file(f)
@@ -75,15 +77,16 @@ def main(argv: list[str] | None = None) -> int:
             check_pretrained(cfg.model, cfg.pretrained)
         if cfg.watch and not Path(cfg.watch).is_dir():
             raise DatasetError(f"--watch folder not found: {cfg.watch}")
-        from engine.serving import Service
         from utils.log import setup_logging
+
+        from engine.serve.serving import Service
 
         log = setup_logging(Path(cfg.save_path) if cfg.save_path else None)
         signal.signal(signal.SIGTERM, _stop)
         service, watch = Service(cfg, log), None
         try:
             if cfg.watch:
-                from engine.watch import FolderWatch
+                from engine.serve.watch import FolderWatch
 
                 watch = FolderWatch(service, _watched(service, cfg), cfg, log)
                 if not cfg.no_http:  # a failed watch stops the service too
@@ -93,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                 while not watch.done.wait(0.5):
                     pass
             else:
-                from engine.serve_http import run_http
+                from engine.serve.serve_http import run_http
 
                 run_http(service, log)
         except KeyboardInterrupt:

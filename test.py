@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import sys
 
-from engine.config import EvalConfig
 from utils.cli import config_json, parse_config, resolved, run_main
+
+from engine.config import EvalConfig
 
 
 def parse_args(argv: list[str] | None = None) -> EvalConfig:
@@ -32,13 +33,15 @@ def main(argv: list[str] | None = None) -> int:
         from utils.allocator import keep_large_buffers
 
         keep_large_buffers()  # large CPU buffers stay in the process (utils/allocator.py)
-        from engine.preflight import check_checkpoint_file, check_pretrained
+        from engine.plumbing.preflight import check_checkpoint_file, check_pretrained
 
         check_checkpoint_file(cfg.checkpoint_path)  # a folder, an ONNX graph: named at once
         check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch loads
-        from engine import distributed, evaluation
-        from engine.result_set import ResultSet
         from utils.log import setup_logging
+
+        from engine.evaluate import evaluation
+        from engine.plumbing import distributed
+        from engine.plumbing.result_set import ResultSet
 
         dist = distributed.setup()  # one process, or a rank of torchrun
         with ResultSet(cfg.save_path, resolved(cfg), dist=dist) as results:  # lock; staged

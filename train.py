@@ -22,8 +22,9 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from engine.config import TrainConfig
 from utils.cli import parse_config, run_main
+
+from engine.config import TrainConfig
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -36,16 +37,18 @@ def train(cfg: TrainConfig) -> dict:
     The run holds the lock of ``--save_path`` and writes ``run.json``; Ctrl-C ends it with one
     line naming the checkpoint to ``--resume`` from.
     """
-    from engine.preflight import check_checkpoint_file, check_pretrained
+    from engine.plumbing.preflight import check_checkpoint_file, check_pretrained
 
     check_checkpoint_file(cfg.init_checkpoint, "--init_checkpoint")  # a folder, an ONNX graph
     check_checkpoint_file(cfg.resume, "--resume")
     check_pretrained(cfg.model, cfg.pretrained)  # offline mistakes fail before torch loads
-    from engine import distributed, training
-    from engine.result_set import ResultSet
     from errors import Interrupted
     from utils.cli import resolved
     from utils.log import setup_logging
+
+    from engine import training
+    from engine.plumbing import distributed
+    from engine.plumbing.result_set import ResultSet
 
     save = Path(cfg.save_path)
     dist = distributed.setup()  # one process, or a rank of torchrun (DDP)

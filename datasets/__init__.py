@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-from .categories import DATASETS, MVTEC_CATEGORIES, VISA_CATEGORIES
+from .sets import DATASETS, MVTEC_CATEGORIES, VISA_CATEGORIES
 
 _LAZY = {
     "AnomalyDataset": "anomaly_dataset", "Sample": "anomaly_dataset", "collate": "anomaly_dataset",

@@ -17,28 +17,8 @@ from torch.utils.data import Dataset
 from errors import DatasetError
 from utils.io import read_json
 
-from .transforms import (binary_mask_image, empty_mask_image, image_transform, mask_transform,
-                         open_image)
-
-PREPARE_HINT = "python -m datasets.prepare {kind} {root}"
-
-
-def rebuild_advice(root: str | Path, kind: str = "mvtec", listed: str = "") -> str:
-    """How to index ``root`` again after a file it lists was removed: the prepare command
-    (VisA first needs the file's row out of ``split_csv/1cls.csv``, which the index is made
-    from). ``listed``: the removed file as the index names it; an absolute path means the
-    index lies apart from the data (``--out``), which the command then names."""
-    root, data = Path(root), Path(root)
-    command = PREPARE_HINT.format(kind=kind or "folder", root=root)
-    where = ""
-    if Path(listed).is_absolute():
-        data = Path("DATASET_ROOT")
-        command = f"{PREPARE_HINT.format(kind=kind or 'folder', root=data)} --out {root}"
-        where = " (DATASET_ROOT: the folder the index was made from)"
-    hint = f"rebuild the index with `{command}`{where}"
-    if kind == "visa":
-        return f"delete its row in {data / 'split_csv' / '1cls.csv'}, then {hint}"
-    return hint
+from .sets.index_format import PREPARE_HINT, read_index, rebuild_advice
+from .transforms import binary_mask_image, empty_mask_image, image_transform, mask_transform, open_image
 
 
 @dataclass(frozen=True)
@@ -66,7 +46,6 @@ def load_meta(root: str | Path, kind: str = "mvtec") -> dict:
                                                     {"train", "test"} & set(meta)):
         raise DatasetError(f"{path} is not a meta.json index (needs 'train'/'test' tables of "
                            f"categories); rebuild it with `{hint}`")
-    from datasets.sets.index_format import read_index  # an old-rule index of a set: refused
 
     read_index(meta, root, kind)
     return meta

@@ -8,8 +8,15 @@ the synthesizer). It shares no code with ``datasets/synthetic.py``, which draws 
     synth = AnomalySynthesizer(seed=0, texture_dir=None)
     image_with_defect, mask = synth.synth(image, epoch, index)   # mask: (H, W) bool
 """
-from .synthesis import (DEFAULT_WEIGHTS, DEFECTS, KINDS, AnomalySynthesizer, TextureFolder,
-                        estimate_foreground, perlin_noise)
+from .synthesis import (
+                        DEFAULT_WEIGHTS,
+                        DEFECTS,
+                        KINDS,
+                        AnomalySynthesizer,
+                        TextureFolder,
+                        estimate_foreground,
+                        perlin_noise,
+)
 
 __all__ = ["AnomalySynthesizer", "DEFAULT_WEIGHTS", "DEFECTS", "KINDS", "TextureFolder",
            "estimate_foreground", "perlin_noise"]

@@ -16,6 +16,7 @@ from errors import DatasetError
 from .anomaly_dataset import Sample
 from .transforms import binary_mask_image, image_errors
 
+
 def image_size(path: Path) -> tuple[int, int]:
     """(width, height) from the header, after PIL's integrity check (DatasetError if bad)."""
     with image_errors(path):

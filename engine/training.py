@@ -42,11 +42,17 @@ from utils.io import atomic_torch_save, atomic_write_text
 from utils.log import plural
 from utils.rng import rng_state, set_rng_state, setup_seed
 
-from . import distributed
-from .features import encode_batch, open_store
-from .config import MOSAIC_DATASETS, TrainConfig
-from .loading import (build_model, checkpoint_weights, read_checkpoint, resolve_device,
-                      trained_with, warn_settings_differ)
+from engine.config import MOSAIC_DATASETS, TrainConfig
+from engine.core.features import encode_batch, open_store
+from engine.core.loading import (
+    build_model,
+    checkpoint_weights,
+    read_checkpoint,
+    resolve_device,
+    trained_with,
+    warn_settings_differ,
+)
+from engine.plumbing import distributed
 
 RESUME_KEYS = ("dataset", "train_data_path", "model", "pretrained", "image_size", "features_list",
                "batch_size", "aug_rate", "learning_rate", "seed", "categories",
@@ -74,7 +80,7 @@ def batch_loss(model: AprilGAN, patch_tokens: dict[int, torch.Tensor], image_emb
 
 def make_cache(cfg: TrainConfig, model: AprilGAN, device: torch.device) -> FeatureCache:
     """Open (or create) the feature store of this run's backbone weights, size and data
-    (``engine.features``: the folder ``test.py --feature_store`` shares on the same data)."""
+    (``engine.core.features``: the folder ``test.py --feature_store`` shares on the same data)."""
     if cfg.train_image_dir:
         return open_store(cfg.cache_features, cfg, model, device, "image_dir", cfg.train_image_dir,
                           "--cache_features")

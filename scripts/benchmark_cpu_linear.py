@@ -67,8 +67,9 @@ def build(args):
     """(backbone, image size) of the model, fp32, random weights (seed 0)."""
     import torch
 
-    from engine.loading import build_model
     from errors import ConfigError
+
+    from engine.core.loading import build_model
 
     torch.manual_seed(0)
     try:

@@ -29,10 +29,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import train  # noqa: E402
-from datasets.prepare import prepare  # noqa: E402
-from tools.synthetic import generate_mvtec  # noqa: E402
-from models.backbone import ClipBackbone  # noqa: E402
+import train
+from datasets.sets.indexing import prepare
+from models.backbone import ClipBackbone
+from tools.synthetic import generate_mvtec
 
 MODELS = REPO / "tests" / "fixtures" / "golden" / "models"
 

@@ -4,7 +4,7 @@ Speed and memory do not depend on the weights, so the model is built with random
 (``--pretrained none``) and nothing is downloaded. Per batch it times what ``test.py`` does:
 one backbone pass, the projection head, the memory-bank search of ``--runs`` few-shot banks of
 ``--k_shot`` images each, and the final maps at S x S as test.py's metrics make them
-(``engine.inference.zero_shot_maps`` then ``final_maps``, on the CPU). Reports images/s per
+(``engine.core.inference.zero_shot_maps`` then ``final_maps``, on the CPU). Reports images/s per
 part, peak GPU memory (CUDA), and writes JSON.
 
     python scripts/benchmark_inference.py                          # ViT-L-14-336 at 518, GPU
@@ -24,10 +24,11 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from engine.config import ModelConfig  # noqa: E402
-from engine.loading import build_model  # noqa: E402
-from engine.inference import final_maps, zero_shot_maps  # noqa: E402
-from models.memory_bank import MemoryBank  # noqa: E402
+from models.memory_bank import MemoryBank
+
+from engine.config import ModelConfig
+from engine.core.inference import final_maps, zero_shot_maps
+from engine.core.loading import build_model
 
 DEFAULTS = ModelConfig()  # the one place the defaults are set
 
@@ -67,14 +68,18 @@ def main(argv: list[str] | None = None) -> int:
     n_batches = max(1, a.n_images // b)
     for i in range(n_batches + 1):  # batch 0 warms up
         x = torch.randn(b, 3, s, s, device=device)
-        sync(device); t = time.perf_counter()
+        sync(device)
+        t = time.perf_counter()
         with torch.no_grad():
             enc = model.encode(x)
-            sync(device); t1 = time.perf_counter()
+            sync(device)
+            t1 = time.perf_counter()
             head = model.head(enc["patch_tokens"], enc["image_embed"], text)
-            sync(device); t2 = time.perf_counter()
+            sync(device)
+            t2 = time.perf_counter()
             dists = [bank.distances(enc["patch_tokens"]) for bank in banks]
-            sync(device); t3 = time.perf_counter()
+            sync(device)
+            t3 = time.perf_counter()
             logits = [l.float().cpu() for l in head["stage_logits"]]
             zs = zero_shot_maps(logits, s, torch.device("cpu"))  # as test.py: once per category
             for d in dists[:1]:  # then each run's final maps (one run timed), on the CPU

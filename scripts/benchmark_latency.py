@@ -4,7 +4,7 @@ writes; OpenVINO rows when the package is installed, bf16 where the CPU has it).
 For each model -- ``tiny`` (the test fixture ViT, 84 px) and named open_clip architectures with
 random weights (speed does not depend on the weights; nothing is downloaded) -- and each mode
 (zero-shot; few-shot with memory banks of ``--k_shot`` random reference images), the graph of
-``engine.export.build_graph`` (backbone, head, maps, scores) is timed in torch and, exported,
+``engine.deploy.export.build_graph`` (backbone, head, maps, scores) is timed in torch and, exported,
 in onnxruntime and OpenVINO: after ``--warmup`` untimed calls, the median of ``--repeats`` timed
 calls of one batch, and the best call (less skewed by other work on the machine). Each backend
 runs in a fresh process of its own (this script with ``--row``), so its memory is its own.
@@ -37,7 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from engine.onnx_sidecar import OUTPUTS  # noqa: E402  (light: no torch)
+from engine.deploy.onnx_sidecar import OUTPUTS  # noqa: E402  (light: no torch)
 
 FIXTURE = REPO / "tests" / "fixtures" / "golden" / "models"
 TINY = dict(name="tiny-vit", config=FIXTURE / "tiny-vit.json", weights=FIXTURE / "tiny-vit-random.pt",
@@ -86,9 +86,9 @@ def build(name: str, args, few: bool, device):
     import torch
     import torch.nn.functional as F
 
-    from engine.export import build_graph
-    from engine.inference import build_bank, normal_level
-    from engine.loading import build_model, load_projections
+    from engine.core.inference import build_bank, normal_level
+    from engine.core.loading import build_model, load_projections
+    from engine.deploy.export import build_graph
 
     torch.manual_seed(0)
     if name == "tiny":
@@ -167,7 +167,7 @@ def backends(args) -> list[str]:
         import openvino  # noqa: F401
     except ImportError:
         return out
-    from engine.openvino_runtime import bf16_supported
+    from engine.deploy.openvino_runtime import bf16_supported
 
     return out + ["openvino:fp32"] + (["openvino:bf16"] if bf16_supported() else [])
 
@@ -177,7 +177,7 @@ def measure(name: str, args, few: bool) -> list[dict]:
     process of its own, so its peak memory is its own (imports, model and buffers included)."""
     import torch
 
-    from engine.export import export_proto
+    from engine.deploy.export import export_proto
 
     graph, size = build(name, args, few, torch.device("cpu"))
     t = time.perf_counter()
@@ -266,7 +266,7 @@ def row(args) -> dict:
         if cuda:
             out["gpu_peak_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
     elif backend == "onnxruntime":
-        from engine.onnx_runtime import make_session
+        from engine.deploy.onnx_runtime import make_session
 
         sess = make_session(args.row_onnx, args.device)
         n1, nb = {"images": x1}, {"images": xb}
@@ -278,7 +278,7 @@ def row(args) -> dict:
     else:  # openvino:fp32 or openvino:bf16; fp32 is asked for explicitly
         import openvino as ov
 
-        from engine.openvino_runtime import PRECISIONS
+        from engine.deploy.openvino_runtime import PRECISIONS
 
         compiled = ov.Core().compile_model(args.row_onnx, "CPU",
                                            {"INFERENCE_PRECISION_HINT": PRECISIONS[precision]})

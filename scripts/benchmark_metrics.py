@@ -41,10 +41,10 @@ from sklearn.metrics import average_precision_score, precision_recall_curve, roc
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
-from benchmark_pro import make_case  # noqa: E402
+from benchmark_pro import make_case
 
-from metrics import category_metrics, mask_regions  # noqa: E402
-from metrics.reference import category_metrics_reference  # noqa: E402
+from metrics import category_metrics, mask_regions
+from metrics.reference import category_metrics_reference
 
 TOLERANCE = {"pro": 0.0, "mvtec_aupro": 1e-12}  # absolute; classification: 1e-9 relative
 

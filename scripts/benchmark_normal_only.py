@@ -35,10 +35,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import train  # noqa: E402
-from datasets.prepare import prepare  # noqa: E402
-from engine.config import PAPER_EPOCHS  # noqa: E402
-from tools.synthetic import CATEGORIES, generate_mvtec, generate_visa  # noqa: E402
+import train
+from datasets.sets.indexing import prepare
+from tools.synthetic import CATEGORIES, generate_mvtec, generate_visa
+
+from engine.config import PAPER_EPOCHS
 
 MODELS = REPO / "tests" / "fixtures" / "golden" / "models"
 RANDOM_INIT = MODELS / "linear-random.pth"

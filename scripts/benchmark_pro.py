@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from metrics import mvtec_aupro, pro, pro_reference  # noqa: E402
+from metrics import mvtec_aupro, pro, pro_reference
 
 
 def make_case(n_maps: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,13 +1,13 @@
 r"""Benchmark ``prompt_study.py`` against one ``test.py --prompt_dir`` run per variant.
 
-N prompt folders are written (the baseline with one state or template left out each), then,
-in this one process, after one untimed test.py run (so both paths are timed warm): ``prompt_study.py --variants`` on all of them (the baseline comes along),
-and ``test.py --prompt_dir`` on each folder and on the baseline. Reported: the two wall times,
-their ratio, the images through the backbone, the study's cost in separate test.py runs, and
-the largest difference between a variant's metrics in the study and in its own test.py run.
-The model is the tiny random ViT of the test fixtures, the data the golden MVTec-layout
-fixture (or ``--data`` with ``--dataset``); both paths run in-process, so neither pays a
-process start.
+N prompt folders are written (the baseline with one state or template left out each), then, in
+this one process, after one untimed test.py run (so both paths are timed warm):
+``prompt_study.py --variants`` on all of them (the baseline comes along), and ``test.py
+--prompt_dir`` on each folder and on the baseline. Reported: the two wall times, their ratio,
+the images through the backbone, the study's cost in separate test.py runs, and the largest
+difference between a variant's metrics in the study and in its own test.py run. The model is the
+tiny random ViT of the test fixtures, the data the golden MVTec-layout fixture (or ``--data``
+with ``--dataset``); both paths run in-process, so neither pays a process start.
 
 Usage:
     python scripts/benchmark_prompt_study.py                 # 16 variants
@@ -26,10 +26,11 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-import prompt_study  # noqa: E402
-from engine.prompt_variants import ablations, write_prompt_dir  # noqa: E402
-from prompts import PromptSet  # noqa: E402
-from utils.io import atomic_write_json  # noqa: E402
+import prompt_study
+from prompts import PromptSet
+from utils.io import atomic_write_json
+
+from engine.evaluate.prompt_variants import ablations, write_prompt_dir
 
 GOLDEN = REPO / "tests" / "fixtures" / "golden"
 MODELS = GOLDEN / "models"

@@ -107,8 +107,9 @@ def make_projections(a, config: str | None, path: Path) -> None:
     """Random projections of the benchmarked model (seeded), in the released format."""
     import torch
 
-    from engine.loading import build_model
     from models.projection import CHECKPOINT_KEY
+
+    from engine.core.loading import build_model
 
     torch.manual_seed(0)
     model, _ = build_model(a.model, a.pretrained, a.image_size, a.features_list,

@@ -25,8 +25,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from datasets.categories import CATEGORIES  # noqa: E402
-from metrics import METRIC_KEYS as METRICS  # noqa: E402
+from datasets.sets import CATEGORIES
+from metrics import METRIC_KEYS as METRICS
 
 DATASETS = {"mvtec": "MVTec AD", "visa": "VisA"}
 # The paper's mean rows are over all categories of a dataset, also where a paper CSV lists

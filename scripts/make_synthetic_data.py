@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from datasets.prepare import prepare  # noqa: E402
-from tools.synthetic import CATEGORIES, generate_mvtec, generate_visa  # noqa: E402
+from datasets.sets.indexing import prepare
+from tools.synthetic import CATEGORIES, generate_mvtec, generate_visa
 
 
 def make(out: Path, mvtec_categories=("bottle", "grid"), visa_categories=("candle", "pcb1"),

@@ -1,9 +1,9 @@
 r"""Mutation check: do the tests notice a plausible one-line bug in a module?
 
-    bash scripts/mutation_check.sh engine/thresholds.py engine/regions.py
+    bash scripts/mutation_check.sh engine/core/thresholds.py engine/predict/regions.py
     bash scripts/mutation_check.sh datasets/sets/                 # every module of a folder
     bash scripts/mutation_check.sh --since main~3                 # every module changed since
-    bash scripts/mutation_check.sh engine/regions.py --tests "tests/test_calibration.py -k region"
+    bash scripts/mutation_check.sh engine/predict/regions.py --tests "tests/test_calibration.py -k region"
 
 For each module, cosmic-ray (pinned in requirements-dev.txt) makes every mutant its operators
 know (``+`` for ``-``, ``<`` for ``<=``, a constant changed, a ``break`` for a ``continue``,
@@ -16,7 +16,7 @@ before the run and counted apart: with ``from __future__ import annotations`` Py
 evaluates an annotation, so such a mutant cannot change behaviour; it is not run and not part
 of the killed share.
 
-The tests of a module are the test files that name it (``engine.thresholds``, ``from engine
+The tests of a module are the test files that name it (``engine.core.thresholds``, ``from engine
 import thresholds``, or the file's stem for a script), run with ``pytest -x``; ``--tests``
 gives them instead (pytest arguments, for every module of the call). The whole run happens in a
 scratch copy of the working tree (tracked and untracked, not ignored files), so the checkout is

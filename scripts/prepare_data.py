@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from datasets.categories import MVTEC_CATEGORIES, VISA_CATEGORIES  # noqa: E402
+from datasets.sets import MVTEC_CATEGORIES, VISA_CATEGORIES
 
 
 class PrepareError(Exception):
@@ -315,8 +315,8 @@ def check_categories(src: Source, root: Path) -> list[str]:
 
 
 def index(src: Source, root: Path) -> None:
+    from datasets.sets.indexing import prepare
     from errors import DatasetError
-    from datasets.prepare import prepare
     try:
         path = prepare(src.name, root)
     except DatasetError as e:

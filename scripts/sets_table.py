@@ -6,12 +6,13 @@ r"""The cross-dataset table of scripts/test_benchmarks.sh, and the list of prepa
 
 ``list``: every folder under DATA_ROOT whose ``meta.json`` names a benchmark set (the builders
 record it; a folder named like a set counts too), and whether a few-shot run has normal images
-to draw references from (FEW = 1: few-shot runs too): train images where the set has an
-official split, its normal test images where it has none. An index of a set without an official
-split written under the old rule is an error naming the command that rebuilds it. ``table``: one row per dataset and setting from each run's
-``metrics.json`` mean row (percent, one decimal; "–" where a metric is undefined, e.g. pixel
-metrics of an image-level set), then the mean over the industrial and over the medical sets,
-each metric over the sets that define it, and a line naming them.
+to draw references from (FEW = 1: few-shot runs too): train images where the set has an official
+split, its normal test images where it has none. An index of a set without an official split
+written under the old rule is an error naming the command that rebuilds it. ``table``: one row
+per dataset and setting from each run's ``metrics.json`` mean row (percent, one decimal; "–"
+where a metric is undefined, e.g. pixel metrics of an image-level set), then the mean over the
+industrial and over the medical sets, each metric over the sets that define it, and a line
+naming them.
 
 Published figures: where a paper reports APRIL-GAN zero-shot on a set, ``benchmarks.md`` also
 has one table per source with each cell "ours / published (ours - published)", and
@@ -39,13 +40,13 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from datasets.categories import DATASETS  # noqa: E402
-from datasets.sets import SETS  # noqa: E402
-from datasets.sets.index_format import read_index  # noqa: E402
-from engine.config import ModelConfig  # noqa: E402
-from errors import DatasetError, one_line  # noqa: E402
-from metrics import METRIC_KEYS  # noqa: E402
-from utils.io import atomic_write_text, csv_text  # noqa: E402
+from datasets.sets import DATASETS, SETS
+from datasets.sets.index_format import read_index
+from errors import DatasetError, one_line
+from metrics import METRIC_KEYS
+from utils.io import atomic_write_text, csv_text
+
+from engine.config import ModelConfig
 
 DASH = "–"
 TABLES = REPO / "scripts" / "paper_tables"

@@ -23,8 +23,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 TESTS = REPO / "tests"
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
 
 GOLDEN = Path(os.environ.get("APRILGAN_GOLDEN", REPO / "tests" / "fixtures" / "golden")).resolve()
 VIT_STAGES = [2, 4, 6, 8]

@@ -1,6 +1,6 @@
 """Synthetic evaluation and prediction runs for the report tests: seeded images, masks and maps
 drawn with numpy, metrics and curves from :func:`metrics.category_metrics_and_curves`, and
-metrics.json written by :func:`engine.results.write_metrics` (what test.py writes)."""
+metrics.json written by :func:`engine.evaluate.results.write_metrics` (what test.py writes)."""
 from __future__ import annotations
 
 import json
@@ -10,9 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.report import EvalReport, GalleryItem, PredictReport, select_gallery
-from engine.results import write_metrics
 from metrics import category_metrics_and_curves
+
+from engine.evaluate.results import write_metrics
+from engine.report import EvalReport, GalleryItem, PredictReport, select_gallery
 
 
 def picture(seed: int, size: int = 96, defect: np.ndarray | None = None) -> np.ndarray:

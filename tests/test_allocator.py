@@ -10,7 +10,7 @@ from utils.allocator import keep_large_buffers
 
 def test_thresholds_are_raised_on_glibc_and_left_alone_on_request(monkeypatch):
     try:
-        ctypes.CDLL("libc.so.6").mallopt
+        ctypes.CDLL("libc.so.6").mallopt  # noqa: B018 - raises AttributeError without it
     except (OSError, AttributeError):
         pytest.skip("not glibc: nothing to change")
     calls = []

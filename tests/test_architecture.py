@@ -71,7 +71,7 @@ def project_code_files(root: Path = REPO) -> list[Path]:
 def test_no_code_file_over_400_lines():
     long = []
     files = project_code_files()
-    assert REPO / "engine" / "evaluation.py" in files and REPO / "train.py" in files
+    assert REPO / "engine" / "evaluate" / "evaluation.py" in files and REPO / "train.py" in files
     for f in files:
         n = len(f.read_text(encoding="utf-8").splitlines())
         if n > 400:
@@ -79,22 +79,12 @@ def test_no_code_file_over_400_lines():
     assert not long, long
 
 
-def _engine_siblings(path: Path) -> set[str]:
-    """The ``engine`` modules one engine file imports (``from .x import`` or ``engine.x``)."""
-    out = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.ImportFrom):
-            if node.level == 1 and node.module:
-                out.add(node.module.split(".")[0])
-            elif node.level == 0 and (node.module or "").startswith("engine."):
-                out.add(node.module.split(".")[1])
-    return out
-
-
 def test_export_and_onnx_runtime_share_the_sidecar_module_not_each_other():
-    export, runtime = (_engine_siblings(REPO / "engine" / f"{n}.py") for n in ("export", "onnx_runtime"))
-    assert "onnx_runtime" not in export and "export" not in runtime
-    assert "onnx_sidecar" in export and "onnx_sidecar" in runtime
+    known = _package_modules()
+    export, runtime = (_imported_modules(REPO / "engine" / "deploy" / f"{n}.py", known)
+                       for n in ("export", "onnx_runtime"))
+    assert "engine.deploy.onnx_runtime" not in export and "engine.deploy.export" not in runtime
+    assert "engine.deploy.onnx_sidecar" in export and "engine.deploy.onnx_sidecar" in runtime
 
 
 def _text_files() -> list[Path]:
@@ -121,3 +111,116 @@ def test_nothing_user_facing_cites_a_document_outside_the_repository():
             cited |= {int(n) for n in re.findall(r"\d+", group)}
     assert not bad, f"cite a file users do not have: {bad}"
     assert cited and cited <= sections, sorted(cited - sections)
+
+
+# --------------------------------------------------------------------------- modules and groups
+def _module_name(path: Path) -> str:
+    """``engine/core/loading.py`` -> ``engine.core.loading``; a package's ``__init__.py`` -> the
+    package."""
+    parts = list(path.relative_to(REPO).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _package_modules() -> dict[str, Path]:
+    """Every module of the project's packages (its folders of modules), by name."""
+    out = {}
+    for package in ALLOWED:
+        if (REPO / package).is_dir():
+            out.update({_module_name(f): f for f in sorted((REPO / package).rglob("*.py"))})
+    return out
+
+
+def _imported_modules(path: Path, known: dict[str, Path]) -> set[str]:
+    """The project modules one file imports, anywhere in it (inside functions too): relative
+    imports resolved, ``from package import name`` counted as the submodule when ``name`` is
+    one, else as the package."""
+    here = _module_name(path)
+    package = here if path.name == "__init__.py" else here.rpartition(".")[0]
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            out |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join([*anchor, base] if base else anchor)
+            for a in node.names:
+                out.add(f"{base}.{a.name}" if f"{base}.{a.name}" in known else base)
+    return {m for m in out if m in known and m != here}
+
+
+def _cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module (Tarjan)."""
+    index, low, stack, on, found = {}, {}, [], set(), []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            part = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                part.append(w)
+                if w == v:
+                    break
+            if len(part) > 1:
+                found.append(sorted(part))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_cycles_finds_a_circle_by_hand():
+    assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert _cycles({"a": {"b"}, "b": set()}) == []
+
+
+def test_no_import_circle_between_modules():
+    known = _package_modules()
+    graph = {name: _imported_modules(path, known) for name, path in known.items()}
+    assert "engine.core.thresholds" in graph["engine.predict.calibration"]  # the parser reads
+    assert "datasets.sets.released" in graph["datasets.sets.industrial"]
+    assert not _cycles(graph), _cycles(graph)
+
+
+def test_no_package_folder_holds_more_than_15_modules():
+    crowded = {}
+    for init in REPO.glob("**/__init__.py"):
+        if ".git" in init.parts or "fixtures" in init.parts or "site-packages" in init.parts:
+            continue
+        modules = [f for f in init.parent.glob("*.py") if f.name not in ("__init__.py", "__main__.py")]
+        if len(modules) > 15:
+            crowded[str(init.parent.relative_to(REPO))] = len(modules)
+    assert not crowded, crowded
+
+
+# engine's groups, lowest first: a group imports only from groups of a lower floor (and itself)
+ENGINE_FLOORS = {"config": 0, "plumbing": 1, "report": 1, "core": 2, "deploy": 3, "evaluate": 3,
+                 "training": 3, "predict": 4, "serve": 5}
+
+
+def test_engine_groups_import_downward_only():
+    known = _package_modules()
+    groups = {n.split(".")[1] for n in known if n.startswith("engine.")}
+    assert groups == set(ENGINE_FLOORS), "name each engine group's floor in ENGINE_FLOORS"
+    bad = []
+    for name, path in known.items():
+        if not name.startswith("engine."):
+            continue
+        group = name.split(".")[1]
+        for other in _imported_modules(path, known):
+            if other.startswith("engine.") and other.split(".")[1] != group and \
+                    ENGINE_FLOORS[other.split(".")[1]] >= ENGINE_FLOORS[group]:
+                bad.append(f"{name} imports {other}")
+    assert not bad, bad

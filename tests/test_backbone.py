@@ -8,14 +8,13 @@ import json
 
 import pytest
 import torch
-
 from conftest import RN, VIT, require
-from engine.loading import build_model
-from models.backbone import ClipBackbone, resolve_stages
-from engine.loading import load_clip
+
 from errors import ConfigError
-from engine.loading import load_projections, read_checkpoint
+from models.backbone import ClipBackbone, resolve_stages
 from models.projection import CHECKPOINT_KEY
+
+from engine.core.loading import build_model, load_clip, load_projections, read_checkpoint
 
 B = 2
 

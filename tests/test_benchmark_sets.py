@@ -11,13 +11,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import VIT, run_test_main
 from PIL import Image
 
-from conftest import VIT, run_test_main
-from datasets.categories import DATASETS
 from datasets.prepare import main as prepare_main
-from datasets.prepare import prepare
-from datasets.sets import SETS
+from datasets.sets import DATASETS, SETS
+from datasets.sets.indexing import prepare
 from errors import DatasetError
 from tools.synthetic.raw_sets import RAW_SETS
 
@@ -210,7 +209,6 @@ def _table(tmp_path, runs: dict, config: dict | None, *flags: str) -> dict:
     import csv
 
     import torch
-
     from test_benchmarks import load_script
     res = tmp_path / "res"
     shutil.rmtree(res, ignore_errors=True)
@@ -232,7 +230,6 @@ def test_published_figures_beside_ours(tmp_path):
     import csv
 
     import torch
-
     from test_benchmarks import load_script
     sets_table = load_script("sets_table")
     res = tmp_path / "res"
@@ -330,7 +327,8 @@ def test_comparable_only_when_training_test_images_and_mode_hold(tmp_path, runs,
     other condition."""
     got = _table(tmp_path, runs, config, *flags)
     assert got[key][0] == comparable and why in got[key][1], got[key]
-    said = {T: "trained" in got[key][1] or "released setting" in got[key][1], I: "tested" in got[key][1] or "test images" in
-            got[key][1], M: "zero-shot" in got[key][1]}
+    said = {T: "trained" in got[key][1] or "released setting" in got[key][1],
+            I: "tested" in got[key][1] or "test images" in got[key][1],
+            M: "zero-shot" in got[key][1]}
     if comparable == "no" and broken:
         assert [c for c, named in said.items() if named] == [broken], got[key]

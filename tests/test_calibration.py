@@ -17,10 +17,10 @@ import numpy as np
 import pytest
 from PIL import Image
 from scipy import ndimage
-
-from engine.calibration import MARGIN, TopValues, fpr_threshold
-from engine.regions import find_regions
 from test_predict import BOTTLE, read_csv, run
+
+from engine.predict.calibration import MARGIN, TopValues, fpr_threshold
+from engine.predict.regions import find_regions
 
 NORMALS = BOTTLE / "train" / "good"
 
@@ -71,8 +71,9 @@ def test_streamed_top_values_equal_a_full_sort():
 def runs(tmp_path_factory):
     """predict.py runs shared by the tests of this file, each made once: ``runs(None)`` scores
     the normals without thresholds, ``runs(F, *extra)`` calibrates on them (float32 maps kept)."""
-    import predict
     from test_predict import MODEL
+
+    import predict
 
     root, made = tmp_path_factory.mktemp("calibration"), {}
 
@@ -163,8 +164,9 @@ def test_calibration_refuses_what_cannot_work(capsys, tmp_path, extra, words):
 
 
 def test_calibration_is_one_process_only():
-    from engine.calibration import check_not_distributed
     from errors import ConfigError
+
+    from engine.predict.calibration import check_not_distributed
 
     check_not_distributed(type("D", (), {"enabled": False})())
     with pytest.raises(ConfigError, match="without torchrun"):
@@ -230,8 +232,9 @@ def test_region_scores_by_hand():
 
 
 def test_export_takes_a_calibrated_file_and_refuses_another_definition(capsys, tmp_path, runs):
-    import export
     from test_export import argv
+
+    import export
 
     save, thr, _ = _calibrated(runs, 0.2)
     out = tmp_path / "model.onnx"

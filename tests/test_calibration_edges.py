@@ -14,10 +14,10 @@ import shutil
 import numpy as np
 import pytest
 from PIL import Image
-
-from engine.calibration import MARGIN
 from test_calibration import NORMALS, runs  # noqa: F401 - runs: the fixture of plain runs
 from test_predict import BOTTLE, run
+
+from engine.predict.calibration import MARGIN
 
 
 class _PngScorer:
@@ -51,7 +51,7 @@ PNGS = {"a.png": [[1, 2], [3, 20]], "b.png": [[4, 5], [6, 16]], "c.png": None,
 def _calibrate_pngs(tmp_path, f, refs_dir=None, refs=()):
     from types import SimpleNamespace
 
-    from engine.calibration import calibrate
+    from engine.predict.calibration import calibrate
 
     for name, px in PNGS.items():
         if px is None:
@@ -96,8 +96,9 @@ def test_calibrate_counts_only_the_images_scored(tmp_path, f, image, image_fpr, 
 def test_calibrate_with_no_readable_image_is_an_error(tmp_path):
     from types import SimpleNamespace
 
-    from engine.calibration import calibrate
     from errors import DatasetError
+
+    from engine.predict.calibration import calibrate
 
     (tmp_path / "c.png").write_bytes(b"not an image")
     job = SimpleNamespace(cfg=SimpleNamespace(target_fpr=0.1, batch_size=2), scorer=_PngScorer())
@@ -110,7 +111,7 @@ def test_calibrate_with_no_readable_image_is_an_error(tmp_path):
 def test_a_value_equal_to_the_threshold_counts_as_reached():
     """Of 0.5 + 1e-6, 0.5 and 0.1 with F = 0.34 (m = 1), t = 0.5 + 1e-6, which the largest value
     equals: it is at or above t, so the reached rate is 1/3."""
-    from engine.calibration import TopValues, fpr_threshold
+    from engine.predict.calibration import TopValues, fpr_threshold
 
     top = TopValues(3)
     top.add(np.array([0.5 + 1e-6, 0.5, 0.1]))
@@ -121,7 +122,7 @@ def test_a_value_equal_to_the_threshold_counts_as_reached():
 def test_too_few_top_values_is_a_clear_error():
     """m = floor(0.5 * 4) = 2 needs the 3 largest of the 4 values; a TopValues of 2 has not
     got them."""
-    from engine.calibration import TopValues, fpr_threshold
+    from engine.predict.calibration import TopValues, fpr_threshold
 
     top = TopValues(2)
     top.add(np.array([4.0, 3.0, 2.0, 1.0]))
@@ -216,8 +217,9 @@ def test_calibration_of_an_exported_graph(capsys, tmp_path):
     them is refused), the definition is the graph's (few-shot, its stages, k = 5, fp32); on the
     three good test images, F = 0.34 gives m = floor(1.02) = 1: the 2nd largest of their
     scores, read from a run of the same graph without thresholds."""
-    import export
     from test_export import argv
+
+    import export
 
     graph = tmp_path / "few.onnx"
     assert export.main(argv("vit", "few_shot", graph, "--exporter", "torchscript",

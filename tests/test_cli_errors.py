@@ -15,10 +15,9 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, VIT, assert_no_results, assert_user_error, copy_dataset, require, run_prepare, run_test_main
 from PIL import Image
 
-from conftest import (REPO, VIT, assert_no_results, assert_user_error, copy_dataset, require,
-                      run_prepare, run_test_main)
 from datasets import prepare
 
 DS = "mvtec"

@@ -26,8 +26,17 @@ import warnings
 import numpy as np
 import pytest
 
-from metrics.curves import (RankCounts, _downsample, _precision_recall, auc, auc_kept,
-                            mvtec_aupro_from_counts, rank_curves, rank_metrics, trapezoid_to)
+from metrics.curves import (
+    RankCounts,
+    _downsample,
+    _precision_recall,
+    auc,
+    auc_kept,
+    mvtec_aupro_from_counts,
+    rank_curves,
+    rank_metrics,
+    trapezoid_to,
+)
 
 
 # --------------------------------------------------------------------------- _downsample

@@ -15,12 +15,11 @@ from collections import Counter
 import numpy as np
 import pytest
 import torch
+from conftest import DATASET_NAMES, GOLDEN, RN, VIT, copy_dataset, load_predictions, require, run_prepare, run_test_main
 from open_clip.constants import OPENAI_DATASET_MEAN, OPENAI_DATASET_STD
 from open_clip.transform import image_transform as openclip_transform
 from PIL import Image
 
-from conftest import (DATASET_NAMES, GOLDEN, RN, VIT, copy_dataset, load_predictions, require,
-                      run_prepare, run_test_main)
 from datasets import AnomalyDataset, image_transform, load_meta, make_samples, mask_transform
 from datasets.transforms import binary_mask_image, open_image
 

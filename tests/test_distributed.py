@@ -16,7 +16,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import GOLDEN, REPO, VIT, copy_dataset, require
 
 BOTTLE = GOLDEN / "data" / "mvtec" / "bottle"
@@ -59,9 +58,10 @@ def torchrun(script: str, *args: str, n: int = 2, cwd: Path, wait: bool = True):
 def single(script: str, *args: str, cwd: Path):
     """The one-process baseline, run in this process (``main(argv)``, no start-up cost) with
     one torch thread like each rank, so the two runs do the same float operations."""
+    from conftest import load_repo_test_module
+
     import predict
     import train
-    from conftest import load_repo_test_module
 
     main = {"test.py": load_repo_test_module().main, "train.py": train.main,
             "predict.py": predict.main}[script]
@@ -231,7 +231,8 @@ def test_a_global_batch_that_does_not_split_is_refused(tmp_path, capsys, monkeyp
     """--batch_size 3 over 2 processes: one error line (checked in one process that sees the
     world size torchrun would give it, before any collective call)."""
     import train
-    from engine import distributed
+
+    from engine.plumbing import distributed
 
     monkeypatch.setattr(distributed, "current", lambda: distributed.Dist(0, 2, 0))
     code = train.main(_train_args("--epoch", "1", batch_size=3) + ["--save_path",

@@ -1,4 +1,4 @@
-"""The pure parts of ``engine.distributed`` without torchrun: which items a rank takes
+"""The pure parts of ``engine.plumbing.distributed`` without torchrun: which items a rank takes
 (``Dist.shard``, ``Dist.split``) and how rank 0 merges a category's shares back into order
 (``gather_category``, with a stand-in ``Dist`` whose ``gather`` returns given parts).
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from engine.distributed import Dist, gather_category
+from engine.plumbing.distributed import Dist, gather_category
 
 
 def test_one_process_is_rank_0_of_1_and_not_distributed():
@@ -155,7 +155,7 @@ def test_gather_category_on_one_process_and_on_other_ranks():
 def test_a_rank_with_no_batch_of_a_category_sends_an_empty_share():
     """Whole-batch shards often leave a rank nothing of a small category: its share (what
     ``concat_results`` makes of no batches) is empty and the gather leaves it out."""
-    from engine.inference import concat_results
+    from engine.core.inference import concat_results
 
     empty = {**concat_results([], 1), "positions": []}
     assert empty["paths"] == [] and len(empty["text_score"]) == 0 and empty["backbone_images"] == 0

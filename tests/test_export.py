@@ -1,4 +1,4 @@
-"""export.py + engine.onnx_runtime on the tiny ViT and ResNet: the ONNX outputs equal the torch
+"""export.py + engine.deploy.onnx_runtime on the tiny ViT and ResNet: the ONNX outputs equal the torch
 outputs (maps <= 1e-4, scores <= 1e-5) zero- and few-shot, for any batch size; the sidecar says
 what it must; bad files and mismatches are one clear error.
 
@@ -20,25 +20,25 @@ import subprocess
 import sys
 from pathlib import Path
 
+import conftest
 import numpy as np
 import pytest
 import torch
+from conftest import GOLDEN, REPO, RN, VIT, assert_user_error
 from PIL import Image
 
-import conftest
-from conftest import GOLDEN, REPO, RN, VIT, assert_user_error
-
-import export  # noqa: E402
+import export
 from datasets.transforms import OPENAI_MEAN, OPENAI_STD, image_transform, open_image
-from engine import export as ex
-from engine.inference import build_bank, normal_level, reference_tokens
-from engine.loading import build_model, load_projections
-from engine.onnx_runtime import OnnxModel
 from errors import ConfigError, ModelLoadError
 from models.anomaly_maps import few_shot_map, per_image_scores, zero_shot_map
 from prompts import TextFeatureBank, load_prompts
 from utils.io import file_digest
 from utils.log import setup_logging
+
+from engine.core.inference import build_bank, normal_level, reference_tokens
+from engine.core.loading import build_model, load_projections
+from engine.deploy import export as ex
+from engine.deploy.onnx_runtime import OnnxModel
 
 BOTTLE = GOLDEN / "data" / "mvtec" / "bottle"
 REFS = BOTTLE / "train" / "good"
@@ -289,7 +289,7 @@ def test_latency_benchmark_smoke(tmp_path, monkeypatch, capsys, warm_python):
     """--quick runs from another folder; each backend's row comes from a process of its own
     (its peak memory its own), the throughput column names the batch it ran, and --keep_onnx
     keeps the exported graphs."""
-    from engine.openvino_runtime import bf16_supported
+    from engine.deploy.openvino_runtime import bf16_supported
 
     spec = importlib.util.spec_from_file_location(
         "benchmark_latency", REPO / "scripts" / "benchmark_latency.py")

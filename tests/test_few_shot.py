@@ -8,10 +8,9 @@ import json
 import numpy as np
 import pytest
 import torch
-
-from conftest import (DATASET_NAMES, VIT, aligned, compare_metrics,
-                      load_predictions, require, run_test_main)
+from conftest import DATASET_NAMES, VIT, aligned, compare_metrics, load_predictions, require, run_test_main
 from tolerances import assert_metrics_close
+
 from datasets import load_meta, make_samples
 from datasets.references import draw_references
 from models.backbone import ClipBackbone

@@ -9,7 +9,6 @@ import sys
 
 import pytest
 import torch
-
 from conftest import REPO, VIT, assert_user_error, require, run_test_main
 
 ENTRY = ("train.py", "test.py", "predict.py", "prompt_study.py")
@@ -55,7 +54,8 @@ def test_offline_without_model_flags_fails_at_once(tmp_path, capsys, monkeypatch
     require(VIT.checkpoint)
     import open_clip
 
-    from engine import loading, preflight
+    from engine.core import loading
+    from engine.plumbing import preflight
 
     calls = []
     monkeypatch.setattr(open_clip, "create_model", lambda *a, **k: calls.append(a))

@@ -8,12 +8,12 @@ import dataclasses
 import typing
 
 import pytest
+from conftest import load_repo_test_module
 
 import export
 import predict
 import prompt_study
 import train
-from conftest import load_repo_test_module
 
 SEEDS = "a whole number from 0 to 4294967295"
 STAGES = "stage numbers from 1 to the backbone's depth (1-based: 24 is ViT-L-14-336's last)"

@@ -11,17 +11,17 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import GOLDEN, VIT, load_predictions, require
 
 import predict
-from conftest import GOLDEN, VIT, load_predictions, require
 from datasets import anomaly_dataset as ad
 from datasets import load_meta, make_samples
 from datasets.transforms import image_transform, open_image
-from engine.inference import build_bank, reference_tokens, run_category
-from engine.loading import build_model
-from engine.inference import final_maps, zero_shot_maps
 from models.anomaly_maps import combined_image_scores
 from prompts import TextFeatureBank
+
+from engine.core.inference import build_bank, final_maps, reference_tokens, run_category, zero_shot_maps
+from engine.core.loading import build_model
 
 ROOT = GOLDEN / "data" / "mvtec"
 

@@ -8,12 +8,12 @@ import os
 
 import pytest
 import torch
+from conftest import VIT, assert_no_results, assert_user_error, copy_dataset, require, run_test_main
 from PIL import Image
 
 import train
-from conftest import (VIT, assert_no_results, assert_user_error, copy_dataset, require,
-                      run_test_main)
-from engine.result_set import JOURNAL, LOCK, ResultSet
+
+from engine.plumbing.result_set import JOURNAL, LOCK, ResultSet
 
 
 @pytest.fixture
@@ -178,7 +178,7 @@ def test_save_path_is_a_file(data, tmp_path, capsys):
 
 
 def test_full_disk_is_an_environment_fault(data, tmp_path, capsys, monkeypatch):
-    from engine import result_set
+    from engine.plumbing import result_set
     real = result_set.shutil.disk_usage
     monkeypatch.setattr(result_set.shutil, "disk_usage",
                         lambda p: real(p)._replace(free=1024))
@@ -251,9 +251,10 @@ def test_a_result_set_is_replaced_as_a_whole(tmp_path):
 def test_a_failed_run_leaves_no_new_folder_and_no_empty_log(tmp_path):
     """A run that fails before any result leaves no folder it created; beside an earlier set it
     leaves log.failed.txt holding the error and the command, which the next set removes."""
-    from engine.result_set import FAILED_LOG
     from errors import DatasetError
     from utils.log import setup_logging
+
+    from engine.plumbing.result_set import FAILED_LOG
 
     save = tmp_path / "new" / "res"
     with pytest.raises(DatasetError):
@@ -299,7 +300,7 @@ def test_metrics_json_is_strict_with_reasons(data, tmp_path, capsys):
 
 # --- Ctrl-C ---------------------------------------------------------------------------------------
 def test_ctrl_c_in_test_py(data, tmp_path, capsys, monkeypatch):
-    from engine import evaluation
+    from engine.evaluate import evaluation
 
     def interrupt(*a, **k):
         raise KeyboardInterrupt

@@ -1,12 +1,12 @@
-"""engine.loading.scoring_model: the one model test.py, predict.py, serve.py and export.py
+"""engine.core.loading.scoring_model: the one model test.py, predict.py, serve.py and export.py
 score with, built from the flags (tiny random CLIP of the golden fixture)."""
 from __future__ import annotations
 
 import torch
-
 from conftest import VIT
+
 from engine.config import PredictConfig
-from engine.loading import read_checkpoint, scoring_model
+from engine.core.loading import read_checkpoint, scoring_model
 
 
 def _cfg(**flags) -> PredictConfig:

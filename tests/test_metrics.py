@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,11 +12,7 @@ import pytest
 from skimage import measure
 from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from metrics import (  # noqa: E402
+from metrics import (
     METRIC_KEYS,
     auroc,
     average_precision,
@@ -32,7 +27,9 @@ from metrics import (  # noqa: E402
     table_rows,
     vand_summary,
 )
-from metrics.pro import _count_below, _thresholds  # noqa: E402
+from metrics.pro import _count_below, _thresholds
+
+ROOT = Path(__file__).resolve().parents[1]
 
 GOLDEN = (
     Path(os.environ["APRILGAN_GOLDEN"]) / "expected"

@@ -8,11 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import GOLDEN, VIT, aligned, compare_metrics, load_predictions, require, run_test_main
 
 import predict
 import train
-from conftest import (GOLDEN, VIT, aligned, compare_metrics, load_predictions, require,
-                      run_test_main)
 
 BOTTLE = GOLDEN / "data" / "mvtec" / "bottle"
 

@@ -6,8 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from models.anomaly_maps import (nearest_distance, stage_probabilities, upsample,
-                                 zero_shot_map)
+from models.anomaly_maps import nearest_distance, stage_probabilities, upsample, zero_shot_map
 from models.memory_bank import MemoryBank
 
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
+import mutation_check
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "scripts"))
-import mutation_check  # noqa: E402
 
 pytestmark = pytest.mark.skipif(shutil.which("cosmic-ray") is None,
                                 reason="cosmic-ray not installed (pip install -r "

@@ -12,19 +12,20 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import GOLDEN
 from PIL import Image
 
-from conftest import GOLDEN
 from datasets import AnomalyDataset, make_samples
 from datasets.normal_only import SynthesizingDataset, training_dataset
-from engine.config import PredictConfig
-from engine.result_set import FAILED_LOG, LOCK, ResultSet
-from engine.thresholds import definition, resolve_thresholds
 from errors import DatasetError, RunLockedError
 from models.anomaly_maps import combined_image_scores, per_image_scores
 
+from engine.config import PredictConfig
+from engine.core.thresholds import definition, resolve_thresholds
+from engine.plumbing.result_set import FAILED_LOG, LOCK, ResultSet
 
-# --- engine.thresholds --------------------------------------------------------------------------
+
+# --- engine.core.thresholds --------------------------------------------------------------------------
 def _resolve(path: Path | None, **flags) -> tuple[dict, list[str]]:
     cfg = PredictConfig(image_dir="x", object_name="bottle", checkpoint_path="x.pth",
                         thresholds=str(path) if path else None, **flags)
@@ -192,7 +193,7 @@ def test_the_synthesizer_gets_a_mode_it_handles(mode, given):
     assert mask.mode == "L" and np.asarray(mask).tolist() == [[255] * 6] * 4
 
 
-# --- engine.result_set: locks, failures and commits ---------------------------------------------
+# --- engine.plumbing.result_set: locks, failures and commits ---------------------------------------------
 def test_a_training_run_that_fails_in_a_new_folder_leaves_no_folder(tmp_path):
     """train.py writes log.txt straight into --save_path: a failure before any checkpoint
     removes it with the folders the run created."""

@@ -9,9 +9,9 @@ import shlex
 
 import numpy as np
 import pytest
+from conftest import VIT, assert_user_error, copy_dataset, require, run_test_main
 
 import train
-from conftest import VIT, assert_user_error, copy_dataset, require, run_test_main
 from datasets import prepare
 
 

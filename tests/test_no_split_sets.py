@@ -19,12 +19,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from sklearn.metrics import average_precision_score, roc_auc_score
-
 from conftest import VIT, run_test_main
+from sklearn.metrics import average_precision_score, roc_auc_score
 from tolerances import assert_metrics_close
-from datasets.prepare import prepare
+
 from datasets.sets import SETS
+from datasets.sets.indexing import prepare
 from tools.synthetic.raw_sets import RAW_SETS
 
 # BrainMRI replica: brain_tumor_dataset/no/"1 no.jpg" ... "5 no.jpg", yes/Y1.jpg ... Y3.jpg

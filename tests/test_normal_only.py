@@ -13,14 +13,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import GOLDEN, REPO, assert_user_error
 from PIL import Image
 
 import train
-from conftest import GOLDEN, REPO, assert_user_error
-from datasets import AnomalyDataset, make_samples
-from datasets import anomaly_dataset, normal_only
-from datasets.normal_only import (SynthesizingDataset, folder_samples, synthesis_seed,
-                                  training_dataset)
+from datasets import AnomalyDataset, anomaly_dataset, make_samples, normal_only
+from datasets.normal_only import SynthesizingDataset, folder_samples, synthesis_seed, training_dataset
 
 VIT = GOLDEN / "models"
 MVTEC = GOLDEN / "data" / "mvtec"

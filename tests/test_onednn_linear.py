@@ -10,12 +10,22 @@ import numpy as np
 import pytest
 import torch
 import torch.nn as nn
+from conftest import (
+    GOLDEN,
+    RN,
+    VIT,
+    aligned,
+    assert_user_error,
+    compare_metrics,
+    load_predictions,
+    require,
+    run_test_main,
+)
 
 import predict
-from conftest import (GOLDEN, RN, VIT, aligned, assert_user_error, compare_metrics,
-                      load_predictions, require, run_test_main)
-from engine.loading import build_model
 from models.onednn_linear import PackedAttention, PackedLinear, onednn_available, pack_vit_linears
+
+from engine.core.loading import build_model
 
 pytestmark = pytest.mark.skipif(not onednn_available(), reason="torch without oneDNN")
 BOTTLE = GOLDEN / "data" / "mvtec" / "bottle"

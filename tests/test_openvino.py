@@ -8,12 +8,13 @@ import json
 
 import numpy as np
 import pytest
-
-from engine import export as ex
-from engine import openvino_runtime as ov_runtime
-from engine.onnx_runtime import OnnxModel
-from errors import ConfigError, ModelLoadError
 from test_export import BOTTLE, FIXTURES, MAP_TOL, SCORE_TOL, TESTS, argv
+
+from errors import ConfigError, ModelLoadError
+
+from engine.deploy import export as ex
+from engine.deploy import openvino_runtime as ov_runtime
+from engine.deploy.onnx_runtime import OnnxModel
 
 
 @pytest.fixture(scope="module")

@@ -6,7 +6,7 @@
 
 The direct computation below is written from those formulas with torch alone (linear layers,
 L2 norms, 100 * P . T, bilinear upsampling with align_corners=True, softmax, 1 - max cosine);
-it shares nothing with ``engine.inference`` but the model's weights.
+it shares nothing with ``engine.core.inference`` but the model's weights.
 """
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-
 from conftest import VIT, require
-from engine.inference import normal_level
-from engine.loading import build_model
+
 from models.anomaly_maps import per_image_scores
+
+from engine.core.inference import normal_level
+from engine.core.loading import build_model
 
 SIZE = 84
 STAGES = [2, 4, 6, 8]

@@ -14,12 +14,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+import predict
+from utils.visualize import MIN_SIDE
 
-import predict  # noqa: E402
-from utils.visualize import MIN_SIDE  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 GOLDEN = REPO / "tests" / "fixtures" / "golden"
 MODELS = GOLDEN / "models"
@@ -229,7 +227,7 @@ def test_thresholds_from_test_py(capsys, tmp_path):
 
 
 def test_resume_after_a_kill_loses_and_repeats_nothing(capsys, tmp_path, folder, monkeypatch):
-    from engine import scorers
+    from engine.predict import scorers
     args = ("--batch_size", "2")
     assert run(capsys, folder, tmp_path / "whole", *args)[0] == 0
     real, seen = scorers.TorchScorer.batches, []

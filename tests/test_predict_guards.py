@@ -6,17 +6,14 @@ from __future__ import annotations
 
 import csv
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
+from conftest import run_test_main
+
+import predict
 
 REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
-
-import predict  # noqa: E402
-from conftest import run_test_main  # noqa: E402
 
 GOLDEN = REPO / "tests" / "fixtures" / "golden"
 MODELS = GOLDEN / "models"
@@ -95,7 +92,7 @@ def test_a_save_path_inside_the_image_folder_never_scores_its_own_files(capsys, 
 # --- Ctrl-C and the rerun after it --------------------------------------------------------------
 def _interrupt_at_batch(monkeypatch, n: int) -> None:
     """Ctrl-C when the scorer is asked for batch ``n`` (1-based): n - 1 batches are recorded."""
-    from engine import scorers
+    from engine.predict import scorers
 
     real = scorers.TorchScorer.batches
 

@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import VIT, run_test_main
 from PIL import Image
 
-from conftest import VIT, run_test_main
 from datasets.anomaly_dataset import make_samples
 from datasets.prepare import main as prepare_main
-from datasets.prepare import prepare
+from datasets.sets.indexing import prepare
 from errors import DatasetError
 from tools.synthetic.raw_sets import RAW_SETS
 

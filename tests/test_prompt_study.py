@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
-
-import prompt_study
 from conftest import VIT, require, run_test_main
 from report_html import parse_page, table_with
+
+import prompt_study
 from prompts import PROMPT_DIR, PromptSet
 
 DS = "mvtec"

@@ -5,8 +5,8 @@ the named metrics), the change against the baseline (its sign: better is +), the
 last) and the chart's bar colours.
 
 Every expected value is worked out by hand from the small prompt sets and metric tables below.
-Fast (no model is loaded): the mutation check of engine/prompt_variants.py and
-engine/prompt_study.py runs this file for every mutant.
+Fast (no model is loaded): the mutation check of engine/evaluate/prompt_variants.py and
+engine/evaluate/prompt_study.py runs this file for every mutant.
 """
 from __future__ import annotations
 
@@ -21,11 +21,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from engine.prompt_study import Study, StudyConfig, _pct, rank_value, ranked, results
-from engine.prompt_variants import (Variant, ablations, build_variants, describe_change,
-                                    write_prompt_dir)
 from errors import ConfigError, DatasetError
 from prompts import PromptSet
+
+from engine.config import StudyConfig
+from engine.evaluate.prompt_study import Study, _pct, rank_value, ranked, results
+from engine.evaluate.prompt_variants import Variant, ablations, build_variants, describe_change, write_prompt_dir
 
 BASE = PromptSet(("flawless {}", "perfect {}", "clean {}"), ("damaged {}", "broken {}"),
                  ("a photo of a {}.",))
@@ -42,7 +43,7 @@ def _folder(root: Path, name: str, normal, abnormal, templates, overrides=None) 
     return d
 
 
-# --- engine.prompt_variants ---------------------------------------------------------------------
+# --- engine.evaluate.prompt_variants ---------------------------------------------------------------------
 def test_describe_change_counts_added_and_dropped_lines_per_file():
     other = PromptSet(("flawless {}", "pristine {}"), ("damaged {}", "broken {}"),
                       ("a photo of a {}.", "a {}."), {"bottle": {"object": "flask"}})
@@ -145,7 +146,7 @@ def test_write_prompt_dir_writes_a_ready_folder(tmp_path):
         again.name = "other"
 
 
-# --- engine.prompt_study: settings, rank value, change, ranking ---------------------------------
+# --- engine.evaluate.prompt_study: settings, rank value, change, ranking ---------------------------------
 @pytest.mark.parametrize("rank_by", ["speed", "", "auroc_px+", "auroc_px+speed"])
 def test_rank_by_names_metrics_joined_by_plus(rank_by):
     with pytest.raises(ConfigError, match="use metrics of auroc_px, f1_px"):

@@ -10,12 +10,20 @@ import zlib
 import numpy as np
 import pytest
 import torch
-
 from conftest import RN, VIT, load_predictions, require, run_test_main
-from engine.loading import load_clip, tokenizer_for
+
 from errors import DatasetError
-from prompts import (PROMPT_DIR, PromptError, PromptSet, TextFeatureBank, build_prompts,
-                     ensemble_text_features, load_prompts)
+from prompts import (
+    PROMPT_DIR,
+    PromptError,
+    PromptSet,
+    TextFeatureBank,
+    build_prompts,
+    ensemble_text_features,
+    load_prompts,
+)
+
+from engine.core.loading import load_clip, tokenizer_for
 
 TEXT_TOL = 1e-6
 NORMAL = ("{}", "flawless {}", "perfect {}", "unblemished {}", "{} without flaw",

@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
-
-import train
 from conftest import VIT, load_predictions, require, run_test_main
 from tolerances import assert_metrics_close
+
+import train
 
 
 def _eval(save, *extra, ds="mvtec", mode="few_shot"):

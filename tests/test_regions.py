@@ -1,4 +1,4 @@
-"""Defect regions (engine/regions.py, predict.py --min_region_area) at their edges: a region of
+"""Defect regions (engine/predict/regions.py, predict.py --min_region_area) at their edges: a region of
 exactly ``min_area`` pixels is kept, one pixel fewer is dropped, from the list and from the mask
 alike; ties of the order; a pixel equal to the threshold belongs to the mask; the boxes drawn.
 
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 from scipy import ndimage
-
-from engine.regions import REGION_COLUMNS, draw_boxes, find_regions
 from test_predict import BOTTLE, read_csv, run
+
+from engine.predict.regions import REGION_COLUMNS, draw_boxes, find_regions
 
 
 def _map() -> np.ndarray:

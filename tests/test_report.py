@@ -15,15 +15,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
-from engine.report import (EvalReport, GalleryItem, discover_reports, read_comparison,
-                           select_gallery, write_protocol_index, write_runs_index)
-from engine.report.plots import f1_point_fpr
-from engine.results import pct, summarize_runs
-from metrics import METRIC_KEYS, category_metrics_and_curves
 from report_browser import Chromium, find_chromium
 from report_html import assert_files_exist, parse_page, table_with
 from report_synthetic import eval_run, predict_run
+
+from metrics import METRIC_KEYS, category_metrics_and_curves
+
+from engine.evaluate.results import pct, summarize_runs
+from engine.report import (
+    EvalReport,
+    GalleryItem,
+    discover_reports,
+    read_comparison,
+    select_gallery,
+    write_protocol_index,
+    write_runs_index,
+)
+from engine.report.plots import f1_point_fpr
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,13 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from PIL import Image
-
-from engine.eval_outputs import _pictures
-from engine.report import EvalReport, GalleryItem
-from engine.report.images import panel_size, thumb_row
 from report_browser import Chromium, find_chromium
 from report_html import assert_files_exist, parse_page
+
 from utils.visualize import ColorScale
+
+from engine.evaluate.eval_outputs import _pictures
+from engine.report import EvalReport, GalleryItem
+from engine.report.images import panel_size, thumb_row
 
 
 @pytest.mark.parametrize("size, box, want", [

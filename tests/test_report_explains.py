@@ -13,15 +13,16 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
-
-from engine.report import write_protocol_index, write_runs_index
-from engine.report.common import random_model_note
-from engine.results import pct, summarize_runs
-from metrics import METRIC_KEYS
 from report_html import parse_page, table_with
 from report_synthetic import eval_run
 from test_predict import BOTTLE, MODELS, REPO, run
+
+from metrics import METRIC_KEYS
 from utils.visualize import MIN_SIDE, ColorScale, colour_bar, overlay_panels
+
+from engine.evaluate.results import pct, summarize_runs
+from engine.report import write_protocol_index, write_runs_index
+from engine.report.common import random_model_note
 
 
 def _dark(a: np.ndarray) -> np.ndarray:

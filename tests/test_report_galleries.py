@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
-from engine.report import select_gallery
 from report_html import parse_page
 from report_synthetic import eval_run
+
+from engine.report import select_gallery
 
 SCORES = np.array([0.9, 0.3, 0.7, 0.2, 0.6, 0.5, 0.1, 0.8])
 LABELS = np.array([1, 1, 0, 1, 1, 0, 0, 1])

@@ -10,12 +10,13 @@ import warnings
 
 import numpy as np
 import pytest
+from conftest import VIT, run_test_main
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from conftest import VIT, run_test_main
-from datasets.prepare import prepare
-from engine.results import write_metrics
+from datasets.sets.indexing import prepare
 from tools.synthetic.raw_sets import RAW_SETS
+
+from engine.evaluate.results import write_metrics
 
 PIXEL = ("auroc_px", "f1_px", "ap_px", "pro")
 

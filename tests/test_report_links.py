@@ -12,11 +12,11 @@ from urllib.parse import unquote, urlsplit
 import numpy as np
 import pytest
 from PIL import Image
-
-from engine.report import PredictReport
 from report_browser import Chromium, find_chromium
 from report_html import parse_page
 from test_predict import BOTTLE, run
+
+from engine.report import PredictReport
 
 # the file names of the images; each is awkward in a URL in its own way
 NAMES = ["good #1.png", "100% bad.png", "why?.png", "a%20b.png", "défaut ü.png", "日本.png",

@@ -9,17 +9,18 @@ import json
 
 import numpy as np
 import pytest
-from PIL import Image
-
-import prompt_study
 from conftest import VIT
-from datasets.categories import MVTEC_CATEGORIES
-from engine.report.common import random_model_note
-from engine.report.study import write_study_report
-from metrics import METRIC_KEYS
+from PIL import Image
 from report_browser import Chromium, find_chromium
 from report_html import parse_page, table_with
 from test_predict import MODELS
+
+import prompt_study
+from datasets.sets import MVTEC_CATEGORIES
+from metrics import METRIC_KEYS
+
+from engine.report.common import random_model_note
+from engine.report.study import write_study_report
 
 GREEN, RED = (0x1E, 0x7A, 0x3C), (0xB3, 0x26, 0x1E)  # the chart's bar colours
 N_VARIANTS, EACH = 49, 15

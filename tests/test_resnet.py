@@ -11,10 +11,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import DATASET_NAMES, RN, aligned, compare_metrics, load_predictions, require, run_test_main
 
-from conftest import (DATASET_NAMES, RN, aligned, compare_metrics, load_predictions, require,
-                      run_test_main)
-from engine.loading import build_model
+from engine.core.loading import build_model
 
 MAP_TOL = 1e-4
 SCORE_TOL = 1e-5

@@ -17,10 +17,9 @@ import open_clip
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import RN, assert_user_error, load_predictions, require, run_test_main
 from PIL import Image
 from torchvision import transforms
-
-from conftest import RN, assert_user_error, load_predictions, require, run_test_main
 
 MAP_TOL = 1e-4
 SCORE_TOL = 1e-5

@@ -16,7 +16,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
@@ -25,9 +24,8 @@ import httpx
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import GOLDEN, REPO, VIT
+from PIL import Image
 
 BOTTLE = GOLDEN / "data" / "mvtec" / "bottle"
 REFS = BOTTLE / "train" / "good"

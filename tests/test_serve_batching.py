@@ -8,9 +8,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-
-from engine.serving import SCORE_TOLERANCE
 from test_serve import client, exports, images, post, predicted, serving  # noqa: F401
+
+from engine.serve.serving import SCORE_TOLERANCE
 
 
 def test_sixteen_concurrent_requests_are_batched_within_the_tolerance(exports, tmp_path):
@@ -93,11 +93,12 @@ def test_one_thresholds_file_for_several_exports_gives_each_its_entry(exports, t
 
     import pytest
 
-    from engine.serve_config import ServeConfig
-    from engine.serving import Service
     from errors import DatasetError
     from utils.cli import parse_config
     from utils.log import setup_logging
+
+    from engine.config import ServeConfig
+    from engine.serve.serving import Service
 
     thr = tmp_path / "thresholds.json"
     thr.write_text(json.dumps({"per_category": {"bottle": {"image": 0.25, "pixel": 1.25},

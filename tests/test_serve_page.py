@@ -9,7 +9,6 @@ import json
 import time
 
 import pytest
-
 from report_browser import Chromium, find_chromium
 from test_serve import KEY, exports, two  # noqa: F401 - the fixtures
 

@@ -11,17 +11,18 @@ import time
 
 import numpy as np
 import pytest
+from conftest import GOLDEN
 from PIL import Image
 
-from conftest import GOLDEN
 from datasets.transforms import open_image
-from engine.serve_batch import MicroBatcher, QueueFull
-from engine.serve_config import ServeConfig
-from engine.serving import HeatmapStore, UploadError, decode_image
-from engine.watch import ignored
-from engine.watch_ledger import Ledger
 from errors import ConfigError
 from utils.cli import parse_config
+
+from engine.config import ServeConfig
+from engine.serve.serve_batch import MicroBatcher, QueueFull
+from engine.serve.serving import HeatmapStore, UploadError, decode_image
+from engine.serve.watch import ignored
+from engine.serve.watch_ledger import Ledger
 
 BOTTLE = GOLDEN / "data" / "mvtec" / "bottle"
 

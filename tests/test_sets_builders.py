@@ -15,10 +15,19 @@ import pytest
 from PIL import Image
 
 from datasets.sets import SETS, register
-from datasets.sets.common import (images, marks_anything, mask_for, meta, need_dir, normals,
-                                  one_category, record, save_mask, with_suffix)
-from datasets.sets.index_format import (EVERY_IMAGE, INDEX_VERSION, TEST_SPLIT, IndexInfo,
-                                        read_index, stamp)
+from datasets.sets.common import (
+    images,
+    marks_anything,
+    mask_for,
+    meta,
+    need_dir,
+    normals,
+    one_category,
+    record,
+    save_mask,
+    with_suffix,
+)
+from datasets.sets.index_format import EVERY_IMAGE, INDEX_VERSION, TEST_SPLIT, IndexInfo, read_index, stamp
 from errors import DatasetError
 
 

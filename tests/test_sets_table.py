@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from test_benchmark_sets import FULL, PAPER, _fake_run
 from test_benchmarks import load_script
 

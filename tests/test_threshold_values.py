@@ -2,7 +2,7 @@
 JSON (equal to the code's literals, other objects), large reference counts, a hand-written file
 that records its mode alone, a precision mistyped.
 
-Each expected outcome is the documented one (engine/thresholds.py's docstring), worked by hand.
+Each expected outcome is the documented one (engine/core/thresholds.py's docstring), worked by hand.
 """
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ import json
 
 import pytest
 
-from engine.config import PredictConfig
-from engine.thresholds import definition, effective_precision, resolve_thresholds
 from errors import ConfigError
+
+from engine.config import PredictConfig
+from engine.core.thresholds import definition, effective_precision, resolve_thresholds
 
 
 def _parsed(text: str) -> str:

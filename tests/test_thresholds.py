@@ -10,11 +10,12 @@ import json
 from pathlib import Path
 
 import pytest
+from test_predict import BOTTLE, read_csv, run
+
+from errors import ConfigError
 
 from engine.config import PredictConfig
-from engine.thresholds import definition, effective_precision, resolve_thresholds
-from errors import ConfigError
-from test_predict import BOTTLE, read_csv, run
+from engine.core.thresholds import definition, effective_precision, resolve_thresholds
 
 
 def _run(mode: str = "zero_shot", score: str = "per_image", model: str = "tiny-vit",
@@ -288,7 +289,7 @@ def test_test_py_thresholds_of_other_memory_stages_serve_predict_with_the_same_f
 def test_a_definition_by_hand():
     """Zero-shot: the image score is the text score, no memory stages, no k; few-shot keeps
     them (k None when unknown)."""
-    from engine.thresholds import model_name
+    from engine.core.thresholds import model_name
 
     assert definition("zero_shot", "per_image", "m", 84.0, (2.0, 4), (2, 4), 3, "bf16") == {
         "mode": "zero_shot", "image_score": "text", "model": "m", "image_size": 84,

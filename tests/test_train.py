@@ -14,15 +14,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import assert_user_error
 
 import train
-from conftest import assert_user_error
 from datasets import AnomalyDataset, collate, make_samples
-from engine.training import batch_loss
-from engine.loading import build_model
-from engine.loading import load_projections
 from prompts import TextFeatureBank
 from utils.rng import rng_state, set_rng_state
+
+from engine.core.loading import build_model, load_projections
+from engine.training import batch_loss
 
 GOLDEN = Path(os.environ.get("APRILGAN_GOLDEN", Path(__file__).parent / "fixtures" / "golden"))
 VIT = GOLDEN / "models"

@@ -12,10 +12,9 @@ import inspect
 import typing
 
 import pytest
-
 from test_benchmarks import load_script
 
-MODULES = ("engine.prompt_study", "engine.prompt_variants", "datasets.sets.common",
+MODULES = ("engine.evaluate.prompt_study", "engine.evaluate.prompt_variants", "datasets.sets.common",
            "datasets.sets.index_format", "datasets.sets.industrial", "datasets.sets.medical",
            "datasets.sets.registry")
 
@@ -38,7 +37,7 @@ def _hinted(module) -> list:
 @pytest.mark.parametrize("name", [*MODULES, "scripts/sets_table.py"])
 def test_every_hint_names_a_type(name):
     module = load_script("sets_table") if name.endswith(".py") else importlib.import_module(name)
-    from prompts import PromptSet  # imported by engine.prompt_variants for type checkers only
+    from prompts import PromptSet  # imported by engine.evaluate.prompt_variants for type checkers only
 
     hinted = _hinted(module)
     assert len(hinted) >= 3, name

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-
 from test_serve import BOTTLE, MODEL, REFS, client, post, predicted, serving
 
 THR = ["--image_threshold", "0.9992", "--pixel_threshold", "2.0"]

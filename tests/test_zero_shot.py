@@ -11,9 +11,7 @@ import json
 
 import numpy as np
 import pytest
-
-from conftest import (DATASET_NAMES, VIT, aligned, compare_metrics, load_predictions, require,
-                      run_test_main)
+from conftest import DATASET_NAMES, VIT, aligned, compare_metrics, load_predictions, require, run_test_main
 
 MAP_TOL = 1e-4
 SCORE_TOL = 5e-6

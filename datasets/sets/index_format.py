@@ -20,6 +20,8 @@ from pathlib import Path
 
 from errors import DatasetError
 
+from .registry import SETS
+
 INDEX_VERSION = 2
 TEST_SPLIT = "the release's test split"
 EVERY_IMAGE = "every image"
@@ -51,8 +53,6 @@ def read_index(meta: dict, root: Path, dataset: str) -> IndexInfo:
             before ``INDEX_VERSION`` (it holds normal images back from the test set); the one
             line names the command that rebuilds it.
     """
-    from . import SETS
-
     name = meta.get("dataset") if meta.get("dataset") in SETS else dataset
     if name not in SETS:
         return IndexInfo()
@@ -69,10 +69,29 @@ def read_index(meta: dict, root: Path, dataset: str) -> IndexInfo:
 
 
 def rebuild_hint(meta: dict, root: Path, name: str) -> str:
-    """How to rebuild the index at ``root``: ``datasets.anomaly_dataset.rebuild_advice`` (the
-    ``--out`` form for an index written apart from its data: its image paths are absolute)."""
-    from datasets.anomaly_dataset import rebuild_advice  # torch: only on this error path
-
+    """How to rebuild the index at ``root``: ``rebuild_advice`` (the ``--out`` form for an
+    index written apart from its data: its image paths are absolute)."""
     first = next((r.get("img_path", "") for rows in meta.get("test", {}).values()
                   for r in rows if isinstance(r, dict)), "")
     return rebuild_advice(root, name, first)
+
+
+PREPARE_HINT = "python -m datasets.prepare {kind} {root}"
+
+
+def rebuild_advice(root: str | Path, kind: str = "mvtec", listed: str = "") -> str:
+    """How to index ``root`` again after a file it lists was removed: the prepare command
+    (VisA first needs the file's row out of ``split_csv/1cls.csv``, which the index is made
+    from). ``listed``: the removed file as the index names it; an absolute path means the
+    index lies apart from the data (``--out``), which the command then names."""
+    root, data = Path(root), Path(root)
+    command = PREPARE_HINT.format(kind=kind or "folder", root=root)
+    where = ""
+    if Path(listed).is_absolute():
+        data = Path("DATASET_ROOT")
+        command = f"{PREPARE_HINT.format(kind=kind or 'folder', root=data)} --out {root}"
+        where = " (DATASET_ROOT: the folder the index was made from)"
+    hint = f"rebuild the index with `{command}`{where}"
+    if kind == "visa":
+        return f"delete its row in {data / 'split_csv' / '1cls.csv'}, then {hint}"
+    return hint

@@ -15,16 +15,25 @@ from PIL import Image
 
 from errors import DatasetError
 
-from .common import (images, marks_anything, mask_for, meta, need_dir, normals, one_category,
-                     record, save_mask, with_suffix)
+from .common import (
+    images,
+    marks_anything,
+    mask_for,
+    meta,
+    need_dir,
+    normals,
+    one_category,
+    record,
+    save_mask,
+    with_suffix,
+)
 from .registry import register
+from .released import mvtec_layout_meta
 
 NC_SA = "CC BY-NC-SA 4.0"
 
 
 def _mvtec_like(root: Path) -> dict:
-    from datasets.prepare import mvtec_layout_meta
-
     return mvtec_layout_meta(root, standard=())
 
 

@@ -17,8 +17,7 @@ from PIL import Image
 
 from errors import DatasetError
 
-from .common import (images, mask_for, meta, need_dir, one_category, record, save_mask,
-                     with_suffix)
+from .common import images, mask_for, meta, need_dir, one_category, record, save_mask, with_suffix
 from .index_format import EVERY_IMAGE, PRANET
 from .registry import register
 

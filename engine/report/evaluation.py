@@ -28,8 +28,7 @@ import numpy as np
 from metrics import METRIC_KEYS
 from utils.io import atomic_write_text, csv_text
 
-from .common import (FILES_DIR, REPORT_NAME, fresh_files_dir, info_rows, is_number, num, pct,
-                     render_page, slug, sortkey)
+from .common import FILES_DIR, REPORT_NAME, fresh_files_dir, info_rows, is_number, num, pct, render_page, slug, sortkey
 from .images import JPEG_QUALITY, as_rgb, fit, mask_panel, save_jpeg, save_row
 from .plots import f1_of, plot_category
 

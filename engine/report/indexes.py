@@ -15,8 +15,7 @@ from typing import Any
 
 from metrics import METRIC_KEYS
 
-from .common import (REPORT_NAME, href, info_rows, pct, random_model_note, render_page,
-                     sortkey)
+from .common import REPORT_NAME, href, info_rows, pct, random_model_note, render_page, sortkey
 
 __all__ = ["discover_reports", "read_comparison", "write_protocol_index", "write_runs_index"]
 

@@ -79,7 +79,7 @@ def _alt(names: list[str], left_out: int) -> str:
 def write_study_report(out_dir: Path, title: str, rows: list[dict[str, Any]],
                        order: list[dict[str, Any]], rank_by: str,
                        info: dict[str, Any] | None = None) -> Path:
-    """Write ``out_dir/report.html`` from ``engine.prompt_study.results`` rows.
+    """Write ``out_dir/report.html`` from ``engine.evaluate.prompt_study.results`` rows.
 
     Args:
         out_dir: the study's folder (the chart goes to ``report_files/deltas.png``).

@@ -10,8 +10,7 @@ from typing import Callable
 
 import numpy as np
 
-from .scenes import (Scene, _blob, _bottle, _candle, _capsule, _carpet, _grid, _jitter, _pcb, _poly,
-                     _screw)
+from .scenes import Scene, _blob, _bottle, _candle, _capsule, _carpet, _grid, _jitter, _pcb, _poly, _screw
 
 
 def _contrast(rng: np.random.Generator, img: np.ndarray, m: np.ndarray) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""Deployment: ONNX export, its sidecar, and scoring with onnxruntime or OpenVINO."""

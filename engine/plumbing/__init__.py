@@ -1,0 +1,1 @@
+"""Run plumbing used by every job: processes (torchrun), whole result sets, checks before torch."""

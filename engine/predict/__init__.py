@@ -1,0 +1,1 @@
+"""predict.py: scoring unlabelled images, calibration, defect regions and its report."""

@@ -1,0 +1,1 @@
+"""serve.py: the HTTP service, micro-batching, and the watched folder."""
