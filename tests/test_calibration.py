@@ -67,6 +67,17 @@ def test_streamed_top_values_equal_a_full_sort():
     assert top.seen == every.size
 
 
+def test_top_values_of_pieces_smaller_than_k():
+    """predict.py streams each batch's maps into a TopValues of m + 1 pixels, often more than
+    one batch holds: the first pieces are kept whole until k values have come."""
+    top = TopValues(8)
+    for piece in ([3.0, 9.0, 1.0], [7.0, 2.0, 10.0], [8.0, 4.0, 6.0], [5.0, 12.0, 11.0]):
+        top.add(np.array(piece))
+    # a selection, no arithmetic: the values kept are the ones given, exactly
+    assert sorted(top.top.tolist(), reverse=True) == [12.0, 11.0, 10.0, 9.0, 8.0, 7.0, 6.0, 5.0]
+    assert top.seen == 12
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """predict.py runs shared by the tests of this file, each made once: ``runs(None)`` scores
@@ -161,6 +172,21 @@ def test_calibration_refuses_what_cannot_work(capsys, tmp_path, extra, words):
     except SystemExit as e:  # a flag combination is refused while parsing
         code, err = e.code, capsys.readouterr().err
     assert code == 2 and words in err.strip().splitlines()[-1], err
+
+
+def test_the_released_score_is_refused_as_a_command_line_gives_it():
+    """--image_score released reaches calibrate_job as a string parsed from the command line,
+    not the literal of the source: the refusal compares by value."""
+    from types import SimpleNamespace
+
+    from engine.predict.calibration import calibrate_job
+    from errors import ConfigError
+
+    released = "".join(["rele", "ased"])  # a new string, as sys.argv gives it
+    job = SimpleNamespace(score_name=released, dist=SimpleNamespace(enabled=False),
+                          cfg=SimpleNamespace(calibration_dir="unused"))
+    with pytest.raises(ConfigError, match="released few-shot score is min-max normalised"):
+        calibrate_job(job, None)
 
 
 def test_calibration_is_one_process_only():

@@ -108,6 +108,23 @@ def test_calibrate_with_no_readable_image_is_an_error(tmp_path):
                               "--calibration_dir needs normal images of the object")
 
 
+def test_calibrate_on_one_image_keeps_enough_of_its_pixels(tmp_path):
+    """One 2x2 image, F = 0.5: the image threshold sits above its score (m = 0), and of its 4
+    pixels m = floor(0.5 * 4) = 2 may reach the pixel threshold, the 3rd largest map value 0.2
+    plus the margin: 2.0 and 0.3 reach it."""
+    from types import SimpleNamespace
+
+    from engine.predict.calibration import calibrate
+
+    Image.fromarray(np.array([[1, 2], [3, 20]], np.uint8)).save(tmp_path / "a.png")
+    job = SimpleNamespace(cfg=SimpleNamespace(target_fpr=0.5, batch_size=2), scorer=_PngScorer())
+    out = calibrate(job, ["a.png"], tmp_path, None, [], lambda t, m: m, lambda p, why: None)
+    assert out["image"] == pytest.approx(2.0 * (1 + MARGIN), rel=1e-12)
+    assert out["pixel"] == pytest.approx(0.2 + MARGIN, abs=1e-12)
+    c = out["calibration"]
+    assert (c["n_images"], c["n_pixels"], c["image_fpr"], c["pixel_fpr"]) == (1, 4, 0.0, 0.5)
+
+
 def test_a_value_equal_to_the_threshold_counts_as_reached():
     """Of 0.5 + 1e-6, 0.5 and 0.1 with F = 0.34 (m = 1), t = 0.5 + 1e-6, which the largest value
     equals: it is at or above t, so the reached rate is 1/3."""
@@ -119,15 +136,18 @@ def test_a_value_equal_to_the_threshold_counts_as_reached():
     assert (t, reached, m) == (0.5 + 1e-6, 1 / 3, 1)
 
 
-def test_too_few_top_values_is_a_clear_error():
-    """m = floor(0.5 * 4) = 2 needs the 3 largest of the 4 values; a TopValues of 2 has not
-    got them."""
+@pytest.mark.parametrize("f, kept, message", [
+    (0.5, 2, "need the 3 largest values, have 2"),  # m = floor(0.5 * 4) = 2
+    (0.25, 1, "need the 2 largest values, have 1")])  # m = floor(0.25 * 4) = 1, an odd m
+def test_too_few_top_values_is_a_clear_error(f, kept, message):
+    """m = floor(F * 4) needs the m + 1 largest of the 4 values; a TopValues of m has not got
+    them."""
     from engine.predict.calibration import TopValues, fpr_threshold
 
-    top = TopValues(2)
+    top = TopValues(kept)
     top.add(np.array([4.0, 3.0, 2.0, 1.0]))
-    with pytest.raises(ValueError, match=r"^need the 3 largest values, have 2$"):
-        fpr_threshold(top, 4, 0.5)
+    with pytest.raises(ValueError, match=rf"^{message}$"):
+        fpr_threshold(top, 4, f)
 
 
 def test_calibrate_refuses_references_however_their_paths_are_written(tmp_path, monkeypatch):
