@@ -25,6 +25,7 @@ from engine.predict.prediction import (
     _todo,
     final_scores,
     fingerprint,
+    open_records,
     finish,
     interrupted,
     settle_object_name,
@@ -89,6 +90,23 @@ def test_a_resumed_run_shares_the_settings_and_scores_unfinished_batches_again(t
     assert _todo(paths, Dist(0, 2), 2, done) == ["e.png"]  # rank 0: batches ab and e
     assert _todo(paths, Dist(1, 2), 2, done) == ["c.png", "d.png"]  # rank 1: batch cd
     assert _todo(paths, Dist(), 2, {}) == paths
+
+
+
+@pytest.mark.parametrize("killed_mid_line", [True, False])
+def test_a_resumed_run_appends_after_a_line_a_kill_cut(tmp_path, killed_mid_line):
+    """A kill in the middle of a record leaves a line without its newline; the resumed run's
+    first record must not be glued to it (both would be lost)."""
+    path = tmp_path / "records-r0.jsonl"
+    whole = '{"path": "a.png", "text_score": 0.1}\n{"path": "b.png", "text_score": 0.2}\n'
+    path.write_text(whole + ('{"path": "c.pn' if killed_mid_line else ""))
+    with open_records(path) as sink:
+        sink.write('{"path": "c.png", "text_score": 0.3}\n')
+    assert path.read_text() == whole + '{"path": "c.png", "text_score": 0.3}\n'
+    assert sorted(_records(tmp_path)) == ["a.png", "b.png", "c.png"]
+    with open_records(tmp_path / "records-r1.jsonl") as sink:  # a first attempt: a new file
+        sink.write("x\n")
+    assert (tmp_path / "records-r1.jsonl").read_text() == "x\n"
 
 
 def _sidecar(path: Path, **over) -> Path:

@@ -196,7 +196,7 @@ def run(job: PredictJob) -> None:
         job.log.info(f"resuming: {len(done)} files already scored, {len(todo)} left on this rank")
     from engine.core.inference import progress
     bar = progress(len(todo), cfg.object_name)
-    sink = open(job.out / f"records-r{job.dist.rank}.jsonl", "a", encoding="utf-8")
+    sink = open_records(job.out / f"records-r{job.dist.rank}.jsonl")
     part = [0]
     pending: list[dict] = []
 
@@ -226,6 +226,18 @@ def run(job: PredictJob) -> None:
         sink.close()
         bar.close()
     job.seconds = time.time() - t0
+
+
+def open_records(path: Path):
+    """``path`` opened for appending records. A last line that a kill cut (no newline at the
+    end) is dropped first: the next record would otherwise be glued to it and be lost too.
+    The image it named is not in ``_records``, so this run scores it again."""
+    if path.is_file():
+        with open(path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+    return open(path, "a", encoding="utf-8")
 
 
 def _flush(sink, pending: list[dict]) -> None:
