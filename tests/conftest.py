@@ -213,6 +213,7 @@ class WarmPython:
 
 
 _WARM: list[WarmPython] = []
+pytest_plugins = ["tiers"]  # the e2e mark of the end-to-end files (tests/tiers.py)
 
 
 BACKGROUND: dict[str, object] = {}  # module name -> what its prefetch_in_background() started

@@ -21,7 +21,8 @@ from open_clip.transform import image_transform as openclip_transform
 from PIL import Image
 
 from datasets import AnomalyDataset, image_transform, load_meta, make_samples, mask_transform
-from datasets.transforms import binary_mask_image, open_image
+from datasets import anomaly_dataset as ad
+from datasets.transforms import binary_mask_image, image_transform, open_image
 
 
 def _squash(size):
@@ -211,3 +212,54 @@ def test_16bit_image_evaluates_like_its_8bit_original(tmp_path):
     i, j = ours["index"][rel], exp["index"][rel]
     np.testing.assert_allclose(ours["anomaly_maps"][i], exp["anomaly_maps"][j], rtol=0, atol=1e-4)
     assert abs(ours["pr_sp"][i] - exp["pr_sp"][j]) <= 5e-6
+
+
+ROOT = GOLDEN / "data" / "mvtec"
+
+
+def _dataset(aug):
+    require(ROOT / "meta.json")
+    samples = [s for v in make_samples(ROOT, "test").values() for s in v]
+    return ad.AnomalyDataset(ROOT, samples, 84, aug_rate=aug, seed=5), samples
+
+
+def test_mosaic_probability_is_honoured():
+    ds, samples = _dataset(0.2)
+    hits = 0
+    for epoch in range(100):
+        ds.set_epoch(epoch)
+        hits += sum(ds.is_augmented(i) for i in range(len(samples)))
+    n = 100 * len(samples)  # 1,200 seeded draws: within 4 standard deviations of 0.2
+    assert abs(hits / n - 0.2) < 4 * np.sqrt(0.2 * 0.8 / n)
+    assert not any(_dataset(0.0)[0].is_augmented(i) for i in range(len(samples)))
+    ds1, _ = _dataset(1.0)
+    assert all(ds1.is_augmented(i) for i in range(len(samples)))
+
+
+def test_mosaic_tiles_and_masks(monkeypatch):
+    ds, samples = _dataset(1.0)
+    drawn = []
+    real = ad.load_pair
+
+    def record(root, s):
+        drawn.append(s)
+        return real(root, s)
+    monkeypatch.setattr(ad, "load_pair", record)
+    for i, s in enumerate(samples):
+        drawn.clear()
+        rng = ds._rng(i)
+        rng.random()  # the aug decision comes first
+        image, mask = ad.mosaic(ROOT, ds.mosaic_pool[s.cls_name], rng)
+        assert len(drawn) == 4 and {t.cls_name for t in drawn} == {s.cls_name}  # same category
+        w, h = open_image(ROOT / drawn[0].img_path).size
+        assert image.size == (2 * w, 2 * h) and mask.size == (2 * w, 2 * h)
+        m = np.asarray(mask)
+        for k, t in enumerate(drawn):  # tile k at ((k % 2) w, (k // 2) h), row-major
+            x, y = (k % 2) * w, (k // 2) * h
+            tile_img, tile_mask = real(ROOT, t)
+            np.testing.assert_array_equal(np.asarray(image)[y:y + h, x:x + w],
+                                          np.asarray(tile_img.convert("RGB")))
+            np.testing.assert_array_equal(m[y:y + h, x:x + w], np.asarray(tile_mask))
+    # the dataset serves exactly that mosaic, resized, with its mask
+    item = ds[0]
+    assert item["augmented"] and item["image"].shape == (3, 84, 84)

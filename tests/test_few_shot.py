@@ -4,16 +4,24 @@ and the paper protocol (several k and seeds in one pass) on the MVTec fixture.
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from conftest import DATASET_NAMES, VIT, aligned, compare_metrics, load_predictions, require, run_test_main
 from tolerances import assert_metrics_close
 
 from datasets import load_meta, make_samples
 from datasets.references import draw_references
+from datasets.transforms import image_transform, open_image
+from models.anomaly_maps import combined_image_scores
 from models.backbone import ClipBackbone
+from prompts import TextFeatureBank
+
+from engine.core.inference import build_bank, final_maps, reference_tokens, run_category, zero_shot_maps
+from engine.core.loading import build_model
 
 MAP_TOL = 1e-4
 SCORE_TOL = 1e-5
@@ -223,3 +231,59 @@ def test_image_score_per_image_and_both(tmp_path):
     np.testing.assert_array_equal(p["anomaly_maps"], r["anomaly_maps"])
     assert not np.allclose(p["pr_sp"], r["pr_sp"])
     assert np.all((p["pr_sp"] >= 0) & (p["pr_sp"] <= 1))
+
+
+def test_separate_few_shot_stages_against_a_reference_computation():
+    """--features_list 2 8 with --few_shot_features 3 8, by hand from raw block outputs."""
+    require(VIT.weights)
+    model, tok = build_model(VIT.model_name, str(VIT.weights), 84, [2, 8], [3, 8],
+                             config_path=str(VIT.config))
+    sd = torch.load(VIT.checkpoint, map_location="cpu", weights_only=True)["trainable_linearlayer"]
+    model.projections.load_state_dict({k: v for k, v in sd.items() if k.startswith(("fc.0", "fc.1"))})
+    meta = load_meta(VIT.data("mvtec"))
+    test = make_samples(VIT.data("mvtec"), "test", ["bottle"], meta=meta)["bottle"]
+    refs = ["bottle/train/good/000.png", "bottle/train/good/002.png"]
+    text = TextFeatureBank(model.backbone.encode_text, tok)("bottle")
+    tokens = reference_tokens(model, VIT.data("mvtec"), refs, 4, 0, torch.device("cpu"))
+    bank = build_bank(model, "bottle", refs, tokens)
+    from datasets.loaders import loader
+    res = run_category(model, loader(VIT.data("mvtec"), test, 84, 4, 0), text, [bank], torch.device("cpu"))
+    ours = final_maps(zero_shot_maps(res["logits"], 84, torch.device("cpu")), res["distances"][0], 84)
+
+    v = model.backbone.clip.visual
+    grab = {}
+    hooks = [v.transformer.resblocks[s - 1].register_forward_hook(
+        lambda m, i, o, s=s: grab.__setitem__(s, o)) for s in (2, 3, 8)]
+    tf = image_transform(84)
+    try:
+        def blocks(paths):
+            with torch.no_grad():
+                v(torch.stack([tf(open_image(VIT.data("mvtec") / p)) for p in paths]))
+            return {s: grab[s][:, 1:] for s in (2, 3, 8)}  # [B, 36, 64], class token dropped
+        t, r = blocks([s.img_path for s in test]), blocks(refs)
+    finally:
+        for hk in hooks:
+            hk.remove()
+    want = 0
+    for i, s in enumerate((2, 8)):  # zero-shot stages through fc.0, fc.1
+        p = F.normalize(model.projections.fc[i](t[s]), dim=-1)
+        logits = (100 * p @ text).permute(0, 2, 1).reshape(-1, 2, 6, 6)
+        up = F.interpolate(logits, size=84, mode="bilinear", align_corners=True)
+        want = want + up.softmax(dim=1)[:, 1]
+    for s in (3, 8):  # memory stages: raw tokens, 1 - max cosine to the bank
+        b = F.normalize(r[s].reshape(-1, r[s].shape[-1]), dim=-1)
+        d = 1 - (F.normalize(t[s], dim=-1) @ b.T).amax(dim=-1)
+        want = want + F.interpolate(d.reshape(-1, 1, 6, 6), size=84, mode="bilinear",
+                                    align_corners=True)[:, 0]
+    torch.testing.assert_close(ours, want, rtol=0, atol=1e-5)
+
+
+def test_few_shot_score_with_equal_maxima_warns_and_uses_the_text():
+    text = np.array([0.2, 0.9, 0.4])
+    with pytest.warns(UserWarning, match="share one maximum"):
+        s = combined_image_scores(text, np.array([1.5, 1.5, 1.5]))
+    np.testing.assert_array_equal(s, 0.5 * text)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        s = combined_image_scores(text, np.array([1.0, 3.0, 2.0]))
+    np.testing.assert_allclose(s, 0.5 * (text + np.array([0.0, 1.0, 0.5])))

@@ -254,3 +254,91 @@ def test_benchmark_smoke(tmp_path, capsys):
     assert any(line.startswith("| visa | candle |") for line in lines)
     saved = json.loads((tmp_path / "results.json").read_text())
     assert set(saved["results"]) == {"mvtec", "visa"}
+
+
+class _Recorder:
+    """A stand-in synthesizer: marks every pixel as changed and records the mode it was given."""
+
+    def __init__(self):
+        self.modes: list[str] = []
+
+    def synth(self, img, epoch, index):
+        self.modes.append(img.mode)
+        return img, np.ones((img.height, img.width), bool)
+
+
+def _mvtec_samples(split: str = "test"):
+    root = GOLDEN / "data" / "mvtec"
+    if not root.is_dir():
+        pytest.skip(f"golden fixtures not found under {GOLDEN}")
+    return root, [s for c in make_samples(root, split).values() for s in c]
+
+
+@pytest.mark.parametrize("rate", [-0.1, 1.5, 2.0])
+def test_a_synthesis_rate_outside_0_1_is_refused(rate):
+    root, samples = _mvtec_samples()
+    with pytest.raises(ValueError, match=r"synth_rate must be in \[0, 1\]"):
+        SynthesizingDataset(root, samples, 84, 0.0, 111, rate, _Recorder())
+
+
+def test_the_synthesis_rate_bounds_and_the_synthesizer_it_needs():
+    root, samples = _mvtec_samples()
+    for rate in (0.0, 1.0):  # both ends are allowed
+        ds = SynthesizingDataset(root, samples, 84, 0.0, 111, rate, _Recorder())
+        assert ds.synth_rate == rate
+    assert SynthesizingDataset(root, samples, 84, 0.0, 111, 0.0).synth_rate == 0.0
+    with pytest.raises(ValueError, match="needs a synthesizer"):
+        SynthesizingDataset(root, samples, 84, 0.0, 111, 0.5)
+
+
+def test_the_defaults_are_the_released_dataset():
+    """``SynthesizingDataset(root, samples, size)``: no mosaic, no synthesis, as released."""
+    root, samples = _mvtec_samples()
+    ds = SynthesizingDataset(root, samples, 84)
+    assert (ds.aug_rate, ds.synth_rate, ds.synthesizer) == (0.0, 0.0, None)
+    i = next(k for k, s in enumerate(samples) if s.anomaly)
+    a, b = ds[i], AnomalyDataset(root, samples, 84)[i]
+    assert a["label"] == b["label"] == 1 and not a["augmented"]
+    assert bool((a["mask"] == b["mask"]).all()) and bool((a["image"] == b["image"]).all())
+
+
+def test_training_dataset_without_a_rate_is_the_released_one():
+    root, samples = _mvtec_samples("train")
+    assert type(training_dataset(root, samples, 84, 0.0, 111)) is AnomalyDataset
+
+
+def test_a_synthesized_sample_is_augmented_so_never_read_from_the_feature_cache():
+    """The feature cache serves a sample only when ``is_augmented`` is False: a synthesized
+    image must never get the features of its clean original."""
+    root, samples = _mvtec_samples()
+    ds = SynthesizingDataset(root, samples, 84, 0.0, 111, 1.0, _Recorder())  # no mosaic, P = 1
+    assert all(ds.is_synthesized(i) and not ds.is_mosaic(i) and ds.is_augmented(i)
+               for i in range(len(samples)))
+    plain = SynthesizingDataset(root, samples, 84, 0.0, 111, 0.0)
+    assert not any(plain.is_augmented(i) for i in range(len(samples)))
+
+
+def test_a_quarter_of_the_samples_are_synthesized_at_p_one_quarter():
+    """rng.random() < P: about P of the (epoch, index) draws, not 1 - P."""
+    root, samples = _mvtec_samples()
+    ds = SynthesizingDataset(root, samples, 84, 0.0, 111, 0.25, _Recorder())
+    hits = []
+    for epoch in range(40):
+        ds.set_epoch(epoch)
+        hits += [ds.is_synthesized(i) for i in range(len(samples))]
+    assert len(hits) >= 200 and 0.15 < np.mean(hits) < 0.35
+
+
+@pytest.mark.parametrize("mode, given", [("P", "RGB"), ("CMYK", "RGB"), ("L", "L"), ("RGB", "RGB")])
+def test_the_synthesizer_gets_a_mode_it_handles(mode, given):
+    """Palette and CMYK images are converted to RGB before the defect is drawn; gray and colour
+    ones are passed as they are. The mask is the old one OR the defect's (here: every pixel)."""
+    root, samples = _mvtec_samples()
+    rec = _Recorder()
+    ds = SynthesizingDataset(root, samples, 84, 0.0, 111, 1.0, rec)
+    img = Image.new("RGB", (6, 4), (10, 200, 30)).convert(mode)
+    real = np.zeros((4, 6), np.uint8)
+    real[1, 2] = 255  # a real defect pixel, also covered by the synthesized one
+    out, mask = ds._synthesize(img, Image.fromarray(real, mode="L"), 0)
+    assert rec.modes == [given] and out.mode == given
+    assert mask.mode == "L" and np.asarray(mask).tolist() == [[255] * 6] * 4

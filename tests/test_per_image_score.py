@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from conftest import VIT, require
 
-from models.anomaly_maps import per_image_scores
+from models.anomaly_maps import combined_image_scores, per_image_scores
 
 from engine.core.inference import normal_level
 from engine.core.loading import build_model
@@ -116,3 +116,27 @@ def test_one_formula_for_numpy_and_the_exported_graph():
     # and a normal level of 0 is held at 1e-12 in both, never a division by zero
     assert per_image_score(torch.tensor([0.0]), torch.tensor([0.0]), 0.0).item() == 0.0
     assert per_image_scores(np.array([0.0]), np.array([1.0]), 0.0)[0] == 0.5
+
+
+def test_released_few_shot_score_by_hand():
+    text = np.array([0.2, 0.4, 0.6, 0.8])
+    peak = np.array([1.0, 3.0, 2.0, 5.0])  # min 1, max 5: minmax = 0, 0.5, 0.25, 1
+    expected = [0.5 * (0.2 + 0), 0.5 * (0.4 + 0.5), 0.5 * (0.6 + 0.25), 0.5 * (0.8 + 1)]
+    np.testing.assert_allclose(combined_image_scores(text, peak), expected, rtol=0, atol=1e-12)
+
+
+def test_released_few_shot_score_when_every_map_has_the_same_peak():
+    with pytest.warns(UserWarning, match="share one maximum"):
+        got = combined_image_scores(np.array([0.3, 0.9]), np.array([2.0, 2.0]))
+    np.testing.assert_allclose(got, [0.15, 0.45], rtol=0, atol=1e-12)  # map term 0, not NaN
+
+
+@pytest.mark.parametrize("mu, peak, text, expected", [
+    (0.5, 0.6, 0.3, 0.5 * (0.3 + 0.2)),  # a normal level below 1: s = (0.6 - 0.5) / 0.5 = 0.2
+    (0.0, 0.0, 0.4, 0.5 * (0.4 + 0.0)),  # mu = 0 is taken as a tiny positive level, not 0/0
+    (0.0, 1e-3, 0.4, 0.5 * (0.4 + 1.0)),  # ... so any peak above it is far above: s = 1
+])
+def test_per_image_score_at_small_normal_levels(mu, peak, text, expected):
+    got = per_image_scores(np.array([text]), np.array([peak]), mu)
+    assert got.dtype == np.float64
+    np.testing.assert_allclose(got, [expected], rtol=0, atol=1e-12)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import GOLDEN, VIT, load_predictions, require
 from PIL import Image
 
 import predict
@@ -290,3 +291,25 @@ def test_heatmaps_share_one_scale(capsys, tmp_path, folder):
     assert a[..., 2].mean() > a[..., 0].mean()  # the normal part is drawn cool (blue)
     hot = b[8:14, 10:16]
     assert hot[..., 0].mean() > hot[..., 2].mean()  # the defect hot (red)
+
+
+def test_predict_few_shot_maps_equal_the_golden_run(tmp_path, capsys):
+    """predict.py with the golden run's two reference images gives the golden few-shot maps."""
+    exp_path = VIT.expected_npz("mvtec", "few_shot")
+    require(exp_path, VIT.refs("mvtec"))
+    refs = json.loads(VIT.refs("mvtec").read_text())["bottle"]
+    ref_dir = tmp_path / "refs"
+    ref_dir.mkdir()
+    for p in dict.fromkeys(refs):  # duplicates do not change a nearest-neighbour maximum
+        shutil.copy(VIT.data("mvtec") / p, ref_dir / p.replace("/", "_"))
+    save = tmp_path / "out"
+    code = predict.main(["--image_dir", str(VIT.data("mvtec") / "bottle" / "test"), "--recursive",
+                         "--object_name", "bottle", "--save_path", str(save),
+                         "--reference_dir", str(ref_dir), "--save_maps", "--maps_dtype", "float32",
+                         "--no_heatmaps", *VIT.model_args(84)])
+    assert code == 0, capsys.readouterr().err
+    maps = np.load(save / "maps.npz")
+    assert maps["anomaly_maps"].dtype == np.float32
+    exp = load_predictions(exp_path)
+    idx = [exp["index"][f"bottle/test/{p}"] for p in maps["paths"]]
+    np.testing.assert_allclose(maps["anomaly_maps"], exp["anomaly_maps"][idx], rtol=0, atol=1e-4)

@@ -13,7 +13,7 @@ from PIL import Image
 
 import train
 
-from engine.plumbing.result_set import JOURNAL, LOCK, ResultSet
+from engine.plumbing.result_set import LOCK
 
 
 @pytest.fixture
@@ -219,68 +219,6 @@ def test_leftovers_of_a_killed_run_are_cleaned(data, tmp_path):
     assert set(run) >= {"command", "config", "versions", "started", "ended"}
 
 
-def test_a_result_set_is_replaced_as_a_whole(tmp_path):
-    save = tmp_path / "res"
-    with ResultSet(save, {"n": 1}) as rs:
-        for name in ("metrics.json", "predictions.npz"):
-            (rs.dir / name).write_text("old")
-        rs.commit()
-    with ResultSet(save, {"n": 2}) as rs:
-        (rs.dir / "metrics.json").write_text("new")
-        (save / "metrics.json").read_text() == "old"  # untouched until the commit
-        rs.commit()
-    assert (save / "metrics.json").read_text() == "new"
-    assert not (save / "predictions.npz").exists()  # the old set's file went with it
-    # a commit killed half-way (journal written, one file moved) is finished at the next start
-    with ResultSet(save, {"n": 3}) as rs:
-        (rs.dir / "metrics.json").write_text("third")
-        (rs.dir / "thresholds.json").write_text("third")
-        rs._write_run_json("complete", ["metrics.json", "thresholds.json"], None)
-        plan = {"staging": rs.dir.name, "remove": [], "move": ["metrics.json", "thresholds.json",
-                                                               "run.json"]}
-        (save / JOURNAL).write_text(json.dumps(plan))
-        os.replace(rs.dir / "metrics.json", save / "metrics.json")
-        rs.committed = True  # the process dies here: no cleanup
-        (save / LOCK).unlink()
-    with ResultSet(save, {"n": 4}):
-        assert (save / "thresholds.json").read_text() == "third"
-        assert json.loads((save / "run.json").read_text())["config"] == {"n": 3}
-        assert not (save / JOURNAL).exists()
-
-
-def test_a_failed_run_leaves_no_new_folder_and_no_empty_log(tmp_path):
-    """A run that fails before any result leaves no folder it created; beside an earlier set it
-    leaves log.failed.txt holding the error and the command, which the next set removes."""
-    from errors import DatasetError
-    from utils.log import setup_logging
-
-    from engine.plumbing.result_set import FAILED_LOG
-
-    save = tmp_path / "new" / "res"
-    with pytest.raises(DatasetError):
-        with ResultSet(save, {"n": 1}) as rs:
-            setup_logging(rs.dir)  # log.txt opened, nothing written yet
-            raise DatasetError("no images in my_dir")
-    assert not (tmp_path / "new").exists()
-    with ResultSet(save, {"n": 2}) as rs:  # an earlier set, then a failure beside it
-        (rs.dir / "metrics.json").write_text("{}")
-        rs.commit()
-    with pytest.raises(DatasetError):
-        with ResultSet(save, {"n": 3}) as rs:
-            setup_logging(rs.dir).info("scoring 3 files")
-            raise DatasetError("no images in my_dir")
-    text = (save / FAILED_LOG).read_text()
-    assert "error: no images in my_dir" in text and "command: " in text
-    assert "scoring 3 files" in text
-    assert {p.name for p in save.iterdir()} == {"metrics.json", "run.json", FAILED_LOG}
-    with ResultSet(save, {"n": 4}) as rs:
-        (rs.dir / "metrics.json").write_text("{}")
-        rs.commit()
-    assert not (save / FAILED_LOG).exists()  # an earlier attempt's log is not part of this set
-    assert json.loads((save / "run.json").read_text())["files"] == ["metrics.json"]
-    setup_logging(None)
-
-
 def test_metrics_json_is_strict_with_reasons(data, tmp_path, capsys):
     m = json.loads((data / "meta.json").read_text())
     m["test"]["bottle"] = [e for e in m["test"]["bottle"] if not e["anomaly"]]  # one class
@@ -330,35 +268,3 @@ def test_ctrl_c_in_train_py_names_the_checkpoint(data, tmp_path, capsys, monkeyp
     assert not (save / LOCK).exists()
 
 
-@pytest.mark.parametrize("pid", ["dead", "mine", "missing"])
-def test_a_lock_of_another_host_is_never_taken_over(tmp_path, pid):
-    """On a shared disk the pid of a run on another machine says nothing about this one."""
-    from errors import RunLockedError
-
-    save = tmp_path / "res"
-    save.mkdir()
-    other = {"host": "not-" + os.uname().nodename, "started": "2026-01-01T00:00:00"}
-    if pid != "missing":
-        other["pid"] = 2 ** 22 + 12345 if pid == "dead" else os.getpid()
-    (save / LOCK).write_text(json.dumps(other))
-    with pytest.raises(RunLockedError, match=other["host"]):
-        with ResultSet(save, {"n": 1}):
-            pass
-    assert json.loads((save / LOCK).read_text()) == other  # left exactly as it was
-
-
-def test_a_lock_on_this_host_is_taken_over_only_when_its_process_is_gone(tmp_path):
-    from errors import RunLockedError
-
-    save = tmp_path / "res"
-    save.mkdir()
-    host = os.uname().nodename
-    (save / LOCK).write_text(json.dumps({"host": host, "pid": os.getpid()}))  # alive: refused
-    with pytest.raises(RunLockedError, match="in use by another run"):
-        with ResultSet(save, {"n": 1}):
-            pass
-    (save / LOCK).write_text(json.dumps({"host": host, "pid": 2 ** 22 + 12345}))  # gone
-    with ResultSet(save, {"n": 2}) as rs:
-        assert json.loads((save / LOCK).read_text())["pid"] == os.getpid()
-        rs.commit()
-    assert not (save / LOCK).exists()
