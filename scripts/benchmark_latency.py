@@ -37,7 +37,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
-from engine.deploy.onnx_sidecar import OUTPUTS  # noqa: E402  (light: no torch)
+from engine.deploy.onnx_sidecar import OUTPUTS  # light: no torch
 
 FIXTURE = REPO / "tests" / "fixtures" / "golden" / "models"
 TINY = dict(name="tiny-vit", config=FIXTURE / "tiny-vit.json", weights=FIXTURE / "tiny-vit-random.pt",

@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch_size", type=int, default=8)
     p.add_argument("--json", type=Path, default=None)
     a = p.parse_args(argv)
-    from scripts.make_synthetic_data import make  # noqa: E402 - the repo is on sys.path now
+    from scripts.make_synthetic_data import make  # the repository is on sys.path now
 
     tmp = Path(tempfile.mkdtemp(prefix="aprilgan_scaling_"))
     try:

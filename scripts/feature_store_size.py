@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from engine.config import ModelConfig  # noqa: E402 - light: no torch
+from engine.config import ModelConfig  # light: no torch
 
 DEFAULTS = ModelConfig()  # the one place the defaults are set
 

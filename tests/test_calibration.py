@@ -179,8 +179,9 @@ def test_the_released_score_is_refused_as_a_command_line_gives_it():
     not the literal of the source: the refusal compares by value."""
     from types import SimpleNamespace
 
-    from engine.predict.calibration import calibrate_job
     from errors import ConfigError
+
+    from engine.predict.calibration import calibrate_job
 
     released = "".join(["rele", "ased"])  # a new string, as sys.argv gives it
     job = SimpleNamespace(score_name=released, dist=SimpleNamespace(enabled=False),

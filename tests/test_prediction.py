@@ -25,9 +25,9 @@ from engine.predict.prediction import (
     _todo,
     final_scores,
     fingerprint,
-    open_records,
     finish,
     interrupted,
+    open_records,
     settle_object_name,
     settle_thresholds,
 )
