@@ -3,6 +3,7 @@ the counts of a pinned cosmic-ray against hand-counted mutants, the survivors as
 module's tests found by name, --since, and the checkout left unchanged."""
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -117,16 +118,32 @@ def test_mutants_inside_annotations_are_skipped_and_not_counted(tmp_path):
 
 
 def test_annotations_of_a_module_that_evaluates_them_are_mutated(tmp_path):
-    """Without ``from __future__ import annotations`` an annotation runs at import, so its
-    mutants are ordinary ones (here killed: ``int - None`` raises when the module loads)."""
+    """Without ``from __future__ import annotations`` an annotation runs at import (``int -
+    None`` raises there), so its mutants are ordinary ones: none is skipped. With the import,
+    exactly the mutants inside the annotations are (the comparison's stay pending)."""
     root = _tree(tmp_path)
-    (root / "pkg" / "calc.py").write_text("def pick(a: int | None, b: int) -> int:\n"
-                                         "    return a if a < b else b\n")
-    subprocess.run(["git", "add", "."], cwd=root, check=True)
-    out = tmp_path / "o"
-    mutation_check.main(["pkg/calc.py", "--root", str(root), "--out", str(out)])
-    row = _row(out, "pkg/calc.py")
-    assert int(row[8]) == 0 and int(row[2]) > 6  # the comparison's mutants and the `|`'s
+    body = "def pick(a: int | None, b: int) -> int:\n    return a if a < b else b\n"
+    counts = {}
+    for future in (False, True):
+        source = ("from __future__ import annotations\n\n\n" if future else "") + body
+        (root / "pkg" / "calc.py").write_text(source)
+        config, session = tmp_path / f"cr{future}.toml", tmp_path / f"s{future}.sqlite"
+        config.write_text('[cosmic-ray]\nmodule-path = "pkg/calc.py"\ntimeout = 10\n'
+                          'excluded-modules = []\ntest-command = "true"\n'
+                          '[cosmic-ray.distributor]\nname = "local"\n')
+        subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=root, check=True)
+        skipped = mutation_check.skip_annotations(session, source)
+        dump = subprocess.run(["cosmic-ray", "dump", str(session)], capture_output=True,
+                              text=True, check=True).stdout.splitlines()
+        lines = [json.loads(d)[0]["mutations"][0]["start_pos"][0] for d in dump]
+        pending = [json.loads(d)[1] is None for d in dump]
+        first = 4 if future else 1  # the line of `def pick`
+        counts[future] = (skipped, sum(1 for ln in lines if ln == first),
+                          sum(1 for ln, p in zip(lines, pending) if p and ln == first + 1))
+    in_annotations, in_body = counts[True][1], counts[True][2]
+    assert counts[False][0] == 0 and counts[True][0] == in_annotations >= 1
+    assert counts[False][1] == in_annotations  # the same mutants exist; only skipping differs
+    assert in_body >= 5  # the comparison's mutants are still to run
 
 
 def test_annotation_spans_by_hand():
