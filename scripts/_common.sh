@@ -3,7 +3,7 @@
 # Sets REPO_ROOT, makes relative paths the user passes absolute (so they stay relative to the
 # folder the script was started from, even after we cd to the repository root), and parses the
 # model flags every script shares. The defaults come from one place, the config dataclasses of
-# engine/config.py (`python -m engine.config --shell`): the released ViT-L-14-336, openai,
+# engine/config/ (`python -m engine.config --shell`): the released ViT-L-14-336, openai,
 # 518 px, stages 6 12 18 24, and the paper's epochs and few-shot protocol.
 
 if [[ "${BASH_SOURCE[0]}" == "$0" ]]; then

@@ -52,7 +52,7 @@ DASH = "–"
 TABLES = REPO / "scripts" / "paper_tables"
 RELEASED = {f.name: f.default for f in fields(ModelConfig) if f.name in ("model", "image_size")}
 MODEL_NOTE = (f"{RELEASED['model']} at {RELEASED['image_size']} px is our assumption (the "
-              "released setting, engine/config.py's defaults): neither source states the model "
+              "released setting, engine/config/'s defaults): neither source states the model "
               "or size it ran APRIL-GAN at")
 
 

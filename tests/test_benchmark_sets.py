@@ -263,7 +263,7 @@ def test_published_figures_beside_ours(tmp_path):
 
 def test_the_sources_are_described_as_they_describe_themselves(tmp_path):
     """AdaCLIP's training as its paper says it and as its README's Corrections amend it; the
-    model and size named as our assumption, read from engine/config.py's defaults."""
+    model and size named as our assumption, read from engine/config/'s defaults."""
     _table(tmp_path, {"btad": {}}, PAPER)
     md = (tmp_path / "res" / "benchmarks.md").read_text(encoding="utf-8")
     assert "the paper's text names MVTec AD with ClinicDB" in md
@@ -271,7 +271,7 @@ def test_the_sources_are_described_as_they_describe_themselves(tmp_path):
            "default MVTec AD with ColonDB, and VisA with ClinicDB for the evaluations on " \
            "MVTec AD and ColonDB" in md
     assert "Model and size: ViT-L-14-336 at 518 px is our assumption (the released setting, " \
-           "engine/config.py's defaults): neither source states" in md
+           "engine/config/'s defaults): neither source states" in md
 
 
 T, I, M = "training", "test images", "mode"  # the condition a case breaks
