@@ -140,3 +140,14 @@ def test_a_bank_without_prompts_uses_the_packaged_files():
     bank = TextFeatureBank(lambda ids: torch.ones(len(ids), 2), lambda s: torch.ones(len(s), 1))
     assert bank.prompts == PromptSet.load() and len(bank.prompts.templates) == 35
     assert json.loads(json.dumps(bank.prompts.overrides)) == {}
+
+
+def test_a_prompt_set_is_a_value(tmp_path):
+    """A bank, a cache and a study's variants share one PromptSet: its lists cannot be replaced
+    after it was read."""
+    from dataclasses import FrozenInstanceError
+
+    ps = PromptSet.load(_folder(tmp_path))
+    with pytest.raises(FrozenInstanceError):
+        ps.templates = ("{}",)
+    assert ps.templates == ("a {}.", "a photo of a {}.")
