@@ -151,3 +151,33 @@ def test_a_prompt_set_is_a_value(tmp_path):
     with pytest.raises(FrozenInstanceError):
         ps.templates = ("{}",)
     assert ps.templates == ("a {}.", "a photo of a {}.")
+
+
+def test_an_extend_override_repeating_a_normal_state_is_refused(tmp_path):
+    """The normal states of an override are checked against normal_states.txt (and the abnormal
+    ones against abnormal_states.txt): 'clean {}' is line 3 of the normal file."""
+    d = _folder(tmp_path, '{"bottle": {"normal": ["clean {}"]}}')
+    with pytest.raises(PromptError) as err:
+        PromptSet.load(d)
+    assert str(err.value) == (f"{d / 'overrides.json'}:1: 'bottle': normal state 'clean {{}}' is "
+                              "already in normal_states.txt (with mode 'extend' it would weigh "
+                              "twice)")
+
+
+def test_a_template_that_cannot_be_filled_is_refused_before_any_work(tmp_path):
+    """'a {} with {' has its one '{}', so the files load; filling it in for a category fails,
+    and load_prompts does that for every category at once."""
+    from prompts.ensemble import load_prompts
+
+    d = _folder(tmp_path)
+    (d / "templates.txt").write_text("a {} with {\n")
+    PromptSet.load(d)
+    with pytest.raises(DatasetError, match=r"^bad prompt files: Single '\{' encountered"):
+        load_prompts(d, ["bottle"])
+
+
+def test_two_long_prompts_are_counted():
+    """Each sentence is 3 words + the start and end tokens = 5 tokens, over a context of 4."""
+    with pytest.raises(DatasetError, match=r"^2 prompts too long: the prompt 'one two three' is "
+                                           r"5 tokens long"):
+        check_lengths(_Counting(4), [["one two three"], ["four five six"]])
