@@ -224,3 +224,14 @@ def test_engine_groups_import_downward_only():
                     ENGINE_FLOORS[other.split(".")[1]] >= ENGINE_FLOORS[group]:
                 bad.append(f"{name} imports {other}")
     assert not bad, bad
+
+
+def test_architecture_md_names_every_module():
+    """ARCHITECTURE.md is the map of the code: each module of a package is named in it (as
+    `name`), so a new module cannot be added without saying where it sits."""
+    text = (REPO / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    named = set(re.findall(r"`([\w./]+)`", text))
+    words = {w for n in named for w in re.split(r"[./]", n)}
+    missing = [str(f.relative_to(REPO)) for f in _package_modules().values()
+               if f.stem not in ("__init__", "__main__") and f.stem not in words]
+    assert not missing, missing

@@ -19,6 +19,7 @@ from utils.visualize import ColorScale
 
 from engine.config import PredictConfig
 from engine.plumbing.distributed import Dist
+from engine.plumbing.result_set import open_records
 from engine.predict.prediction import (
     PredictJob,
     _records,
@@ -27,7 +28,6 @@ from engine.predict.prediction import (
     fingerprint,
     finish,
     interrupted,
-    open_records,
     settle_object_name,
     settle_thresholds,
 )

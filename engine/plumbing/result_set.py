@@ -22,7 +22,7 @@ import socket
 import sys
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from errors import ConfigError, EnvironmentFault, Interrupted, RunLockedError, one_line, os_fault
 from utils.io import atomic_write_json, atomic_write_text
@@ -332,6 +332,18 @@ def _missing_folders(save: Path) -> list[Path]:
         out.append(p)
         p = p.parent
     return out
+
+
+def open_records(path: Path) -> IO[str]:
+    """``path`` opened for appending records. A last line that a kill cut (no newline at the
+    end) is dropped first: the next record would otherwise be glued to it and be lost too.
+    The image it named is then not among the records, so a resumed run scores it again."""
+    if path.is_file():
+        with open(path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+    return open(path, "a", encoding="utf-8")
 
 
 def recorded(staging: Path) -> int:

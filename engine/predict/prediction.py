@@ -41,7 +41,7 @@ from utils.visualize import ColorScale, fixed_scale, heatmap_overlay, overlay_pa
 from engine.config import PredictConfig
 from engine.core.thresholds import check_precision, resolve_thresholds
 from engine.plumbing.distributed import Dist
-from engine.plumbing.result_set import check_free_space, recorded
+from engine.plumbing.result_set import check_free_space, open_records, recorded
 from engine.predict.calibration import calibrate_job, run_definition, write_calibrated_thresholds
 from engine.predict.predict_report import write_report
 from engine.predict.regions import REGION_COLUMNS, draw_boxes, find_regions
@@ -226,18 +226,6 @@ def run(job: PredictJob) -> None:
         sink.close()
         bar.close()
     job.seconds = time.time() - t0
-
-
-def open_records(path: Path):
-    """``path`` opened for appending records. A last line that a kill cut (no newline at the
-    end) is dropped first: the next record would otherwise be glued to it and be lost too.
-    The image it named is not in ``_records``, so this run scores it again."""
-    if path.is_file():
-        with open(path, "rb+") as f:
-            data = f.read()
-            if data and not data.endswith(b"\n"):
-                f.truncate(data.rfind(b"\n") + 1)
-    return open(path, "a", encoding="utf-8")
 
 
 def _flush(sink, pending: list[dict]) -> None:
