@@ -183,8 +183,14 @@ def test_a_fault_is_a_json_500_and_a_form_keeps_its_first_fields(serve, caplog):
     service, c = serve()
     png, _ = _png(5)
     service.fail = True
-    with caplog.at_level(logging.ERROR, logger=service.log.name):
-        r = c.post("/score", files={"image": ("a.png", png)})
+    # the handler on the logger itself: an earlier test's setup_logging() may have stopped
+    # the project's logger from propagating to the root, where caplog listens
+    service.log.addHandler(caplog.handler)
+    try:
+        with caplog.at_level(logging.ERROR, logger=service.log.name):
+            r = c.post("/score", files={"image": ("a.png", png)})
+    finally:
+        service.log.removeHandler(caplog.handler)
     assert r.status_code == 500 and r.json() == {
         "error": "the service failed on this request: RuntimeError: scoring broke", "status": 500}
     assert "POST /score: RuntimeError: scoring broke" in caplog.text
