@@ -1,7 +1,7 @@
 """Per-stage memory banks of normal reference tokens for few-shot APRIL-GAN (METHOD §5).
 
 Bank of stage n = the raw stage-n patch tokens (no class token, no projection) of the k
-reference images, stacked: [k * h * w, C_n]. Lifecycle (STYLE 6): ``setup`` fills it, then
+reference images, stacked: [k * h * w, C_n]. Lifecycle: ``setup`` fills it, then
 ``distances`` queries it; reading it before ``setup`` raises. The banks are buffers, and the
 category, k and the reference paths are the module's extra state, so ``state_dict()`` holds the
 whole bank and ``MemoryBank(stages).load_state_dict(sd)`` restores it into a fresh module.

@@ -1,4 +1,4 @@
-"""The frozen CLIP stage backbone and the projection checkpoints (METHOD §1, §6; STYLE 3, 5).
+"""The frozen CLIP stage backbone and the projection checkpoints (METHOD §1, §6).
 
 Tiny random models from the golden fixtures: a ViT with 8 blocks and a ModifiedResNet.
 """

@@ -1,4 +1,4 @@
-"""Dataset indexing and preprocessing (METHOD §2, §8; STYLE 8).
+"""Dataset indexing and preprocessing (METHOD §2, §8).
 
 * ``python -m datasets.prepare`` rebuilds the fixtures' meta.json;
 * images are squashed exactly as open_clip's ``resize_mode='squash'`` eval transform (not the

@@ -1,4 +1,4 @@
-"""Prompt ensemble (METHOD §3; STYLE 7): the prompt data and sentences without any model, edited
+"""Prompt ensemble (METHOD §3): the prompt data and sentences without any model, edited
 prompt folders and overrides, and the text features of both fixture models (≤ 1e-6).
 """
 from __future__ import annotations

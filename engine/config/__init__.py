@@ -1,4 +1,4 @@
-"""The settings of every entry point, each default stated once (STYLE 1).
+"""The settings of every entry point, each default stated once.
 
 ``ModelConfig`` holds the backbone flags every entry point shares, and the flag groups several
 commands declare are written once as mixins (``flags``); ``EvalConfig`` and ``StudyConfig``
