@@ -93,6 +93,39 @@ def test_a_published_figure_beside_a_metric_we_cannot_measure(tmp_path):
     assert "| btad | – / 60.8 | 50.0 / 25.0 (+25.0) |" in md
 
 
+def test_the_means_of_each_setting_are_over_its_own_runs(tmp_path):
+    """BTAD zero-shot (image AUROC 75.0) and few-shot (95.0): the industrial zero-shot mean is
+    75.0 and the few-shot mean 95.0, never (75 + 95) / 2 = 85.0."""
+    res = tmp_path / "res"
+    _fake_run(res, "btad", {**FULL, "auroc_sp": 0.75})
+    _fake_run(res, "btad", {**FULL, "auroc_sp": 0.95}, folder="few_shot", mode="few_shot")
+    SETS_TABLE.table(res, None)
+    rows = {(r["set"], r["setting"]): r for r in csv.DictReader(open(res / "benchmarks.csv"))}
+    assert rows[("mean, industrial", "zero_shot")]["auroc_sp"] == "75.0"
+    assert rows[("mean, industrial", "few_shot")]["auroc_sp"] == "95.0"
+
+
+def test_a_source_with_one_figure_gets_its_table_and_its_csv_row(tmp_path, monkeypatch):
+    """A source publishing one metric of one set (an odd number of columns): its table is
+    set, the metric and comparable, three cells in every row; published.csv holds that one
+    comparison: ours 75.0 beside 73.6, +1.4."""
+    (tmp_path / "sets_x.csv").write_text("set,auroc_sp\nbtad,73.6\n")
+    (tmp_path / "sets_x_tested.csv").write_text(
+        "set,tested,ours\nbtad,test/ of the release,the release's test split\n")
+    monkeypatch.setattr(SETS_TABLE, "TABLES", tmp_path)
+    monkeypatch.setattr(SETS_TABLE, "PUBLISHED", [SETS_TABLE.Published("x", "X", "", "mvtec")])
+    res = tmp_path / "res"
+    _fake_run(res, "btad", {**FULL, "auroc_sp": 0.75})
+    SETS_TABLE.table(res, _checkpoint(tmp_path))
+    md = (res / "benchmarks.md").read_text(encoding="utf-8")
+    assert "\n| set | auroc_sp | comparable |\n|---|---|---|\n| btad | 75.0 / 73.6 (+1.4) |" in md
+    pub = _published(res)
+    assert list(pub) == [("x", "btad", "auroc_sp")]
+    row = pub[("x", "btad", "auroc_sp")]
+    assert (row["ours"], row["published"], row["diff"], row["comparable"]) == \
+        ("75.0", "73.6", "1.4", "yes")
+
+
 def test_a_run_that_records_no_mode_is_not_comparable(tmp_path):
     res = tmp_path / "res"
     _fake_run(res, "btad", FULL, mode=None)
@@ -235,6 +268,17 @@ def test_trained_on_another_set_on_either_side_of_the_sources():
         problems, _ = SETS_TABLE.training_problems(anomalyclip, {**PAPER, "dataset": other},
                                                    None, None)
         assert problems == [f"trained on {other}, the source on mvtec"]
+
+
+def test_a_stated_training_set_on_either_side_of_the_sources():
+    """--trained_on for a checkpoint that records nothing: btad sorts before mvtec, visa after;
+    both are another set than AnomalyCLIP's, mvtec itself is the source's."""
+    anomalyclip = SETS_TABLE.PUBLISHED[0]
+    for other in ("btad", "visa"):
+        assert SETS_TABLE.training_problems(anomalyclip, None, other, Path("c.pth")) == \
+            ([f"the source trained on mvtec, these projections on {other} (--trained_on)"], "")
+    assert SETS_TABLE.training_problems(anomalyclip, None, "mvtec", Path("c.pth")) == \
+        ([], "projections trained on mvtec (--trained_on)")
 
 
 def test_list_as_a_real_command(tmp_path):
