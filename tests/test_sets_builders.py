@@ -210,3 +210,22 @@ def test_registry_entries_and_index_facts_are_read_only():
         SETS["ksdd"].official_split = True
     with pytest.raises(FrozenInstanceError):
         IndexInfo().official_split = False
+
+
+def test_the_rebuild_advice_of_a_visa_index_names_its_split_file():
+    """VisA's index is made from split_csv/1cls.csv, so a removed image's row goes first: under
+    the data root when the index lies in it, under DATASET_ROOT when the index names absolute
+    paths (made with --out apart from the data)."""
+    from pathlib import Path
+
+    from datasets.sets.index_format import rebuild_advice
+
+    assert rebuild_advice("/data/visa", "visa", "candle/Data/Images/Normal/0000.JPG") == (
+        f"delete its row in {Path('/data/visa/split_csv/1cls.csv')}, then rebuild the index "
+        "with `python -m datasets.prepare visa /data/visa`")
+    assert rebuild_advice("/idx/visa", "visa", "/data/visa/candle/Data/Images/Normal/0000.JPG") \
+        == (f"delete its row in {Path('DATASET_ROOT/split_csv/1cls.csv')}, then rebuild the "
+            "index with `python -m datasets.prepare visa DATASET_ROOT --out /idx/visa` "
+            "(DATASET_ROOT: the folder the index was made from)")
+    assert rebuild_advice("/data/btad", "btad") == \
+        "rebuild the index with `python -m datasets.prepare btad /data/btad`"
