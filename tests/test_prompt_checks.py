@@ -181,3 +181,27 @@ def test_two_long_prompts_are_counted():
     with pytest.raises(DatasetError, match=r"^2 prompts too long: the prompt 'one two three' is "
                                            r"5 tokens long"):
         check_lengths(_Counting(4), [["one two three"], ["four five six"]])
+
+
+def test_a_state_written_with_an_escape_is_named_at_its_category(tmp_path):
+    """'cr\\u00e4cked' is 'cräcked' once parsed, which the file's text does not contain: the
+    problem is named at the line of its category's key (line 3), not guessed elsewhere."""
+    from prompts.checks import scan_overrides
+
+    path = tmp_path / "overrides.json"
+    path.write_text('{\n  "_c": "x",\n  "bottle": {\n    "normal": ["cr\\u00e4cked"]\n  }\n}\n')
+    overrides, origins, problems = scan_overrides(path, ("{}",), ("broken {}",))
+    assert overrides == {"bottle": {"normal": ["cräcked"]}}
+    assert origins == {("bottle", "normal", "cräcked"): f"{path}:3"}
+    assert problems == [f"{path}:3: 'bottle': normal state 'cräcked' needs exactly one '{{}}' "
+                        "placeholder"]
+
+
+def test_an_overrides_path_that_cannot_be_read_is_named(tmp_path):
+    from prompts.checks import scan_overrides
+
+    folder = tmp_path / "overrides.json"
+    folder.mkdir()  # a folder: reading it fails with an OSError
+    overrides, origins, problems = scan_overrides(folder, (), ())
+    assert (overrides, origins, len(problems)) == ({}, {}, 1)
+    assert problems[0].startswith(f"{folder}: cannot read it as UTF-8 text (")
