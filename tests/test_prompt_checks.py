@@ -205,3 +205,28 @@ def test_an_overrides_path_that_cannot_be_read_is_named(tmp_path):
     overrides, origins, problems = scan_overrides(folder, (), ())
     assert (overrides, origins, len(problems)) == ({}, {}, 1)
     assert problems[0].startswith(f"{folder}: cannot read it as UTF-8 text (")
+
+
+def test_an_unknown_key_and_a_bad_mode_are_named_at_their_own_lines(tmp_path):
+    """Unknown keys 'colour' (line 3) and 'size' (line 4): the first is named; the mode 'merge'
+    is on line 5, not at its category's key (line 2)."""
+    from prompts.checks import scan_overrides
+
+    path = tmp_path / "overrides.json"
+    path.write_text('{\n  "bottle": {\n    "colour": "red",\n    "size": 3,\n'
+                    '    "mode": "merge"\n  }\n}\n')
+    _, _, problems = scan_overrides(path, ("{}",), ("broken {}",))
+    assert problems == [
+        f"{path}:3: 'bottle': unknown keys ['colour', 'size'] (known: object, normal, "
+        "abnormal, mode)",
+        f"{path}:5: 'bottle': mode must be 'extend' or 'replace', not 'merge'"]
+
+
+def test_a_state_list_that_is_not_a_list_does_not_hide_the_other_groups_problems(tmp_path):
+    """'normal' is a string, and the abnormal state has no '{}': both are named at once."""
+    from prompts.checks import override_problems
+
+    entry = {"normal": "clean {}", "abnormal": ["no placeholder"]}
+    assert [what for *_, what in override_problems(entry, ("{}",), ("broken {}",))] == [
+        "'normal' must be a list of states (strings)",
+        "abnormal state 'no placeholder' needs exactly one '{}' placeholder"]
