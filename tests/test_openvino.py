@@ -148,3 +148,40 @@ def test_a_sidecar_of_another_export_is_refused_as_onnxruntime_refuses_it(graphs
     onnx.save(graph, str(lone))
     ex.sidecar_path(lone).write_text(json.dumps({**sidecar, "export_id": "0" * 32}))
     assert ov_runtime.OpenVinoModel(lone).mode == OnnxModel(lone, "cpu").mode == "zero_shot"
+
+
+def test_devices_other_than_the_cpu_are_refused_whatever_their_name(graphs):
+    """OpenVINO's own AUTO device sorts before 'cpu' and GPU after it: both are refused; ' CPU '
+    as a command line may give it is the CPU."""
+    path = graphs("vit", "zero_shot")
+    for device in ("AUTO", "GPU"):
+        with pytest.raises(ConfigError, match=f"--device {device}: the OpenVINO runtime runs on "
+                                              "the CPU here"):
+            ov_runtime.OpenVinoModel(path, device)
+    assert ov_runtime.OpenVinoModel(path, " CPU ").providers == ["OpenVINO CPU (fp32)"]
+
+
+def test_only_bf16_needs_the_cpus_bf16(graphs, monkeypatch):
+    """On a CPU without bf16 (as OpenVINO reports it, made so here on any CPU) fp32 loads and
+    bf16 is refused."""
+    path = graphs("vit", "zero_shot")
+    monkeypatch.setattr(ov_runtime, "bf16_supported", lambda: False)
+    assert ov_runtime.OpenVinoModel(path, "cpu", "fp32").precision == "fp32"
+    with pytest.raises(ConfigError, match="no bf16 support"):
+        ov_runtime.OpenVinoModel(path, "cpu", "bf16")
+
+
+@pytest.mark.parametrize("error, said", [(RuntimeError("bad graph\nat node 3"), "bad graph"),
+                                         (RuntimeError(""), "RuntimeError")])
+def test_a_graph_openvino_cannot_load_is_one_line(graphs, monkeypatch, error, said):
+    """Whatever OpenVINO raises while reading the graph: one line naming the file and the first
+    line of its message (or, when it has none, the error's type)."""
+    class _Core:
+        def read_model(self, path):
+            raise error
+
+    path = graphs("vit", "zero_shot")
+    monkeypatch.setattr(ov_runtime, "_ov", lambda: type("ov", (), {"Core": _Core}))
+    with pytest.raises(ModelLoadError) as err:
+        ov_runtime.OpenVinoModel(path, "cpu")
+    assert str(err.value) == f"OpenVINO cannot load {path}: {said}"
