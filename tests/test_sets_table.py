@@ -126,6 +126,41 @@ def test_a_source_with_one_figure_gets_its_table_and_its_csv_row(tmp_path, monke
         ("75.0", "73.6", "1.4", "yes")
 
 
+def test_a_medical_set_run_few_shot_only_gets_its_mean_row(tmp_path):
+    """BTAD zero-shot only (industrial) and BrainMRI few-shot only (medical, image AUROC 99.0):
+    the medical few-shot mean row is there though the medical zero-shot one is not."""
+    res = tmp_path / "res"
+    _fake_run(res, "btad", FULL)
+    _fake_run(res, "brainmri", {**FULL, "auroc_sp": 0.99}, folder="few_shot", mode="few_shot")
+    SETS_TABLE.table(res, None)
+    rows = {(r["set"], r["setting"]): r for r in csv.DictReader(open(res / "benchmarks.csv"))}
+    assert ("mean, medical", "zero_shot") not in rows
+    assert rows[("mean, medical", "few_shot")]["auroc_sp"] == "99.0"
+
+
+def test_a_run_on_other_test_images_is_not_comparable_whichever_sorts_first(tmp_path):
+    """BTAD's source tested the release's test split; a run that tested every image ('every
+    image' sorts before it) is not comparable."""
+    res = tmp_path / "res"
+    _fake_run(res, "btad", FULL, test_images="every image")
+    SETS_TABLE.table(res, _checkpoint(tmp_path))
+    row = _published(res)[("anomalyclip", "btad", "auroc_sp")]
+    assert row["comparable"] == "no"
+    assert row["why"].startswith("the run tested every image, the source test/ of "
+                                 "BTech_Dataset_transformed")
+
+
+def test_a_checkpoint_is_read_as_weights_only(tmp_path, capsys):
+    """A checkpoint holding an object that is not weights (here a Fraction, which unpickling
+    would build by calling its class) is not read at all: its training is unknown."""
+    from fractions import Fraction
+
+    ck = tmp_path / "odd.pth"
+    torch.save({"config": PAPER, "note": Fraction(1, 3)}, ck)
+    assert SETS_TABLE.recorded_training(ck) is None
+    assert f"warning: cannot read {ck} (" in capsys.readouterr().err
+
+
 def test_a_run_that_records_no_mode_is_not_comparable(tmp_path):
     res = tmp_path / "res"
     _fake_run(res, "btad", FULL, mode=None)
@@ -277,7 +312,8 @@ def test_a_stated_training_set_on_either_side_of_the_sources():
     for other in ("btad", "visa"):
         assert SETS_TABLE.training_problems(anomalyclip, None, other, Path("c.pth")) == \
             ([f"the source trained on mvtec, these projections on {other} (--trained_on)"], "")
-    assert SETS_TABLE.training_problems(anomalyclip, None, "mvtec", Path("c.pth")) == \
+    stated = "".join(["mv", "tec"])  # a new string, as a command line gives it
+    assert SETS_TABLE.training_problems(anomalyclip, None, stated, Path("c.pth")) == \
         ([], "projections trained on mvtec (--trained_on)")
 
 
