@@ -347,3 +347,11 @@ def test_the_published_sources_are_read_only():
 def test_list_of_a_missing_root_is_an_error(tmp_path, capsys):
     assert SETS_TABLE.main(["list", str(tmp_path / "none")]) == 2
     assert capsys.readouterr().err == f"error: data root not found: {tmp_path / 'none'}\n"
+
+
+def test_a_command_is_required(capsys):
+    """No command is a usage error naming the choice, not a traceback."""
+    with pytest.raises(SystemExit) as e:
+        SETS_TABLE.main([])
+    assert e.value.code == 2 and "the following arguments are required: command" in \
+        capsys.readouterr().err
