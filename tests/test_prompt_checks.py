@@ -197,6 +197,20 @@ def test_a_state_written_with_an_escape_is_named_at_its_category(tmp_path):
                         "placeholder"]
 
 
+
+def test_the_same_bad_state_in_two_categories_is_named_at_each_ones_line(tmp_path):
+    """The search for a value starts at its own category: the second category's copy of a
+    state is named at line 6, not at the first category's line 3."""
+    from prompts.checks import scan_overrides
+
+    path = tmp_path / "overrides.json"
+    path.write_text('{\n  "screw": {\n    "normal": ["cracked"]\n  },\n'
+                    '  "bottle": {\n    "normal": ["cracked"]\n  }\n}\n')
+    _, origins, problems = scan_overrides(path, ("{}",), ("broken {}",))
+    need = "normal state 'cracked' needs exactly one '{}' placeholder"
+    assert problems == [f"{path}:3: 'screw': {need}", f"{path}:6: 'bottle': {need}"]
+    assert origins[("bottle", "normal", "cracked")] == f"{path}:6"
+
 def test_an_overrides_path_that_cannot_be_read_is_named(tmp_path):
     from prompts.checks import scan_overrides
 
