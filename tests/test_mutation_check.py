@@ -154,3 +154,73 @@ def test_annotation_spans_by_hand():
     spans = mutation_check.annotation_spans(source)
     assert sorted(spans) == sorted([((2, 3), (2, 12)), ((3, 12), (3, 22)), ((3, 35), (3, 38)),
                                     ((3, 45), (3, 50)), ((3, 55), (3, 69))])
+
+
+def _server_processes() -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended meanwhile
+            continue
+        if "mutation-warm-" in text:
+            found.append(text)
+    return found
+
+
+def test_mutants_run_in_the_warm_fork_server_which_ends_with_the_run(tmp_path):
+    """With the tree's fork server (tests/warm_python.py) each mutant's tests run in a process
+    forked from it, torch already imported: a test that needs torch imported before it runs
+    passes there and fails in a fresh interpreter (--cold). The counts are those of a cold run
+    of the same tests, and no server is left once the run is over."""
+    root = _tree(tmp_path)
+    for name in ("warm_python.py", "warm_client.py"):
+        shutil.copy(REPO / "tests" / name, root / "tests" / name)
+    (root / "tests" / "test_calc.py").write_text(TESTS)
+    subprocess.run(["git", "add", "."], cwd=root, check=True)
+    cold = tmp_path / "cold"
+    mutation_check.main(["pkg/calc.py", "--root", str(root), "--out", str(cold), "--cold"])
+    (root / "tests" / "test_calc.py").write_text(
+        TESTS + "\n\ndef test_forked_from_the_server():\n    import sys\n\n"
+                "    assert 'torch' in sys.modules  # imported by the server, never here\n")
+    warm = tmp_path / "warm"
+    mutation_check.main(["pkg/calc.py", "--root", str(root), "--out", str(warm)])
+    assert _row(warm, "pkg/calc.py")[2:9] == _row(cold, "pkg/calc.py")[2:9]
+    assert (warm / "pkg__calc.survivors.txt").read_text() == \
+        (cold / "pkg__calc.survivors.txt").read_text()
+    assert _server_processes() == []
+    with pytest.raises(SystemExit, match="fail before any mutation"):
+        mutation_check.main(["pkg/calc.py", "--root", str(root), "--out", str(warm), "--cold"])
+
+
+def test_resume_runs_only_the_mutants_not_yet_run_and_only_on_the_same_source(tmp_path):
+    import sqlite3
+
+    root = _tree(tmp_path)
+    runs = tmp_path / "runs.log"  # one line per run of the tests, baseline included
+    (root / "tests" / "test_calc.py").write_text(  # the log first: -x stops at the first fail
+        f"def test_log():\n    with open({str(runs)!r}, 'a') as f:\n        f.write('run\\n')\n\n\n"
+        + TESTS)
+    subprocess.run(["git", "add", "."], cwd=root, check=True)
+    out = tmp_path / "out"
+    args = ["pkg/calc.py", "--root", str(root), "--out", str(out), "--cold"]
+    mutation_check.main(args)
+    first = _row(out, "pkg/calc.py")
+    mutants = int(first[2])
+    assert len(runs.read_text().splitlines()) == mutants + 1
+    db = sqlite3.connect(out / "pkg__calc.sqlite")  # as if the run had been stopped
+    with db:
+        db.execute("DELETE FROM work_results WHERE job_id IN "
+                   "(SELECT job_id FROM work_results LIMIT 2)")
+    db.close()
+    runs.unlink()
+    mutation_check.main([*args, "--resume"])
+    assert len(runs.read_text().splitlines()) == 2 + 1  # the two not yet run, and the baseline
+    assert _row(out, "pkg/calc.py") == first
+    (root / "pkg" / "calc.py").write_text(MODULE.replace("a < b", "b > a"))
+    with pytest.raises(SystemExit, match="not made from this source of pkg/calc.py"):
+        mutation_check.main([*args, "--resume"])
+    (out / "pkg__calc.source.sha256").unlink()
+    (root / "pkg" / "calc.py").write_text(MODULE)
+    with pytest.raises(SystemExit, match="no pkg__calc.source.sha256"):
+        mutation_check.main([*args, "--resume"])

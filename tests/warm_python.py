@@ -25,6 +25,7 @@ still running), so it never outlives the test session.
 from __future__ import annotations
 
 import atexit
+import gc
 import importlib
 import io
 import json
@@ -188,6 +189,10 @@ def serve(path: str, lifeline: int | None = None) -> None:
             importlib.import_module(name)
         except ImportError:
             pass
+    # What is imported now lives as long as every worker: keep it out of the garbage collector's
+    # sweeps. Otherwise each full collection in a worker (pytest runs five at its end) walks the
+    # whole torch heap, about 1.2 s here, and copies every page it touches from this process.
+    gc.freeze()
     srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     srv.bind(path)
     srv.listen(64)
