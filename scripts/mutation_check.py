@@ -237,25 +237,26 @@ def check_module(work: Path, module: str, tests: list[str], timeout: float, out:
     if env is not None:
         runner += ["-S", "tests/warm_client.py"]
     command = " ".join([*runner, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", *tests])
-    base = subprocess.run(command, shell=True, cwd=work, capture_output=True, text=True, env=env)
-    if base.returncode != 0:
-        tail = (base.stdout + base.stderr).strip().splitlines()[-5:]
-        sys.exit(f"error: the tests of {module} fail before any mutation ({command}):\n"
-                 + "\n".join(tail))
     stem = module[:-3].replace("/", "__")
     config, session = work / f"{stem}.toml", out / f"{stem}.sqlite"
     stamp = out / f"{stem}.source.sha256"
     source = (work / module).read_text(encoding="utf-8")
-    config.write_text(f'[cosmic-ray]\nmodule-path = "{module}"\ntimeout = {timeout}\n'
-                      f'excluded-modules = []\ntest-command = {json.dumps(command)}\n'
-                      '[cosmic-ray.distributor]\nname = "local"\n')
-    if resume and session.exists():
+    resuming = resume and session.exists()
+    if resuming:
         made_from = stamp.read_text().strip() if stamp.exists() else None
         if made_from != source_hash(source):
             sys.exit(f"error: --resume: {session} was not made from this source of {module} "
                      f"({'no ' + stamp.name if made_from is None else 'it has changed since'}); "
                      "run again without --resume")
-    else:
+    base = subprocess.run(command, shell=True, cwd=work, capture_output=True, text=True, env=env)
+    if base.returncode != 0:
+        tail = (base.stdout + base.stderr).strip().splitlines()[-5:]
+        sys.exit(f"error: the tests of {module} fail before any mutation ({command}):\n"
+                 + "\n".join(tail))
+    config.write_text(f'[cosmic-ray]\nmodule-path = "{module}"\ntimeout = {timeout}\n'
+                      f'excluded-modules = []\ntest-command = {json.dumps(command)}\n'
+                      '[cosmic-ray.distributor]\nname = "local"\n')
+    if not resuming:
         session.unlink(missing_ok=True)
         subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, check=True)
         stamp.write_text(source_hash(source) + "\n")

@@ -4,6 +4,7 @@ module's tests found by name, --since, and the checkout left unchanged."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -28,6 +29,13 @@ def test_pick():
     assert pick(1, 2) == 1
     assert pick(3, 2) == 2
 '''
+
+
+@pytest.fixture(autouse=True)
+def _bare_pytest(monkeypatch):
+    """The trees' test runs (one per mutant) without the pytest plugins this machine happens to
+    have installed: about 0.3 s a run instead of 1 to 3 s."""
+    monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
 
 
 def _tree(tmp_path: Path) -> Path:
@@ -104,15 +112,15 @@ def test_mutants_inside_annotations_are_skipped_and_not_counted(tmp_path):
                  "    return a if a < b else b\n")
     (root / "pkg" / "calc.py").write_text(annotated)
     subprocess.run(["git", "add", "."], cwd=root, check=True)
-    plain_out, out = tmp_path / "plain", tmp_path / "annotated"
+    out = tmp_path / "annotated"
     mutation_check.main(["pkg/calc.py", "--root", str(root), "--out", str(out)])
-    (root / "pkg" / "calc.py").write_text(MODULE)
-    mutation_check.main(["pkg/calc.py", "--root", str(root), "--out", str(plain_out)])
-    with_annotations, plain = _row(out, "pkg/calc.py"), _row(plain_out, "pkg/calc.py")
-    # the body is the same: the same mutants run, with the same outcomes; the two `|` of the
-    # annotations give mutants of their own, skipped
-    assert with_annotations[2:8] == plain[2:8]
-    assert int(with_annotations[8]) >= 2 and int(plain[8]) == 0
+    row = _row(out, "pkg/calc.py")
+    # the body's mutants run with the outcome worked out for MODULE above (only `<=` survives);
+    # the two `|` of the annotations give mutants of their own, skipped and not counted
+    mutants, killed, timed_out, survived, not_run = map(int, row[2:7])
+    assert (survived, timed_out, not_run) == (1, 0, 0) and killed == mutants - 1 >= 4
+    assert float(row[7]) == 100.0 * killed / mutants
+    assert int(row[8]) >= 2
     assert "a < b" in (out / "pkg__calc.survivors.txt").read_text()
     assert "int - None" not in (out / "pkg__calc.survivors.txt").read_text()
 
@@ -156,39 +164,45 @@ def test_annotation_spans_by_hand():
                                     ((3, 45), (3, 50)), ((3, 55), (3, 69))])
 
 
-def _server_processes() -> list[str]:
-    found = []
+def _server_processes() -> set[str]:
+    """The command lines of the running processes of mutation runs' fork servers (each run has
+    a socket of its own in its command line; the server's forks share its command line)."""
+    found = set()
     for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
         try:
             text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
         except OSError:  # the process ended meanwhile
             continue
         if "mutation-warm-" in text:
-            found.append(text)
+            found.add(text)
     return found
 
 
 def test_mutants_run_in_the_warm_fork_server_which_ends_with_the_run(tmp_path):
     """With the tree's fork server (tests/warm_python.py) each mutant's tests run in a process
-    forked from it, torch already imported: a test that needs torch imported before it runs
-    passes there and fails in a fresh interpreter (--cold). The counts are those of a cold run
-    of the same tests, and no server is left once the run is over."""
+    forked from it, its libraries already imported: a test that needs one imported before it runs
+    passes there and fails in a fresh interpreter (--cold). The outcome is the one worked out by
+    hand for the cold run above (only `<=` survives), and no server is left once it is over."""
     root = _tree(tmp_path)
-    for name in ("warm_python.py", "warm_client.py"):
-        shutil.copy(REPO / "tests" / name, root / "tests" / name)
-    (root / "tests" / "test_calc.py").write_text(TESTS)
-    subprocess.run(["git", "add", "."], cwd=root, check=True)
-    cold = tmp_path / "cold"
-    mutation_check.main(["pkg/calc.py", "--root", str(root), "--out", str(cold), "--cold"])
+    shutil.copy(REPO / "tests" / "warm_client.py", root / "tests" / "warm_client.py")
+    server = (REPO / "tests" / "warm_python.py").read_text()
+    preload = re.search(r"^PRELOAD = \(.*?\)\n", server, flags=re.M | re.S)
+    # the project's server, preloading one module no test here imports instead of torch (the
+    # same mechanism, without a torch import's seconds)
+    (root / "tests" / "warm_python.py").write_text(
+        server[:preload.start()] + 'PRELOAD = ("colorsys",)\n' + server[preload.end():])
     (root / "tests" / "test_calc.py").write_text(
         TESTS + "\n\ndef test_forked_from_the_server():\n    import sys\n\n"
-                "    assert 'torch' in sys.modules  # imported by the server, never here\n")
+                "    assert 'colorsys' in sys.modules  # imported by the server, never here\n")
+    subprocess.run(["git", "add", "."], cwd=root, check=True)
     warm = tmp_path / "warm"
+    others = _server_processes()  # of other mutation runs on this machine
     mutation_check.main(["pkg/calc.py", "--root", str(root), "--out", str(warm)])
-    assert _row(warm, "pkg/calc.py")[2:9] == _row(cold, "pkg/calc.py")[2:9]
-    assert (warm / "pkg__calc.survivors.txt").read_text() == \
-        (cold / "pkg__calc.survivors.txt").read_text()
-    assert _server_processes() == []
+    mutants, killed, timed_out, survived, not_run = map(int, _row(warm, "pkg/calc.py")[2:7])
+    assert (survived, timed_out, not_run) == (1, 0, 0) and killed == mutants - 1 >= 4
+    survivors = (warm / "pkg__calc.survivors.txt").read_text()
+    assert "+    return a if a <= b else b" in survivors
+    assert _server_processes() <= others
     with pytest.raises(SystemExit, match="fail before any mutation"):
         mutation_check.main(["pkg/calc.py", "--root", str(root), "--out", str(warm), "--cold"])
 

@@ -103,7 +103,7 @@ def _run_worker(req: dict, fds: list[int]) -> None:
     extra = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and p not in sys.path]
     sys.path[1:1] = extra
     threads = os.environ.get("OMP_NUM_THREADS", "")
-    if threads.isdigit() and int(threads) > 0:
+    if threads.isdigit() and int(threads) > 0 and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(int(threads))
     args, code, interrupted = list(req["args"]), 0, False
     main = types.ModuleType("__main__")  # a fresh __main__, as a new interpreter has
