@@ -35,7 +35,9 @@ for a small test file. ``--cold`` runs a fresh interpreter per mutant instead.
 
 ``--resume``: continue a stopped run from its session in ``--out``: only the mutants not yet run
 are run. It is refused when the module's source is not the one the session was made from (its
-SHA-256, kept beside the session), since the mutants' positions would no longer match.
+SHA-256, kept beside the session), since the mutants' positions would no longer match. With
+``--rerun_survivors`` the session's survivors run again too (after tests were added for them;
+tests added can only kill more, so the killed ones stay killed).
 """
 from __future__ import annotations
 
@@ -228,8 +230,21 @@ def source_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+def forget_survivors(session: Path) -> int:
+    """Make the survivors of ``session`` pending again; returns how many."""
+    import sqlite3
+
+    db = sqlite3.connect(session)
+    try:
+        with db:
+            return db.execute("DELETE FROM work_results WHERE test_outcome = 'SURVIVED'").rowcount
+    finally:
+        db.close()
+
+
 def check_module(work: Path, module: str, tests: list[str], timeout: float, out: Path,
-                 python: str, env: dict | None = None, resume: bool = False) -> Outcome:
+                 python: str, env: dict | None = None, resume: bool = False,
+                 rerun_survivors: bool = False) -> Outcome:
     """One module's cosmic-ray session in the scratch copy ``work``. With ``env`` (from
     ``warm_server``) the tests run through the fork server's client; with ``resume`` an existing
     session of the same source goes on where it stopped."""
@@ -256,6 +271,8 @@ def check_module(work: Path, module: str, tests: list[str], timeout: float, out:
     config.write_text(f'[cosmic-ray]\nmodule-path = "{module}"\ntimeout = {timeout}\n'
                       f'excluded-modules = []\ntest-command = {json.dumps(command)}\n'
                       '[cosmic-ray.distributor]\nname = "local"\n')
+    if resuming and rerun_survivors:
+        print(f"   {forget_survivors(session)} survivors to run again", flush=True)
     if not resuming:
         session.unlink(missing_ok=True)
         subprocess.run(["cosmic-ray", "init", str(config), str(session)], cwd=work, check=True)
@@ -293,12 +310,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="exit 1 when a module's killed share is below this percentage")
     p.add_argument("--resume", action="store_true",
                    help="go on with the sessions in --out: run only the mutants not yet run")
+    p.add_argument("--rerun_survivors", action="store_true",
+                   help="with --resume: run the session's survivors again as well")
     p.add_argument("--cold", action="store_true",
                    help="a fresh interpreter per mutant instead of the warm fork server")
     p.add_argument("--root", default=str(REPO), help=argparse.SUPPRESS)  # the tests' own trees
     a = p.parse_args(argv)
     if shutil.which("cosmic-ray") is None:
         sys.exit("error: cosmic-ray is not installed: pip install -r requirements-dev.txt")
+    if a.rerun_survivors and not a.resume:
+        sys.exit("error: --rerun_survivors goes with --resume (a new run runs every mutant)")
     root = Path(a.root).resolve()
     modules = modules_of(root, a.modules, a.since)
     plan = {}
@@ -317,7 +338,7 @@ def main(argv: list[str] | None = None) -> int:
         for m, tests in plan.items():
             print(f"== {m}: {' '.join(tests)}", flush=True)
             results.append(check_module(work, m, tests, a.timeout, out, sys.executable, env,
-                                        a.resume))
+                                        a.resume, a.rerun_survivors))
             print(f"   {results[-1].killed + results[-1].timeout} of {results[-1].mutants} "
                   f"killed ({results[-1].rate:.1f} %)", flush=True)
     text = table(results)

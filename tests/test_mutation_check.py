@@ -231,6 +231,18 @@ def test_resume_runs_only_the_mutants_not_yet_run_and_only_on_the_same_source(tm
     mutation_check.main([*args, "--resume"])
     assert len(runs.read_text().splitlines()) == 2 + 1  # the two not yet run, and the baseline
     assert _row(out, "pkg/calc.py") == first
+    # a test that tells `<` from `<=` (equal values, distinct objects) kills the one survivor
+    # when the survivors run again, and only they run
+    with open(root / "tests" / "test_calc.py", "a") as f:
+        f.write("\n\ndef test_ties():\n    x, y = [1], [1]\n    assert pick(x, y) is y\n")
+    runs.unlink()
+    with pytest.raises(SystemExit, match="goes with --resume"):
+        mutation_check.main([*args, "--rerun_survivors"])
+    mutation_check.main([*args, "--resume", "--rerun_survivors"])
+    assert len(runs.read_text().splitlines()) == 1 + 1
+    again = _row(out, "pkg/calc.py")
+    assert again[2] == first[2] and again[3] == str(mutants) and again[5] == "0"
+    assert (out / "pkg__calc.survivors.txt").read_text() == "no survivor\n"
     (root / "pkg" / "calc.py").write_text(MODULE.replace("a < b", "b > a"))
     with pytest.raises(SystemExit, match="not made from this source of pkg/calc.py"):
         mutation_check.main([*args, "--resume"])
