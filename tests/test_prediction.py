@@ -85,6 +85,11 @@ def test_a_resumed_run_shares_the_settings_and_scores_unfinished_batches_again(t
         f.write('{"path": "d.pn\n' + rec("a.png", 0.7))  # attempt's record of a.png
     done = _records(out)
     assert sorted(done) == ["a.png", "b.png", "c.png"] and done["a.png"]["text_score"] == 0.7
+    with open(out / "records-r0.jsonl", "a") as f:  # a file that could not be read
+        f.write(json.dumps({"path": "u.png", "error": "cannot identify image file"}) + "\n")
+    # a.png recorded twice, u.png not scored, the cut line nothing: still 3 scored images
+    assert str(interrupted(out, cfg)).startswith("3 scored image(s) are kept in results/x")
+    (out / "records-r0.jsonl").write_text(rec("a.png", 0.1) + rec("c.png", 0.3))
     paths = ["a.png", "b.png", "c.png", "d.png", "e.png"]  # batches of 2: ab, cd, e
     assert _todo(paths, Dist(), 2, done) == ["c.png", "d.png", "e.png"]  # c again with d
     assert _todo(paths, Dist(0, 2), 2, done) == ["e.png"]  # rank 0: batches ab and e

@@ -347,16 +347,23 @@ def open_records(path: Path) -> IO[str]:
 
 
 def recorded(staging: Path) -> int:
-    """How many images the records of a streaming run's staging folder hold (lines of its
-    ``records*.jsonl``; 0 when there are none)."""
-    n = 0
-    for f in staging.glob("records*.jsonl"):
+    """How many images the records of a streaming run's staging folder hold scored: the
+    distinct ``path`` of the lines of its ``records*.jsonl`` (a resumed run records a batch it
+    scores again a second time), less those whose last record is an ``error`` (a file that
+    could not be read) and lines that do not parse (cut by a kill); 0 when there are none."""
+    last: dict[str, bool] = {}
+    for f in sorted(staging.glob("records*.jsonl")):
         try:
-            with open(f, "rb") as fh:
-                n += sum(1 for line in fh if line.strip())
+            lines = f.read_bytes().splitlines()
         except OSError:
             continue
-    return n
+        for line in lines:
+            try:
+                rec = json.loads(line)
+                last[rec["path"]] = "error" not in rec
+            except (ValueError, KeyError, TypeError):
+                continue
+    return sum(last.values())
 
 
 def failure_text(error: str, log: str) -> str:
