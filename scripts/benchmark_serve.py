@@ -67,6 +67,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--time_limit", type=float, default=900.0, help="seconds for the whole run "
                    "[default: 900]")
     p.add_argument("--json", default=None, help="write the results here too")
+    p.add_argument("--python", default=sys.executable,
+                   help="interpreter of the serve.py and predict.py processes [default: this one]")
     a = p.parse_args(argv)
     a.requests = a.requests or (48 if a.quick else 96)
     if a.requests < 1 or a.max_batch < 1:
@@ -83,7 +85,7 @@ def model_flags(a: argparse.Namespace) -> list[str]:
 def start_server(flags: list[str], a: argparse.Namespace, work: Path) -> tuple[subprocess.Popen, str]:
     """serve.py on 127.0.0.1 in a process group of its own; (process, base URL)."""
     proc = subprocess.Popen(
-        [sys.executable, str(REPO / "serve.py"), *flags, "--host", "127.0.0.1", "--port", "0",
+        [a.python, str(REPO / "serve.py"), *flags, "--host", "127.0.0.1", "--port", "0",
          "--max_batch", str(a.max_batch), "--max_wait_ms", str(a.max_wait_ms),
          "--queue_size", "1024", "--work_dir", str(work / "serve")],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -163,7 +165,7 @@ def predict_cost(flags: list[str], files: list[Path], n: int, a, work: Path) -> 
     for i in range(n):
         shutil.copy(files[i % len(files)], folder / f"{i:05d}_{files[i % len(files)].name}")
     t0 = time.perf_counter()
-    r = subprocess.run([sys.executable, str(REPO / "predict.py"), *flags, "--image_dir",
+    r = subprocess.run([a.python, str(REPO / "predict.py"), *flags, "--image_dir",
                         str(folder), "--save_path", str(work / "predict_out"), "--no_report",
                         "--batch_size", str(a.max_batch)], cwd=REPO, capture_output=True,
                        text=True, timeout=max(60.0, a.time_limit))

@@ -18,6 +18,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT", "").isdigit():
+    # pytest -n N: the CPUs are shared among the N workers (torch's and the scripts' threads),
+    # set before torch starts its thread pool; busy threads of two workers on one core would
+    # slow both. The tests hold for any thread count (README, "Any CPU").
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1)
+                                            // max(1, int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
 import numpy as np
 import pytest
 
@@ -156,100 +163,10 @@ def seeded_generators():
     torch.manual_seed(0)
 
 
-class WarmPython:
-    """The ``python`` for the tests' subprocesses: a client of the fork server warm_python.py
-    (torch and open_clip imported once), or the plain interpreter with APRILGAN_COLD_PYTHON=1
-    or where the server cannot start. Each command still runs in a process of its own."""
-
-    def __init__(self) -> None:
-        import tempfile
-
-        self.dir = Path(tempfile.mkdtemp(prefix="aprilgan-warm-"))
-        self.socket = self.dir / "s"
-        self.python, self.server, self.lifeline = sys.executable, None, None
-        if os.environ.get("APRILGAN_COLD_PYTHON") == "1":
-            return
-        # the lifeline: the server ends with its process group when this process's end closes
-        lifeline, self.lifeline = os.pipe()
-        self.server = subprocess.Popen(
-            [sys.executable, str(TESTS / "warm_python.py"), str(self.socket), str(lifeline)],
-            stdout=subprocess.PIPE, stderr=open(self.dir / "server.log", "wb"),
-            start_new_session=True, pass_fds=(lifeline,))
-        os.close(lifeline)
-        wrapper = self.dir / "python"
-        wrapper.write_text(f'#!/bin/sh\nexec "{sys.executable}" -S "{TESTS / "warm_client.py"}" '
-                           '"$@"\n')
-        wrapper.chmod(0o755)
-        self.wrapper, self.started = str(wrapper), False
-
-    def ready(self) -> str:
-        """The interpreter to run: the client once the server has imported its libraries."""
-        if self.server is not None and not self.started:
-            line = self.server.stdout.readline()  # "ready" once the imports are done
-            self.started = True
-            if line.strip() == b"ready":
-                self.python = self.wrapper
-            else:
-                self.close()
-        return self.python
-
-    def env(self, base: dict | None = None, **extra: str) -> dict:
-        """An environment whose ``PYTHON`` (read by scripts/*.sh) is the warm interpreter."""
-        python = self.ready()
-        return {**(os.environ if base is None else base), **extra, "PYTHON": python,
-                "APRILGAN_WARM_PYTHON_SOCKET": str(self.socket),
-                "APRILGAN_WARM_PYTHON_REAL": sys.executable}
-
-    def close(self) -> None:
-        if self.server is not None and self.server.poll() is None:
-            import signal
-
-            os.killpg(self.server.pid, signal.SIGKILL)
-            self.server.wait()
-        if self.server is not None and self.lifeline is not None:
-            os.close(self.lifeline)
-            self.lifeline = None
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-
-_WARM: list[WarmPython] = []
-pytest_plugins = ["tiers"]  # the e2e mark of the end-to-end files (tests/tiers.py)
-
-
-BACKGROUND: dict[str, object] = {}  # module name -> what its prefetch_in_background() started
-
-
-def pytest_collection_finish(session) -> None:
-    """Start the fork server as soon as a collected test will use it: its imports (one CPU)
-    overlap the tests that run before. A test module may define ``prefetch_in_background()``
-    (and ``PREFETCH_FIXTURE``): when a selected test uses that fixture, its slow work starts
-    now, in another process, on the other CPU."""
-    if any("warm_python" in getattr(item, "fixturenames", ()) for item in session.items):
-        _WARM.append(WarmPython())
-    for item in session.items:
-        mod = getattr(item, "module", None)
-        start = getattr(mod, "prefetch_in_background", None)
-        if start and mod.__name__ not in BACKGROUND and \
-                getattr(mod, "PREFETCH_FIXTURE", None) in getattr(item, "fixturenames", ()):
-            BACKGROUND[mod.__name__] = start()
-
-
-def pytest_sessionfinish(session, exitstatus) -> None:
-    while _WARM:  # also when no test took the fixture (-x, Ctrl-C before it was used)
-        _WARM.pop().close()
-    for started in BACKGROUND.values():
-        proc = started[0] if isinstance(started, tuple) else None
-        if isinstance(proc, subprocess.Popen) and proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
-@pytest.fixture(scope="session")
-def warm_python():
-    if not _WARM:
-        _WARM.append(WarmPython())
-    yield _WARM[0]
-    _WARM.pop().close()
+pytest_plugins = [
+    "tiers",  # the e2e mark of the end-to-end files (tests/tiers.py)
+    "session_processes",  # the warm fork server and background work (tests/session_processes.py)
+]
 
 
 @pytest.fixture(scope="session")

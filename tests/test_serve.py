@@ -14,7 +14,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ import pytest
 import torch
 from conftest import GOLDEN, REPO, VIT
 from PIL import Image
+from session_processes import session_warm_python
 
 BOTTLE = GOLDEN / "data" / "mvtec" / "bottle"
 REFS = BOTTLE / "train" / "good"
@@ -42,11 +42,14 @@ class Server:
     def __init__(self, args: list[str], env: dict | None = None, wait: float = 300.0,
                  ready: str = r" on http://127\.0\.0\.1:(\d+)/"):
         threads = str(torch.get_num_threads())  # the tests' predict.py runs in this process
+        # serve.py in a process of its own, started by the session's fork server (no torch
+        # import to wait for); a signal to the client reaches serve.py, a SIGKILL kills it
+        warm = session_warm_python()
         self.proc = subprocess.Popen(
-            [sys.executable, str(REPO / "serve.py"), *map(str, args), "--host", "127.0.0.1",
+            [warm.ready(), str(REPO / "serve.py"), *map(str, args), "--host", "127.0.0.1",
              "--port", "0"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, start_new_session=True,
-            env={**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": threads, **(env or {})})
+            env=warm.env(None, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=threads, **(env or {})))
         self.lines: list[str] = []
         self.url, self.ready = None, False
         seen = threading.Event()

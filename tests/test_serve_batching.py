@@ -41,12 +41,12 @@ def test_sixteen_concurrent_requests_are_batched_within_the_tolerance(exports, t
 
 
 def test_a_full_queue_answers_503_with_retry_after(exports, tmp_path):
-    """Two images held by a batch that waits 8 s for a third fill a queue of 2: the next
+    """Two images held by a batch that waits 4 s for a third fill a queue of 2: the next
     request is refused at once; the two are scored; then the service takes requests again."""
     folder = images(tmp_path / "images")
     good = folder / "good_000.png"
     args = ["--onnx", str(exports[0]), "--queue_size", "2", "--max_batch", "3",
-            "--max_wait_ms", "8000"]
+            "--max_wait_ms", "4000"]
     with serving(args) as s, client(s) as c, ThreadPoolExecutor(2) as pool:
         held = [pool.submit(post, c, good) for _ in range(2)]
         deadline = time.monotonic() + 60
@@ -64,7 +64,7 @@ def test_a_full_queue_answers_503_with_retry_after(exports, tmp_path):
         assert post(c, good, heatmap="none").status_code == 200
 
 
-def test_the_benchmark_reports_three_concurrencies_and_predicts_cost(tmp_path):
+def test_the_benchmark_reports_three_concurrencies_and_predicts_cost(tmp_path, warm_python):
     import importlib.util
     import json
 
@@ -76,7 +76,7 @@ def test_the_benchmark_reports_three_concurrencies_and_predicts_cost(tmp_path):
     spec.loader.exec_module(bench)
     out = tmp_path / "serve.json"
     assert bench.main(["--quick", "--requests", "6", "--warmup", "1", "--max_batch", "2",
-                       "--json", str(out)]) == 0
+                       "--json", str(out), "--python", warm_python.ready()]) == 0
     result = json.loads(out.read_text())
     assert [r["concurrency"] for r in result["levels"]] == [1, 4, 16]
     for r in result["levels"]:

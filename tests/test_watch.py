@@ -87,7 +87,7 @@ def same_as_predict(out: Path, names: list[str], tmp: Path) -> None:
 def test_every_image_once_across_a_kill_and_a_restart(tmp_path):
     folder, out = tmp_path / "in", tmp_path / "out"
     folder.mkdir()
-    names = add_images(folder, 0, 40)
+    names = add_images(folder, 0, 24)  # one at a time (--max_batch 1): killed after 6
     (folder / ".hidden.png").write_bytes((folder / names[0]).read_bytes())
     (folder / "next.png.part").write_bytes((folder / names[1]).read_bytes())
     (folder / "~lock.png").write_bytes((folder / names[2]).read_bytes())
@@ -99,13 +99,13 @@ def test_every_image_once_across_a_kill_and_a_restart(tmp_path):
         os.killpg(s.proc.pid, signal.SIGKILL)  # mid-run, no clean-up
         assert s.proc.wait(30) == -signal.SIGKILL
     done = len(ledger(out))
-    assert 6 <= done < 41, done  # killed with images left
-    names += add_images(folder, 40, 4)  # arrive while it is down
+    assert 6 <= done < 25, done  # killed with images left
+    names += add_images(folder, 24, 4)  # arrive while it is down
     (folder / "late.png.tmp").write_bytes((folder / names[3]).read_bytes())
     with serving(watch_args(folder, out, "--no_http"), ready=WATCHING) as s:
         os.rename(folder / "late.png.tmp", folder / "late.png")  # delivered by a rename
         names.append("late.png")
-        names += add_images(folder, 44, 3)  # arrive while it runs
+        names += add_images(folder, 28, 3)  # arrive while it runs
         wait_until(lambda: len(rows(out / "scores.csv")) == len(names) + 1)
         time.sleep(1.5)  # three more scans: nothing else may be scored
         code = s.stop()

@@ -15,7 +15,7 @@ status back; when the client goes away first (killed), it SIGKILLs the worker, s
 client kills the command as it would kill a real interpreter. The client forwards the signals it
 can catch (SIGINT, SIGTERM, ...) to the worker and dies of the signal the worker died of.
 
-Run by ``tests/conftest.py`` (fixture ``warm_python``): ``python tests/warm_python.py SOCKET
+Run by ``tests/session_processes.py`` (fixture ``warm_python``): ``python tests/warm_python.py SOCKET
 [LIFELINE_FD]``. LIFELINE_FD is the read end of a pipe whose write end only the pytest process
 holds: when that process ends in any way (a normal end, ``-x``, Ctrl-C, SIGKILL) the pipe reads
 end-of-file and the server kills its whole process group (itself, its handlers and any command
