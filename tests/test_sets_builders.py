@@ -229,3 +229,6 @@ def test_the_rebuild_advice_of_a_visa_index_names_its_split_file():
             "(DATASET_ROOT: the folder the index was made from)")
     assert rebuild_advice("/data/btad", "btad") == \
         "rebuild the index with `python -m datasets.prepare btad /data/btad`"
+    # the kind as a command line or meta.json gives it: an equal string, not the same object
+    given = "".join(["vi", "sa"])
+    assert rebuild_advice("/data/visa", given, "a.JPG").startswith("delete its row in")
