@@ -199,6 +199,12 @@ def test_trained_on_warns_only_when_the_checkpoint_records_another_set(tmp_path,
     assert _published(res)[("anomalyclip", "btad", "auroc_sp")]["comparable"] == "yes"
     assert SETS_TABLE.main(["table", str(res), "--trained_on", "visa"]) == 0  # nothing recorded
     assert "warning" not in capsys.readouterr().err
+    (tmp_path / "visa").mkdir()  # the other direction: the recorded set sorts after the flag's
+    other = _checkpoint(tmp_path / "visa", {**PAPER, "dataset": "visa"})
+    assert SETS_TABLE.main(["table", str(res), "--checkpoint", str(other),
+                            "--trained_on", "mvtec"]) == 0
+    assert f"warning: --trained_on mvtec, but {other} records training on visa: the recorded " \
+           "one is used" in capsys.readouterr().err
 
 
 def test_an_unreadable_checkpoint_is_said_and_compares_as_unknown(tmp_path, capsys):
