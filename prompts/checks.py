@@ -140,8 +140,8 @@ def scan_overrides(path: Path, normal: tuple[str, ...],
         """file:line of the nth ``value`` in the entry of ``cls`` (of its key if not found)."""
         start = keys.get(cls, 0)
         end = min((o for o in keys.values() if o > start), default=len(text))
-        if isinstance(value, str):
-            found, quoted = start - 1, json.dumps(value, ensure_ascii=False)
+        if isinstance(value, str):  # searched from past the key's first quote: a state equal to
+            found, quoted = start, json.dumps(value, ensure_ascii=False)  # the key is its own
             for _ in range(nth + 1):
                 found = text.find(quoted, found + 1, end)
                 if found < 0:

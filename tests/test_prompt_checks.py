@@ -244,3 +244,54 @@ def test_a_state_list_that_is_not_a_list_does_not_hide_the_other_groups_problems
     assert [what for *_, what in override_problems(entry, ("{}",), ("broken {}",))] == [
         "'normal' must be a list of states (strings)",
         "abnormal state 'no placeholder' needs exactly one '{}' placeholder"]
+
+
+def test_the_count_of_problems_is_said_from_two_on():
+    assert str(PromptError(["a.json:1: x"])) == "a.json:1: x"
+    assert str(PromptError(["a", "b"])) == "2 problems: a; b"
+
+
+def test_values_are_named_at_their_own_lines_whatever_the_files_edges(tmp_path):
+    """A file that starts with an empty line and ends without a newline: the blank object word
+    is named at line 4, the 'normal' that is not a list at line 5, the state 'bottle' (the
+    category's own name) at line 6, not at the key of line 3; the escaped state of 'screw' is
+    not in the text as parsed, so it is named at its category's key, line 8."""
+    from prompts.checks import scan_overrides
+
+    path = tmp_path / "overrides.json"
+    path.write_text('\n{\n  "bottle": {\n    "object": "  ",\n    "normal": "clean {}",\n'
+                    '    "abnormal": ["bottle"]\n  },\n  "screw": {"normal": ["cr\\u00e4ck"]}\n}')
+    _, _, problems = scan_overrides(path, ("{}",), ("broken {}",))
+    assert problems == [
+        f"{path}:4: 'bottle': object must be a non-empty word, not '  '",
+        f"{path}:5: 'bottle': 'normal' must be a list of states (strings)",
+        f"{path}:6: 'bottle': abnormal state 'bottle' needs exactly one '{{}}' placeholder",
+        f"{path}:8: 'screw': normal state 'cräck' needs exactly one '{{}}' placeholder"]
+
+
+def test_a_state_listed_three_times_is_named_at_its_second_and_third_lines(tmp_path):
+    from prompts.checks import scan_overrides
+
+    path = tmp_path / "overrides.json"
+    path.write_text('{\n  "bottle": {\n    "abnormal": [\n      "dent {}",\n      "dent {}",\n'
+                    '      "dent {}"\n    ]\n  }\n}\n')
+    _, _, problems = scan_overrides(path, ("{}",), ("broken {}",))
+    twice = "abnormal state 'dent {}' is listed twice (it would weigh twice)"
+    assert problems == [f"{path}:5: 'bottle': {twice}", f"{path}:6: 'bottle': {twice}"]
+
+
+def test_placeholders_and_the_mode_against_the_base_states():
+    """Two '{}' are as wrong as none; with mode 'replace' a base state may be listed again;
+    with 'extend' (as a file gives it, or by default) it may not."""
+    from prompts.checks import override_problems
+
+    def problems(entry):
+        return [what for *_, what in override_problems(entry, ("{}",), ("broken {}",))]
+
+    assert problems({"normal": ["a {} on {}"]}) == [
+        "normal state 'a {} on {}' needs exactly one '{}' placeholder"]
+    assert problems({"mode": "replace", "normal": ["{}"], "abnormal": ["broken {}"]}) == []
+    twice = ("normal state '{}' is already in normal_states.txt (with mode 'extend' it would "
+             "weigh twice)")
+    assert problems(json.loads('{"mode": "extend", "normal": ["{}"]}')) == [twice]
+    assert problems({"normal": ["{}"]}) == [twice]
