@@ -223,7 +223,8 @@ def test_headct_labels_beside_or_inside_its_folder(tmp_path):
     assert m["test"]["head"][4]["specie_name"] == "hemorrhage"
 
 
-@pytest.mark.parametrize("text, why", [("name,label\n0,1\n", "expected the columns id, hemorr"),
+@pytest.mark.parametrize("text, why", [("name,label\n0,1\n", r"expected the columns id, hemorrhage; "
+                                                                r"got \[\['name', 'label'\]\]"),
                                        ("", "expected the columns"),
                                        ("id, hemorrhage\n9,1\n", "labels.csv:2 names scan 009.png")])
 def test_headct_names_what_it_cannot_read(tmp_path, text, why):
