@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import csv
 import json
-import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from conftest import VIT, require, run_test_main
@@ -15,6 +15,8 @@ from report_html import parse_page, table_with
 
 import prompt_study
 from prompts import PROMPT_DIR, PromptSet
+
+from engine.evaluate import prompt_study as study_code
 
 DS = "mvtec"
 
@@ -99,6 +101,8 @@ def test_each_variant_equals_test_py_with_its_folder(tmp_path, folders, count_ba
         assert row["prompt_dir"] == str(folder.resolve())
         _same(row, _test_py(tmp_path, folder.name, mode, "--prompt_dir", str(folder), *extra))
     assert "overrides differ" in study["variants"][-1]["change"]
+    assert (study["settings"]["k_shot"], study["settings"]["seed"]) == (
+        (1, 3) if mode == "few_shot" else (None, None))
 
 
 @pytest.mark.parametrize("image_score", ["per_image", "both"])
@@ -141,7 +145,8 @@ def test_per_image_score_equals_test_py_with_each_variants_own_normal_level(tmp_
             assert "per_image_score" not in rows[name]
 
 
-def test_rank_by_several_metrics_ranks_by_their_mean_and_signs_each_change(tmp_path, folders):
+def test_rank_by_several_metrics_ranks_by_their_mean_and_signs_each_change(tmp_path, folders,
+                                                                           monkeypatch):
     """--rank_by auroc_px+ap_sp+f1_px: the rank value is the mean of the three mean-row
     metrics (recomputed here from study.json); the change against the baseline, ours minus
     the baseline's in points, is signed alike in study.csv, study.md and report.html: + for a
@@ -149,11 +154,12 @@ def test_rank_by_several_metrics_ranks_by_their_mean_and_signs_each_change(tmp_p
     keys = ("auroc_px", "ap_sp", "f1_px")
     same = _variant(tmp_path / "v", "same", ["{}"], ["{}"], ["a photo of a {}."])
     best = tmp_path / "best"
-    started = time.monotonic()
+    # the study's clock, read at its start and its end: 3.1234567 s, recorded to the ms
+    clock = iter([1000.0, 1003.1234567])
+    monkeypatch.setattr(study_code, "time", SimpleNamespace(time=lambda: next(clock)))
     study = _study(tmp_path, "--variants", *map(str, folders), str(same), "--rank_by",
                    "+".join(keys), "--no_mvtec_aupro", "--categories", "bottle", "--write_best",
                    str(best), report=True)
-    seconds = time.monotonic() - started
     value = {r["name"]: sum(r["mean"][k] for k in keys) / 3 for r in study["variants"]}
     assert study["ranking"] == sorted(value, key=lambda n: -value[n])
     assert study["settings"]["rank_by"] == "auroc_px+ap_sp+f1_px"
@@ -187,7 +193,7 @@ def test_rank_by_several_metrics_ranks_by_their_mean_and_signs_each_change(tmp_p
     assert facts["baseline prompts"] == "the shipped prompts" and "heatmaps" not in facts
     assert (facts["ranked by"], facts["variants"]) == ("auroc_px+ap_sp+f1_px", "4")
     settings = study["settings"]
-    assert 0 < settings.pop("seconds") <= seconds
+    assert settings.pop("seconds") == 3.123
     assert settings == {"mode": "zero_shot", "dataset": "mvtec", "data_path":
                         str(VIT.data(DS).resolve()), "rank_by": "auroc_px+ap_sp+f1_px",
                         "image_score": "released", "categories": ["bottle"], "k_shot": None,
@@ -196,6 +202,10 @@ def test_rank_by_several_metrics_ranks_by_their_mean_and_signs_each_change(tmp_p
     assert (f"bottle: baseline auroc_px {100 * base['auroc_px']:.1f}, auroc_sp "
             f"{100 * base['auroc_sp']:.1f}; 4 variants scored") in (save / "log.txt").read_text()
     assert f"; best: {winner}. Results in " in (save / "log.txt").read_text()
+    assert "images through the backbone, 3.1 s; best: " in (save / "log.txt").read_text()
+    log = (save / "log.txt").read_text().splitlines()  # the table, from its header row on
+    at = next(i for i, line in enumerate(log) if line.startswith("| rank | name | change |"))
+    assert log[at - 1].strip() and log[at + 1].startswith("|---|")
 
 
 def test_ablations_outputs_and_write_best(tmp_path):
