@@ -80,6 +80,39 @@ def test_loco_merges_colour_masks_by_their_channels(tmp_path):
     assert merged.shape == (40, 40) and merged.sum() == 255 and merged[0, 0] == 255
 
 
+def test_loco_merges_overlapping_masks_and_takes_only_folders_with_train_and_test(tmp_path):
+    """Two masks that share a pixel: the merge keeps it (a union, not an exclusive or). A folder
+    with train/good and no test/, and one with test/ alone, are not categories."""
+    RAW_SETS["mvtec_loco"](tmp_path)
+    gt = tmp_path / "juice_bottle" / "ground_truth" / "structural_anomalies" / "000"
+    for j, pixels in enumerate([[(0, 0), (0, 1)], [(0, 0), (5, 5)]]):
+        a = np.zeros((40, 40), np.uint8)
+        for y, x in pixels:
+            a[y, x] = 7
+        _png(gt / f"{j:03d}.png", a)
+    (tmp_path / "notes" / "train" / "good").mkdir(parents=True)
+    (tmp_path / "loose" / "test").mkdir(parents=True)
+    m = build("mvtec_loco", tmp_path)
+    assert list(m["test"]) == ["juice_bottle"]
+    row = next(r for r in m["test"]["juice_bottle"] if r["specie_name"] == "structural_anomalies")
+    merged = np.asarray(Image.open(tmp_path / row["mask_path"]))
+    assert sorted(zip(*np.nonzero(merged))) == [(0, 0), (0, 1), (5, 5)]
+
+
+def test_ksdd_reads_kos_folders_only_and_ksdd2_dagm_name_defect_and_good(tmp_path):
+    RAW_SETS["ksdd"](tmp_path / "ksdd")
+    shutil.copytree(tmp_path / "ksdd" / "kos01", tmp_path / "ksdd" / "extras")  # not a kosNN
+    assert all(p.startswith("kos") for p in labels(build("ksdd", tmp_path / "ksdd")))
+    RAW_SETS["ksdd2"](tmp_path / "ksdd2")
+    rows = build("ksdd2", tmp_path / "ksdd2")["test"]["surface"]
+    assert [(r["img_path"], r["specie_name"]) for r in rows[:2]] == [
+        ("test/20000.png", "defect"), ("test/20001.png", "good")]
+    RAW_SETS["dagm"](tmp_path / "dagm")
+    rows = build("dagm", tmp_path / "dagm")["test"]["Class1"]
+    assert [(r["img_path"], r["specie_name"]) for r in rows[:2]] == [
+        ("Class1/Test/0001.PNG", "good"), ("Class1/Test/0002.PNG", "defect")]
+
+
 def test_mvtec_ad2_and_ksdd_need_their_folders(tmp_path):
     with pytest.raises(DatasetError, match="no MVTec AD 2 category folders"):
         build("mvtec_ad2", tmp_path)
@@ -164,6 +197,29 @@ def test_realiad_other_folders_missing_files_and_categories_not_downloaded(tmp_p
     shutil.rmtree(jsons)
     with pytest.raises(DatasetError, match="realiad_jsons/ not found"):
         build("realiad", tmp_path)
+
+
+def test_realiad_normal_class_from_meta_any_anomaly_class_and_categories_in_any_order(tmp_path):
+    """The normal class is the JSON's own ('GOOD' here): an image of that class is normal even
+    with a mask listed; an anomaly class sorting before it ('AK') is a defect; an anomaly listed
+    first for training leaves the normal ones after it in; a category not downloaded that sorts
+    first leaves the others in."""
+    RAW_SETS["realiad"](tmp_path)
+    jsons = tmp_path / "realiad_jsons" / "realiad_jsons"
+    data = json.loads((jsons / "audiojack.json").read_text())
+    data["meta"]["normal_class"] = "GOOD"
+    for r in data["train"] + data["test"]:
+        r["anomaly_class"] = "GOOD" if r["anomaly_class"] == "OK" else r["anomaly_class"]
+    data["test"][1]["anomaly_class"] = "AK"
+    data["test"][0]["mask_path"] = data["test"][3]["mask_path"]  # a mask, but the normal class
+    data["train"].insert(0, dict(data["test"][3]))  # a defect listed first for training
+    (jsons / "audiojack.json").write_text(json.dumps(data))
+    (jsons / "aaa.json").write_text(json.dumps({"meta": {}, "train": [], "test": []}))
+    m = build("realiad", tmp_path)
+    base = "realiad_1024/audiojack/"
+    assert labels(m, "train") == {base + r["image_path"]: 0 for r in data["train"][1:]}
+    assert [(r["specie_name"], r["anomaly"], bool(r["mask_path"])) for r in m["test"]["audiojack"]] \
+        == [("GOOD", 0, False), ("AK", 1, True), ("GOOD", 0, False), ("QS", 1, True)]
 
 
 def test_elpv_a_cell_is_defective_above_probability_zero(tmp_path):
