@@ -6,9 +6,12 @@ files, a subprocess, torchrun, a bash script, a server, a browser); their tests 
 
     python -m pytest -q -m "not e2e" tests      # the fast tier alone
     python -m pytest -q -m e2e tests            # the end-to-end tier alone
+
+Under ``pytest -n`` the end-to-end files are handed out first and the unit files last.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -38,3 +41,7 @@ def pytest_collection_modifyitems(config, items) -> None:
     for item in items:
         if item.path.name in E2E_FILES:
             item.add_marker(pytest.mark.e2e)
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        # pytest -n: the workers take the files in this order, so the long end-to-end files
+        # go first and the quick unit files last, to fill in until both workers are done
+        items.sort(key=lambda item: item.path.name not in E2E_FILES)
