@@ -10,7 +10,7 @@ import pytest
 
 from errors import DatasetError, RunLockedError
 
-from engine.plumbing.result_set import FAILED_LOG, JOURNAL, LOCK, ResultSet
+from engine.plumbing.result_set import FAILED_LOG, JOURNAL, LOCK, ResultSet, recorded
 
 
 def test_a_training_run_that_fails_in_a_new_folder_leaves_no_folder(tmp_path):
@@ -193,3 +193,17 @@ def test_a_lock_on_this_host_is_taken_over_only_when_its_process_is_gone(tmp_pat
         assert json.loads((save / LOCK).read_text())["pid"] == os.getpid()
         rs.commit()
     assert not (save / LOCK).exists()
+
+
+def test_recorded_counts_each_scored_image_once_and_reads_past_what_it_cannot(tmp_path):
+    """records-r0.jsonl is a folder (cannot be read); r1 holds a.png twice, b.png unreadable,
+    a record without a path, a JSON list and a line cut by a kill; r2 holds c.png: 2 images."""
+    (tmp_path / "records-r0.jsonl").mkdir()
+    (tmp_path / "records-r1.jsonl").write_text("\n".join([
+        json.dumps({"path": "a.png", "text_score": 0.1}),
+        json.dumps({"path": "b.png", "error": "cannot identify image file"}),
+        json.dumps({"text_score": 0.3}), "[1, 2]",
+        json.dumps({"path": "a.png", "text_score": 0.1}), '{"path": "d.pn']))
+    (tmp_path / "records-r2.jsonl").write_text(json.dumps({"path": "c.png"}) + "\n")
+    assert recorded(tmp_path) == 2
+    assert recorded(tmp_path / "absent") == 0
