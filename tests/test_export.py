@@ -57,14 +57,14 @@ def argv(arch: str, mode: str, out: Path, *extra: str) -> list[str]:
 PREFETCH_FIXTURE = "exports"
 
 
-def prefetch_in_background():
+def prefetch_in_background(python: str = sys.executable):
     """The ViT few-shot export with the default (dynamo) exporter, the slowest step of this
     file (about 12 s), started at collection as a real ``python export.py`` process on the
     other CPU; the ``exports`` fixture waits for it. Returns (process, output path)."""
     import tempfile
 
     out = Path(tempfile.mkdtemp(prefix="aprilgan-onnx-")) / "vit_few_shot.onnx"
-    proc = subprocess.Popen([sys.executable, str(REPO / "export.py"),
+    proc = subprocess.Popen([python, str(REPO / "export.py"),
                              *argv("vit", "few_shot", out, *THRESHOLDS)], cwd=REPO,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     return proc, out
@@ -81,9 +81,11 @@ def exports(tmp_path_factory):
             extra = THRESHOLDS if mode == "few_shot" else []
             if (arch, mode) != ("vit", "few_shot"):
                 extra = [*extra, "--exporter", "torchscript"]
-            if (arch, mode) == ("vit", "few_shot"):  # a real export.py process, started at
-                # collection (one process) or now (pytest -n: no CPU is left to overlap it)
-                proc, made = session_processes.BACKGROUND.get(__name__) or prefetch_in_background()
+            if (arch, mode) == ("vit", "few_shot"):  # a real export.py process: a fresh
+                # interpreter started at collection (one process), or now in the fork server
+                # (pytest -n: no CPU is left to overlap it)
+                proc, made = session_processes.BACKGROUND.get(__name__) or prefetch_in_background(
+                    session_processes.session_warm_python().ready())
                 _, err = proc.communicate(timeout=600)
                 assert proc.returncode == 0, err[-3000:]
                 for f in (made, ex.sidecar_path(made)):

@@ -41,9 +41,12 @@ import traceback
 import types
 
 # Third-party libraries only: the project's modules must come from each request's own cwd.
-PRELOAD = ("numpy", "torch", "torchvision", "open_clip", "cv2", "PIL.Image", "tqdm", "sklearn",
-           "torch.distributed.run", "onnx", "onnxruntime", "scipy.stats", "scipy.ndimage",
-           "matplotlib.figure", "matplotlib.backends.backend_agg", "jinja2", "tabulate")
+# APRILGAN_WARM_PRELOAD (comma-separated module names) replaces the list: the tests of the
+# server's own life (tests/test_warm_python.py) need no torch in it.
+PRELOAD = tuple(filter(None, os.environ.get("APRILGAN_WARM_PRELOAD", "").split(","))) or (
+    "numpy", "torch", "torchvision", "open_clip", "cv2", "PIL.Image", "tqdm", "sklearn",
+    "torch.distributed.run", "onnx", "onnxruntime", "scipy.stats", "scipy.ndimage",
+    "matplotlib.figure", "matplotlib.backends.backend_agg", "jinja2", "tabulate")
 HEADER = struct.Struct("!I")
 STATUS = struct.Struct("!i")
 
