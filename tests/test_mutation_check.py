@@ -4,7 +4,6 @@ module's tests found by name, --since, and the checkout left unchanged."""
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -178,19 +177,17 @@ def _server_processes() -> set[str]:
     return found
 
 
-def test_mutants_run_in_the_warm_fork_server_which_ends_with_the_run(tmp_path):
+def test_mutants_run_in_the_warm_fork_server_which_ends_with_the_run(tmp_path, monkeypatch):
     """With the tree's fork server (tests/warm_python.py) each mutant's tests run in a process
     forked from it, its libraries already imported: a test that needs one imported before it runs
     passes there and fails in a fresh interpreter (--cold). The outcome is the one worked out by
     hand for the cold run above (only `<=` survives), and no server is left once it is over."""
     root = _tree(tmp_path)
-    shutil.copy(REPO / "tests" / "warm_client.py", root / "tests" / "warm_client.py")
-    server = (REPO / "tests" / "warm_python.py").read_text()
-    preload = re.search(r"^PRELOAD = \(.*?\)\n", server, flags=re.M | re.S)
+    for name in ("warm_python.py", "warm_client.py"):
+        shutil.copy(REPO / "tests" / name, root / "tests" / name)
     # the project's server, preloading one module no test here imports instead of torch (the
     # same mechanism, without a torch import's seconds)
-    (root / "tests" / "warm_python.py").write_text(
-        server[:preload.start()] + 'PRELOAD = ("colorsys",)\n' + server[preload.end():])
+    monkeypatch.setenv("APRILGAN_WARM_PRELOAD", "colorsys")
     (root / "tests" / "test_calc.py").write_text(
         TESTS + "\n\ndef test_forked_from_the_server():\n    import sys\n\n"
                 "    assert 'colorsys' in sys.modules  # imported by the server, never here\n")
