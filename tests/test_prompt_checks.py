@@ -27,6 +27,16 @@ def _folder(tmp_path, overrides: str | None = None):
     return d
 
 
+def _scan(tmp_path, text: str):
+    """``text`` written as tmp_path/overrides.json and scanned against the base states '{}'
+    (normal) and 'broken {}' (abnormal): (its path, (overrides, origins, problems))."""
+    from prompts.checks import scan_overrides
+
+    path = tmp_path / "overrides.json"
+    path.write_text(text)
+    return path, scan_overrides(path, ("{}",), ("broken {}",))
+
+
 OVERRIDES = """{
   "_comment": "ignored",
   "bottle": {
@@ -186,11 +196,8 @@ def test_two_long_prompts_are_counted():
 def test_a_state_written_with_an_escape_is_named_at_its_category(tmp_path):
     """'cr\\u00e4cked' is 'cräcked' once parsed, which the file's text does not contain: the
     problem is named at the line of its category's key (line 3), not guessed elsewhere."""
-    from prompts.checks import scan_overrides
-
-    path = tmp_path / "overrides.json"
-    path.write_text('{\n  "_c": "x",\n  "bottle": {\n    "normal": ["cr\\u00e4cked"]\n  }\n}\n')
-    overrides, origins, problems = scan_overrides(path, ("{}",), ("broken {}",))
+    path, (overrides, origins, problems) = _scan(tmp_path, (
+        '{\n  "_c": "x",\n  "bottle": {\n    "normal": ["cr\\u00e4cked"]\n  }\n}\n'))
     assert overrides == {"bottle": {"normal": ["cräcked"]}}
     assert origins == {("bottle", "normal", "cräcked"): f"{path}:3"}
     assert problems == [f"{path}:3: 'bottle': normal state 'cräcked' needs exactly one '{{}}' "
@@ -201,12 +208,9 @@ def test_a_state_written_with_an_escape_is_named_at_its_category(tmp_path):
 def test_the_same_bad_state_in_two_categories_is_named_at_each_ones_line(tmp_path):
     """The search for a value starts at its own category: the second category's copy of a
     state is named at line 6, not at the first category's line 3."""
-    from prompts.checks import scan_overrides
-
-    path = tmp_path / "overrides.json"
-    path.write_text('{\n  "screw": {\n    "normal": ["cracked"]\n  },\n'
-                    '  "bottle": {\n    "normal": ["cracked"]\n  }\n}\n')
-    _, origins, problems = scan_overrides(path, ("{}",), ("broken {}",))
+    path, (_, origins, problems) = _scan(tmp_path, (
+        '{\n  "screw": {\n    "normal": ["cracked"]\n  },\n'
+        '  "bottle": {\n    "normal": ["cracked"]\n  }\n}\n'))
     need = "normal state 'cracked' needs exactly one '{}' placeholder"
     assert problems == [f"{path}:3: 'screw': {need}", f"{path}:6: 'bottle': {need}"]
     assert origins[("bottle", "normal", "cracked")] == f"{path}:6"
@@ -224,12 +228,9 @@ def test_an_overrides_path_that_cannot_be_read_is_named(tmp_path):
 def test_an_unknown_key_and_a_bad_mode_are_named_at_their_own_lines(tmp_path):
     """Unknown keys 'colour' (line 3) and 'size' (line 4): the first is named; the mode 'merge'
     is on line 5, not at its category's key (line 2)."""
-    from prompts.checks import scan_overrides
-
-    path = tmp_path / "overrides.json"
-    path.write_text('{\n  "bottle": {\n    "colour": "red",\n    "size": 3,\n'
-                    '    "mode": "merge"\n  }\n}\n')
-    _, _, problems = scan_overrides(path, ("{}",), ("broken {}",))
+    path, (_, _, problems) = _scan(tmp_path, (
+        '{\n  "bottle": {\n    "colour": "red",\n    "size": 3,\n'
+        '    "mode": "merge"\n  }\n}\n'))
     assert problems == [
         f"{path}:3: 'bottle': unknown keys ['colour', 'size'] (known: object, normal, "
         "abnormal, mode)",
@@ -256,12 +257,9 @@ def test_values_are_named_at_their_own_lines_whatever_the_files_edges(tmp_path):
     is named at line 4, the 'normal' that is not a list at line 5, the state 'bottle' (the
     category's own name) at line 6, not at the key of line 3; the escaped state of 'screw' is
     not in the text as parsed, so it is named at its category's key, line 8."""
-    from prompts.checks import scan_overrides
-
-    path = tmp_path / "overrides.json"
-    path.write_text('\n{\n  "bottle": {\n    "object": "  ",\n    "normal": "clean {}",\n'
-                    '    "abnormal": ["bottle"]\n  },\n  "screw": {"normal": ["cr\\u00e4ck"]}\n}')
-    _, _, problems = scan_overrides(path, ("{}",), ("broken {}",))
+    path, (_, _, problems) = _scan(tmp_path, (
+        '\n{\n  "bottle": {\n    "object": "  ",\n    "normal": "clean {}",\n'
+        '    "abnormal": ["bottle"]\n  },\n  "screw": {"normal": ["cr\\u00e4ck"]}\n}'))
     assert problems == [
         f"{path}:4: 'bottle': object must be a non-empty word, not '  '",
         f"{path}:5: 'bottle': 'normal' must be a list of states (strings)",
@@ -270,12 +268,9 @@ def test_values_are_named_at_their_own_lines_whatever_the_files_edges(tmp_path):
 
 
 def test_a_state_listed_three_times_is_named_at_its_second_and_third_lines(tmp_path):
-    from prompts.checks import scan_overrides
-
-    path = tmp_path / "overrides.json"
-    path.write_text('{\n  "bottle": {\n    "abnormal": [\n      "dent {}",\n      "dent {}",\n'
-                    '      "dent {}"\n    ]\n  }\n}\n')
-    _, _, problems = scan_overrides(path, ("{}",), ("broken {}",))
+    path, (_, _, problems) = _scan(tmp_path, (
+        '{\n  "bottle": {\n    "abnormal": [\n      "dent {}",\n      "dent {}",\n'
+        '      "dent {}"\n    ]\n  }\n}\n'))
     twice = "abnormal state 'dent {}' is listed twice (it would weigh twice)"
     assert problems == [f"{path}:5: 'bottle': {twice}", f"{path}:6: 'bottle': {twice}"]
 
