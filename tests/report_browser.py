@@ -41,6 +41,7 @@ class Page:
         self.browser, self.session = browser, session
         self.errors: list[str] = []
         self.screenshot: bytes = b""
+        self.loader: str | None = None  # the loaderId of the document shown
 
     def call(self, method: str, **params: Any) -> dict:
         return self.browser.call(method, params, self.session)
@@ -52,6 +53,29 @@ class Page:
         if "exceptionDetails" in r:
             raise AssertionError(f"page script failed: {r['exceptionDetails']}")
         return r["result"].get("value")
+
+    def broken_images(self, timeout_ms: int = 15000) -> int:
+        """How many pictures of the page do not show once each had its chance to load. The
+        predict report loads its pictures lazily: a picture loads when it nears the viewport,
+        which may be after the load event. So each picture not yet loaded is scrolled into view,
+        as a reader scrolling down would, and waited for (its ``load`` or ``error``, at most
+        ``timeout_ms`` in all); then the page goes back to its top."""
+        return self.evaluate(f"""(async () => {{
+            const end = Date.now() + {int(timeout_ms)};
+            for (const i of Array.from(document.images)) {{
+                if (i.complete) continue;
+                const done = new Promise(r => {{
+                    i.addEventListener('load', r, {{once: true}});
+                    i.addEventListener('error', r, {{once: true}});
+                    setTimeout(r, Math.max(0, end - Date.now()));
+                }});
+                i.scrollIntoView({{block: 'center'}});
+                if (!i.complete) await done;
+            }}
+            window.scrollTo(0, 0);
+            return Array.from(document.images)
+                .filter(i => !(i.complete && i.naturalWidth > 0)).length;
+        }})()""")
 
     def shoot(self) -> bytes:
         self.screenshot = base64.b64decode(self.call("Page.captureScreenshot", format="png")["data"])
@@ -147,29 +171,55 @@ class Chromium:
                 return msg.get("result", {})
             self.events.append(msg)
 
-    def wait_event(self, method: str, session: str) -> dict:
+    def wait_load(self, page: Page, loader: str | None = None) -> None:
+        """Wait for the ``load`` lifecycle event of a document of ``page``: the one that
+        ``loader`` (a loaderId) fetches, or with ``loader=None`` any one but the page's current
+        document. ``Page.loadEventFired`` would not do: it names no document, and the blank
+        tab's own load can arrive after ``Page.enable``, before the report's."""
         deadline = time.monotonic() + self.timeout
+
+        def ours(e: dict) -> bool:
+            p = e.get("params", {})
+            return (e.get("method") == "Page.lifecycleEvent" and e.get("sessionId") == page.session
+                    and p.get("name") == "load"
+                    and (p.get("loaderId") == loader if loader else p.get("loaderId") != page.loader))
         for i, e in enumerate(self.events):
-            if e.get("method") == method and e.get("sessionId") == session:
-                return self.events.pop(i)
+            if ours(e):
+                page.loader = self.events.pop(i)["params"]["loaderId"]
+                return
         while True:
             msg = self._read(deadline)
-            if msg.get("method") == method and msg.get("sessionId") == session:
-                return msg
+            if ours(msg):
+                page.loader = msg["params"]["loaderId"]
+                return
             self.events.append(msg)
+
+    def navigate(self, page: Page, url: str) -> None:
+        """Load ``url`` in ``page`` and return after that very document's load event."""
+        loader = page.call("Page.navigate", url=url).get("loaderId")
+        if not loader:
+            raise RuntimeError(f"Chromium did not start a navigation to {url}")
+        self.wait_load(page, loader)
+
+    def new_page(self, width: int = 1280, height: int = 900,
+                 domains: tuple[str, ...] = ("Page", "Runtime", "Log")) -> Page:
+        """A new blank tab of ``width`` x ``height`` CSS px with ``domains`` enabled and the
+        page's lifecycle events on."""
+        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
+        page = Page(self, session)
+        for domain in domains:
+            page.call(f"{domain}.enable")
+        page.call("Page.setLifecycleEventsEnabled", enabled=True)
+        page.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
+                  deviceScaleFactor=1, mobile=False)
+        return page
 
     def open(self, path: Path, width: int = 1280, height: int = 900) -> Page:
         """Open ``path`` (file://) in a new tab of ``width`` x ``height`` CSS px; return the page
         after its load event and a short settle, with its errors so far collected."""
-        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        page = Page(self, session)
-        for domain in ("Page", "Runtime", "Log"):
-            page.call(f"{domain}.enable")
-        page.call("Emulation.setDeviceMetricsOverride", width=width, height=height,
-                  deviceScaleFactor=1, mobile=False)
-        page.call("Page.navigate", url=Path(path).resolve().as_uri())
-        self.wait_event("Page.loadEventFired", session)
+        page = self.new_page(width, height)
+        self.navigate(page, Path(path).resolve().as_uri())
         page.evaluate("new Promise(r => requestAnimationFrame(() => setTimeout(r, 50)))")
         self.collect_errors(page)
         return page
@@ -178,8 +228,11 @@ class Chromium:
         """Click the ``index``-th element matching ``selector`` on ``page`` as a user would and
         wait for the page it leads to; returns that page's ``{"url", "type", "width",
         "height"}`` (``width``/``height``: the size of the picture shown, 0 for a non-image)."""
+        # lifecycle events still queued belong to documents before the current one
+        self.events = [e for e in self.events if not (e.get("method") == "Page.lifecycleEvent"
+                                                      and e.get("sessionId") == page.session)]
         page.evaluate(f"document.querySelectorAll({json.dumps(selector)})[{index}].click()")
-        self.wait_event("Page.loadEventFired", page.session)
+        self.wait_load(page)
         return page.evaluate(
             "({url: location.href, type: document.contentType,"
             " width: document.images.length ? document.images[0].naturalWidth : 0,"

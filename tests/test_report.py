@@ -303,8 +303,7 @@ def test_reports_render_in_headless_chromium(run, tmp_path):
         page = browser.open(run.report, 1280, 900)
         size, spread = _png_stats(page.shoot())
         assert size == (1280, 900) and spread > 10, (size, spread)
-        assert page.evaluate("Array.from(document.images).filter("
-                             "i => !(i.complete && i.naturalWidth > 0)).length") == 0
+        assert page.broken_images() == 0
         assert page.evaluate("document.querySelectorAll('table.metrics tbody tr').length") == 3
         order = page.evaluate(
             "(() => { const t = document.querySelector('table.metrics');"
@@ -322,3 +321,14 @@ def test_reports_render_in_headless_chromium(run, tmp_path):
         assert p2.evaluate("document.querySelectorAll('tr.divider').length") == 1
         p3 = browser.open(bad)
         assert len(p3.errors) == 2, p3.errors  # console.error + the missing picture
+        assert p3.broken_images() == 1
+        # a lazy picture far below the fold has not loaded at the load event; the check scrolls
+        # to it and waits, as a reader would, instead of counting it broken
+        lazy = tmp_path / "lazy.html"
+        lazy.write_text('<!DOCTYPE html><html><head><meta charset="utf-8"><title>x</title></head>'
+                        '<body><div style="height:20000px"></div><img src="'
+                        + next(predict.parent.glob("report_files/*")).resolve().as_uri()
+                        + '" loading="lazy"></body></html>')
+        p4 = browser.open(lazy)
+        assert p4.evaluate("document.images[0].complete") is False
+        assert p4.broken_images() == 0 and p4.evaluate("window.scrollY") == 0

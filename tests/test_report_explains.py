@@ -119,8 +119,7 @@ def test_calibrated_few_shot_report_explains_itself_in_chromium(capsys, tmp_path
                     "Debian package chromium (.ci/run does) to run the browser test")
     with Chromium(binary) as browser:
         page = browser.open(save / "report.html", 480, 4000)  # narrower than its table
-        assert page.evaluate("Array.from(document.images).filter("
-                             "i => !(i.complete && i.naturalWidth > 0)).length") == 0
+        assert page.broken_images() == 0
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
         top = page.evaluate("document.querySelector('header .warn').textContent")
         assert "random test model" in top

@@ -74,8 +74,7 @@ def test_every_link_of_the_predict_report_opens_its_file_in_chromium(odd_run):
                     "Debian package chromium (.ci/run does) to run the browser test")
     with Chromium(binary) as browser:
         page = browser.open(report, 1280, 900)
-        assert page.evaluate("Array.from(document.images).filter("
-                             "i => !(i.complete && i.naturalWidth > 0)).length") == 0
+        assert page.broken_images() == 0
         caption = page.evaluate("Array.from(document.querySelectorAll('table.predict tbody tr'))"
                                 ".filter(r => !r.classList.contains('divider'))"
                                 ".map(r => r.querySelector('code').textContent)")

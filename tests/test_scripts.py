@@ -301,8 +301,7 @@ def test_demo_reports_render_in_chromium(demo):
             page = browser.open(res / rel / "report.html", 1280, 900)
             png = page.shoot()
             assert png.startswith(b"\x89PNG") and len(png) > 20_000, rel  # not a blank page
-            assert page.evaluate("Array.from(document.images).filter("
-                                 "i => !(i.complete && i.naturalWidth > 0)).length") == 0, rel
+            assert page.broken_images() == 0, rel
             browser.collect_errors(page)
             assert page.errors == [], (rel, page.errors)
 

@@ -25,18 +25,9 @@ def wait_for(page, expression: str, timeout: float = 60.0):
 
 
 def open_url(browser: Chromium, url: str):
-    """A new tab at ``url`` after its load event (``report_browser``'s Page)."""
-    from report_browser import Page
-
-    target = browser.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-    session = browser.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-    page = Page(browser, session)
-    for domain in ("Page", "Runtime", "Log", "DOM", "Network"):
-        page.call(f"{domain}.enable")
-    page.call("Emulation.setDeviceMetricsOverride", width=1280, height=900, deviceScaleFactor=1,
-              mobile=False)
-    page.call("Page.navigate", url=url)
-    browser.wait_event("Page.loadEventFired", session)
+    """A new tab at ``url`` after that document's load event (``report_browser``'s Page)."""
+    page = browser.new_page(1280, 900, ("Page", "Runtime", "Log", "DOM", "Network"))
+    browser.navigate(page, url)
     return page
 
 
