@@ -118,6 +118,28 @@ def few_shot_map(distances: Sequence[torch.Tensor], size: int) -> torch.Tensor:
     return out
 
 
+def zero_shot_maps(logits: Sequence[torch.Tensor], size: int, device: torch.device,
+                   chunk: int = 16) -> torch.Tensor:
+    """[N, S, S] float32 zero-shot maps on ``device``, built ``chunk`` images at a time."""
+    n = logits[0].shape[0]
+    out = torch.empty((n, size, size), dtype=torch.float32, device=device)
+    for a in range(0, n, chunk):
+        out[a:a + chunk] = zero_shot_map([l[a:a + chunk].to(device) for l in logits], size)
+    return out
+
+
+def final_maps(zero_shot: torch.Tensor, distances: Sequence[torch.Tensor] | None, size: int,
+               chunk: int = 16) -> torch.Tensor:
+    """[N, S, S] float32: the zero-shot maps plus (few-shot) the upsampled memory distances."""
+    if not distances:
+        return zero_shot
+    out = torch.empty_like(zero_shot)
+    for a in range(0, zero_shot.shape[0], chunk):
+        out[a:a + chunk] = zero_shot[a:a + chunk] + few_shot_map(
+            [d[a:a + chunk].to(zero_shot.device) for d in distances], size)
+    return out
+
+
 def combined_image_scores(text_scores: np.ndarray, maps_max: np.ndarray) -> np.ndarray:
     """Few-shot image score of one category: 0.5 * (text + minmax(max of each final map)).
 

@@ -4,7 +4,7 @@ Speed and memory do not depend on the weights, so the model is built with random
 (``--pretrained none``) and nothing is downloaded. Per batch it times what ``test.py`` does:
 one backbone pass, the projection head, the memory-bank search of ``--runs`` few-shot banks of
 ``--k_shot`` images each, and the final maps at S x S as test.py's metrics make them
-(``engine.core.inference.zero_shot_maps`` then ``final_maps``, on the CPU). Reports images/s per
+(``models.anomaly_maps.zero_shot_maps`` then ``final_maps``, on the CPU). Reports images/s per
 part, peak GPU memory (CUDA), and writes JSON.
 
     python scripts/benchmark_inference.py                          # ViT-L-14-336 at 518, GPU
@@ -24,10 +24,10 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+from models.anomaly_maps import final_maps, zero_shot_maps
 from models.memory_bank import MemoryBank
 
 from engine.config import ModelConfig
-from engine.core.inference import final_maps, zero_shot_maps
 from engine.core.loading import build_model
 
 DEFAULTS = ModelConfig()  # the one place the defaults are set

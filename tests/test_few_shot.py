@@ -16,11 +16,11 @@ from tolerances import assert_metrics_close
 from datasets import load_meta, make_samples
 from datasets.references import draw_references
 from datasets.transforms import image_transform, open_image
-from models.anomaly_maps import combined_image_scores
+from models.anomaly_maps import combined_image_scores, final_maps, zero_shot_maps
 from models.backbone import ClipBackbone
 from prompts import TextFeatureBank
 
-from engine.core.inference import build_bank, final_maps, reference_tokens, run_category, zero_shot_maps
+from engine.core.inference import build_bank, reference_tokens, run_category
 from engine.core.loading import build_model
 
 MAP_TOL = 1e-4

@@ -2,8 +2,8 @@
 
 For a category of N test images, ``run_category`` keeps per stage the [N, 2, h, h] logits and,
 for every few-shot run, the [N, 1, h, h] memory distances -- a few MB even at 518 px -- and
-``zero_shot_maps`` and ``final_maps`` turn them into [N, S, S] float32 maps a chunk at a time
-(what test.py, predict.py and the export all compute).
+``models.anomaly_maps.zero_shot_maps`` and ``final_maps`` turn them into [N, S, S] float32 maps a
+chunk at a time (what test.py, predict.py and the export all compute).
 """
 from __future__ import annotations
 
@@ -183,28 +183,6 @@ def concat_results(parts: Sequence[dict], n_banks: int) -> dict:
             "paths": [q for p in parts for q in p["path"]],
             "backbone_images": sum(p["backbone_images"] for p in parts),
             "backbone_seconds": sum(p["backbone_seconds"] for p in parts)}
-
-
-def final_maps(zero_shot: torch.Tensor, distances: Sequence[torch.Tensor] | None, size: int,
-               chunk: int = 16) -> torch.Tensor:
-    """[N, S, S] float32: the zero-shot maps plus (few-shot) the upsampled memory distances."""
-    if not distances:
-        return zero_shot
-    out = torch.empty_like(zero_shot)
-    for a in range(0, zero_shot.shape[0], chunk):
-        out[a:a + chunk] = zero_shot[a:a + chunk] + few_shot_map(
-            [d[a:a + chunk].to(zero_shot.device) for d in distances], size)
-    return out
-
-
-def zero_shot_maps(logits: Sequence[torch.Tensor], size: int, device: torch.device,
-                   chunk: int = 16) -> torch.Tensor:
-    """[N, S, S] float32 zero-shot maps on ``device``, built ``chunk`` images at a time."""
-    n = logits[0].shape[0]
-    out = torch.empty((n, size, size), dtype=torch.float32, device=device)
-    for a in range(0, n, chunk):
-        out[a:a + chunk] = zero_shot_map([l[a:a + chunk].to(device) for l in logits], size)
-    return out
 
 
 def progress(total: int, desc: str) -> tqdm:

@@ -14,9 +14,9 @@ import torch
 from PIL import Image
 
 from datasets.transforms import open_image
+from models.anomaly_maps import final_maps, zero_shot_maps
 from utils.visualize import fixed_scale, heatmap_overlay, render_overlay, save_overlay
 
-from engine.core.inference import final_maps, zero_shot_maps
 from engine.evaluate.runs import FewShotRun, Run
 
 CPU = torch.device("cpu")

@@ -17,9 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.anomaly_maps import combined_image_scores, per_image_scores
-
-from engine.core.inference import final_maps, zero_shot_maps
+from models.anomaly_maps import combined_image_scores, final_maps, per_image_scores, zero_shot_maps
 
 
 @dataclass

@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from datasets.folder import readable_batches, readable_images
+from models.anomaly_maps import final_maps, zero_shot_maps
 from prompts import TextFeatureBank, load_prompts
 
 from engine.config import PredictConfig
-from engine.core.inference import build_bank, final_maps, infer_batches, normal_level, reference_tokens, zero_shot_maps
+from engine.core.inference import build_bank, infer_batches, normal_level, reference_tokens
 from engine.core.loading import resolve_device, scoring_model
 
 
