@@ -46,3 +46,27 @@ def test_the_loader_workers_default_is_written_once():
     assert given.loader_workers(gpu) == 0
     given.num_workers = 2
     assert (given.loader_workers(cpu), given.loader_workers(gpu)) == (2, 2)
+
+
+def test_one_tokenizer_per_model_config_and_another_for_another_config(tmp_path):
+    """tokenizer_for reuses the tokenizer it built for a model name, unless a config registered
+    later under that name has other text settings: then that config's tokenizer (its context)."""
+    import json
+
+    from engine.core.loading import register_model_config, tokenizer_for
+
+    name = register_model_config(VIT.config, None)
+    first = tokenizer_for(name)
+    assert tokenizer_for(name) is first and first.context_length == 77
+    assert first("a bottle").shape == (1, 77)
+    cfg = json.loads(VIT.config.read_text())
+    cfg["text_cfg"]["context_length"] = 24
+    other = tmp_path / VIT.config.name  # the same file name: the same model name
+    other.write_text(json.dumps(cfg))
+    try:
+        assert register_model_config(other, None) == name
+        short = tokenizer_for(name)
+        assert short is not first and short("a bottle").shape == (1, 24)
+    finally:
+        register_model_config(VIT.config, None)  # the fixture's config again, for later tests
+    assert tokenizer_for(name) is first

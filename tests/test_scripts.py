@@ -384,7 +384,7 @@ def test_reproduce_tiny_protocol(tmp_path, warm_python):
     assert (tmp_path / "rt" / "exps" / "feature_store" / "mvtec" / "manifest.json").is_file()
 
 
-def test_gpu_check_without_cuda_stops_at_once(tmp_path):
+def test_gpu_check_without_cuda_stops_at_once(tmp_path, warm_python):
     """Without a CUDA device gpu_check.sh says so in one line, exits 1 and writes nothing."""
     import torch
 
@@ -392,7 +392,7 @@ def test_gpu_check_without_cuda_stops_at_once(tmp_path):
         pytest.skip("this machine has a CUDA device")
     out = tmp_path / "gpu"
     r = subprocess.run(["bash", str(REPO / "scripts" / "gpu_check.sh"), str(out)],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120, env=warm_python.env())
     assert r.returncode == 1
     assert r.stdout == "" and len(r.stderr.strip().splitlines()) == 1, r.stderr
     assert "no CUDA device" in r.stderr

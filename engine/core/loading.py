@@ -8,6 +8,8 @@ align_corners=False), e.g. ViT-L-14-336 at 518 px goes from 24x24 to 37x37 (METH
 """
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import math
 import os
@@ -181,7 +183,16 @@ def load_clip(model_name: str, pretrained: str | None, image_size: int,
 
 
 def tokenizer_for(model_name: str):
-    """The open_clip tokenizer of ``model_name`` (call after ``load_clip``)."""
+    """The open_clip tokenizer of ``model_name`` (call after ``load_clip``, which registers a
+    ``--config_path`` model). One instance per model name and text settings (the ``text_cfg``
+    of its registered config: another config under the same name gets its own): building one
+    reads the whole BPE vocabulary, and its per-word cache stays warm across models."""
+    text_cfg = (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
+    return _tokenizer(model_name, json.dumps(text_cfg, sort_keys=True, default=str))
+
+
+@functools.lru_cache(maxsize=8)
+def _tokenizer(model_name: str, text_cfg: str):
     return open_clip.get_tokenizer(model_name)
 
 
