@@ -9,7 +9,6 @@ align_corners=False), e.g. ViT-L-14-336 at 518 px goes from 24x24 to 37x37 (METH
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import os
@@ -38,10 +37,8 @@ REMEMBERED = ("model", "image_size", "features_list")
 
 
 def resolve_device(name: str | None) -> torch.device:
-    """``--device`` as a torch device; None picks CUDA when available, else the CPU.
-
-    Raises ConfigError for an unknown device name or a CUDA device this machine does not have.
-    """
+    """``--device`` as a torch device; None picks CUDA when available, else the CPU. ConfigError
+    for an unknown device name or a CUDA device this machine does not have."""
     if not name:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -183,17 +180,13 @@ def load_clip(model_name: str, pretrained: str | None, image_size: int,
 
 
 def tokenizer_for(model_name: str):
-    """The open_clip tokenizer of ``model_name`` (call after ``load_clip``, which registers a
-    ``--config_path`` model). One instance per model name and text settings (the ``text_cfg``
-    of its registered config: another config under the same name gets its own): building one
-    reads the whole BPE vocabulary, and its per-word cache stays warm across models."""
+    """The open_clip tokenizer of ``model_name`` (call after ``load_clip``), built once per name
+    and text settings (it reads the whole BPE vocabulary; another config's settings get theirs)."""
     text_cfg = (open_clip.get_model_config(model_name) or {}).get("text_cfg", {})
-    return _tokenizer(model_name, json.dumps(text_cfg, sort_keys=True, default=str))
+    return _tokenizer(model_name, repr(sorted(text_cfg.items())))
 
 
-@functools.lru_cache(maxsize=8)
-def _tokenizer(model_name: str, text_cfg: str):
-    return open_clip.get_tokenizer(model_name)
+_tokenizer = functools.lru_cache(maxsize=8)(lambda name, text_cfg: open_clip.get_tokenizer(name))
 
 
 def attnpool_hint(msg: str, image_size: int) -> str:
