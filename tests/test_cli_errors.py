@@ -9,7 +9,6 @@ from __future__ import annotations
 import gc
 import json
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -78,13 +77,15 @@ def test_meta_json_missing(tmp_path, save, capsys):
     assert_no_results(save)
 
 
-def test_meta_json_missing_real_process(tmp_path):
-    """The same through ``python test.py``: the process's own exit status and stderr."""
+def test_meta_json_missing_real_process(tmp_path, warm_python):
+    """The same through ``python test.py``: the process's own exit status and stderr (a real
+    process, started in the tests' fork server)."""
     require(VIT.data(DS))
     root = copy_dataset(DS, tmp_path / "data", with_meta=False)
     save = tmp_path / "results"
-    proc = subprocess.run([sys.executable, str(REPO / "test.py"), *_args(root, save)],
-                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run([warm_python.ready(), str(REPO / "test.py"), *_args(root, save)],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env=warm_python.env())
     assert_user_error(proc.returncode, proc.stderr, str(root / "meta.json"))
     assert_no_results(save)
 
