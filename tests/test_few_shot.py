@@ -195,6 +195,24 @@ def test_metric_workers_give_the_same_results(tmp_path):
     np.testing.assert_array_equal(pa["anomaly_maps"], pb["anomaly_maps"])
 
 
+def test_a_metric_worker_imports_no_model_code():
+    """What a spawned metric worker imports (its module, as a fresh interpreter does): torch and
+    the metric code, not open_clip, torchvision or the model-loading and inference modules, so
+    that each worker of --metric_workers starts in seconds."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    heavy = ("open_clip", "torchvision", "engine.core.inference", "engine.core.loading",
+             "datasets.loaders", "models.backbone")
+    code = ("import sys, engine.evaluate.metric_pool\n"
+            f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == ""
+
+
 def test_image_score_per_image_and_both(tmp_path):
     """--image_score: the metrics of the score in use; both sets side by side with 'both'."""
     ds = DATASET_NAMES[0]
