@@ -1,12 +1,20 @@
 """The pure model pieces: memory-bank lifecycle and state, the nearest-neighbour search by
-chunks, and the map formulas (one place each; METHOD §4, §5)."""
+chunks, the map formulas (one place each; METHOD §4, §5) and the maps built chunk by chunk."""
 from __future__ import annotations
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from models.anomaly_maps import nearest_distance, stage_probabilities, upsample, zero_shot_map
+from models.anomaly_maps import (
+    few_shot_map,
+    final_maps,
+    nearest_distance,
+    stage_probabilities,
+    upsample,
+    zero_shot_map,
+    zero_shot_maps,
+)
 from models.memory_bank import MemoryBank
 
 
@@ -58,3 +66,19 @@ def test_zero_shot_map_is_the_abnormal_channel_of_the_stage_probabilities():
     # upsample first, then softmax (METHOD §4): not the other way round
     other = upsample(torch.softmax(logits[0], dim=1), 12)[:, 1]
     assert not torch.allclose(probs[0][:, 1], other)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 16])
+def test_maps_built_chunk_by_chunk_equal_the_formulas_on_the_whole_batch(chunk):
+    """zero_shot_maps and final_maps on 7 images, ``chunk`` at a time (a last chunk shorter than
+    the others with 3): every image's map is the formula's over the whole batch at once. Within
+    1e-6, not bit for bit: a float32 kernel may vectorise a batch of 1 unlike a batch of 7."""
+    logits = [_tokens(7, 2, 4, 4, seed=s) for s in (1, 2, 3)]
+    distances = [_tokens(7, 1, 4, 4, seed=s).abs() for s in (4, 5)]
+    whole = zero_shot_map(logits, 12)
+    zs = zero_shot_maps(logits, 12, torch.device("cpu"), chunk=chunk)
+    assert zs.shape == (7, 12, 12) and zs.dtype == torch.float32
+    torch.testing.assert_close(zs, whole, rtol=0, atol=1e-6)
+    torch.testing.assert_close(final_maps(zs, distances, 12, chunk=chunk),
+                               whole + few_shot_map(distances, 12), rtol=0, atol=1e-6)
+    assert final_maps(zs, None, 12) is zs and final_maps(zs, [], 12) is zs  # zero-shot: as is
