@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from models.anomaly_maps import (
     few_shot_map,
     final_maps,
+    image_scores,
     nearest_distance,
     stage_probabilities,
     upsample,
@@ -71,14 +72,32 @@ def test_zero_shot_map_is_the_abnormal_channel_of_the_stage_probabilities():
 @pytest.mark.parametrize("chunk", [1, 3, 7, 16])
 def test_maps_built_chunk_by_chunk_equal_the_formulas_on_the_whole_batch(chunk):
     """zero_shot_maps and final_maps on 7 images, ``chunk`` at a time (a last chunk shorter than
-    the others with 3): every image's map is the formula's over the whole batch at once. Within
-    1e-6, not bit for bit: a float32 kernel may vectorise a batch of 1 unlike a batch of 7."""
+    the others with 3), at a map side (5) smaller than the number of images: every image's map
+    is the formula's over the whole batch at once. Within 1e-6, not bit for bit: a float32
+    kernel may vectorise a batch of 1 unlike a batch of 7."""
     logits = [_tokens(7, 2, 4, 4, seed=s) for s in (1, 2, 3)]
     distances = [_tokens(7, 1, 4, 4, seed=s).abs() for s in (4, 5)]
-    whole = zero_shot_map(logits, 12)
-    zs = zero_shot_maps(logits, 12, torch.device("cpu"), chunk=chunk)
-    assert zs.shape == (7, 12, 12) and zs.dtype == torch.float32
+    whole = zero_shot_map(logits, 5)
+    zs = zero_shot_maps(logits, 5, torch.device("cpu"), chunk=chunk)
+    assert zs.shape == (7, 5, 5) and zs.dtype == torch.float32
     torch.testing.assert_close(zs, whole, rtol=0, atol=1e-6)
-    torch.testing.assert_close(final_maps(zs, distances, 12, chunk=chunk),
-                               whole + few_shot_map(distances, 12), rtol=0, atol=1e-6)
-    assert final_maps(zs, None, 12) is zs and final_maps(zs, [], 12) is zs  # zero-shot: as is
+    torch.testing.assert_close(final_maps(zs, distances, 5, chunk=chunk),
+                               whole + few_shot_map(distances, 5), rtol=0, atol=1e-6)
+    assert final_maps(zs, None, 5) is zs and final_maps(zs, [], 5) is zs  # zero-shot: as is
+
+
+def test_image_scores_with_one_text_or_one_per_image():
+    """softmax(100 f T)[abnormal] (METHOD §5) worked image by image, against one [D, 2] text for
+    the batch and against a [B, D, 2] text of each image's own category (training batches)."""
+    f = F.normalize(_tokens(3, 8, seed=11), dim=-1)
+    texts = [F.normalize(_tokens(8, 2, seed=s), dim=0) for s in (12, 13, 14)]
+
+    def by_hand(i: int, t: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(100.0 * (f[i] * t.T).sum(dim=1), dim=0)[1]
+
+    torch.testing.assert_close(image_scores(f, texts[0]),
+                               torch.stack([by_hand(i, texts[0]) for i in range(3)]),
+                               rtol=0, atol=1e-6)
+    torch.testing.assert_close(image_scores(f, torch.stack(texts)),
+                               torch.stack([by_hand(i, texts[i]) for i in range(3)]),
+                               rtol=0, atol=1e-6)
