@@ -12,6 +12,7 @@ from models.anomaly_maps import (
     image_scores,
     nearest_distance,
     stage_probabilities,
+    token_grid,
     upsample,
     zero_shot_map,
     zero_shot_maps,
@@ -101,3 +102,12 @@ def test_image_scores_with_one_text_or_one_per_image():
     torch.testing.assert_close(image_scores(f, torch.stack(texts)),
                                torch.stack([by_hand(i, texts[i]) for i in range(3)]),
                                rtol=0, atol=1e-6)
+
+
+def test_token_grid_of_the_released_sizes_and_a_count_that_is_no_square():
+    """37 x 37 = 1369 tokens (ViT-L/14 at 518 px), 24 x 24 = 576 (at 336), 6 x 6 (the tiny
+    model at 84); one token more or less is no square grid: a clear error, not a wrong side."""
+    assert [token_grid(n) for n in (1369, 576, 36, 1)] == [37, 24, 6, 1]
+    for n in (1368, 1370, 577, 35, 37, 2):
+        with pytest.raises(ValueError, match=f"{n} patch tokens do not form a square grid"):
+            token_grid(n)
