@@ -174,8 +174,9 @@ class Chromium:
     def wait_load(self, page: Page, loader: str | None = None) -> None:
         """Wait for the ``load`` lifecycle event of a document of ``page``: the one that
         ``loader`` (a loaderId) fetches, or with ``loader=None`` any one but the page's current
-        document. ``Page.loadEventFired`` would not do: it names no document, and the blank
-        tab's own load can arrive after ``Page.enable``, before the report's."""
+        document. ``Page.loadEventFired`` names no document: a late load event of the tab's blank
+        page would pass for the report's (and turning lifecycle events on replays the blank
+        page's own ``load``, which its loaderId tells apart)."""
         deadline = time.monotonic() + self.timeout
 
         def ours(e: dict) -> bool:
