@@ -57,11 +57,9 @@ class WarmPython:
         return self.python
 
     def env(self, base: dict | None = None, **extra: str) -> dict:
-        """An environment whose ``PYTHON`` (read by scripts/*.sh) is the warm interpreter."""
-        python = self.ready()
-        return {**(os.environ if base is None else base), **extra, "PYTHON": python,
-                "APRILGAN_WARM_PYTHON_SOCKET": str(self.socket),
-                "APRILGAN_WARM_PYTHON_REAL": sys.executable}
+        """An environment whose ``PYTHON`` (read by scripts/*.sh) is the warm interpreter (the
+        wrapper carries the server's address itself)."""
+        return {**(os.environ if base is None else base), **extra, "PYTHON": self.ready()}
 
     def close(self) -> None:
         if self.server is not None and self.server.poll() is None:

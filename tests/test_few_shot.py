@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DATASET_NAMES, VIT, aligned, compare_metrics, load_predictions, require, run_test_main
+from conftest import DATASET_NAMES, REPO, VIT, aligned, compare_metrics, load_predictions, require, run_test_main
 from tolerances import assert_metrics_close
 
 from datasets import load_meta, make_samples
@@ -201,13 +201,12 @@ def test_a_metric_worker_imports_no_model_code():
     that each worker of --metric_workers starts in seconds."""
     import subprocess
     import sys
-    from pathlib import Path
 
     heavy = ("open_clip", "torchvision", "engine.core.inference", "engine.core.loading",
              "datasets.loaders", "models.backbone")
     code = ("import sys, engine.evaluate.metric_pool\n"
             f"print(','.join(m for m in {heavy!r} if m in sys.modules))")
-    r = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1],
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.strip() == ""

@@ -96,9 +96,8 @@ def fingerprint(config: dict) -> dict:
 
 def interrupted(out: Path, cfg: PredictConfig) -> Interrupted:
     """The one line of a Ctrl-C: how many images are kept in the staging folder ``out`` and
-    how to continue (``--resume``) or start over (``--restart``). Images are counted once
-    each (a resumed run records the images of a batch it scores again a second time), and the
-    records of files that could not be read are not scored images."""
+    how to continue (``--resume``) or start over (``--restart``); images counted as
+    ``recorded`` counts them."""
     n = recorded(out)
     if not n:
         return Interrupted("no image was scored yet; run the command again to start")
