@@ -27,9 +27,21 @@ def both(warm_python, args: list[str], cwd, stdin: str = "", **env: str):
 
 
 def test_the_server_is_in_use(warm_python):
+    """A command given only the wrapper (a benchmark's ``--python``, no address in its
+    environment) or a script's ``$PYTHON`` runs forked from the server: the server's last
+    preloaded module is imported before its first line, as in no fresh interpreter."""
     if warm_python.server is None:
         pytest.skip("APRILGAN_COLD_PYTHON=1: every process is a plain interpreter")
     assert warm_python.ready() != sys.executable
+    import warm_python as server
+
+    probe = f"import sys; print({server.PRELOAD[-1]!r} in sys.modules)"
+    bare = {k: v for k, v in os.environ.items() if not k.startswith("APRILGAN_WARM")}
+    runs = [subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+            for cmd, env in (([sys.executable, "-c", probe], bare),
+                             ([warm_python.ready(), "-c", probe], bare),
+                             (["bash", "-c", '"$PYTHON" -c "$0"', probe], warm_python.env()))]
+    assert [r.stdout for r in runs] == ["False\n", "True\n", "True\n"], [r.stderr for r in runs]
 
 
 def test_script_module_and_string_see_what_a_fresh_interpreter_sees(warm_python, tmp_path):
